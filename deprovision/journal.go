@@ -1,0 +1,140 @@
+package deprovision
+
+import (
+	"context"
+	"iter"
+	"time"
+)
+
+// Status is where an operation stands. Terminal statuses never change again.
+type Status string
+
+// Operation statuses.
+const (
+	// StatusRunning: steps are being applied (or will be resumed).
+	StatusRunning Status = "running"
+	// StatusAwaitingApproval: a guardrail held the operation; it runs once approved.
+	StatusAwaitingApproval Status = "awaiting-approval"
+	// StatusPlanned: a dry run; the plan is journaled and nothing was changed. Terminal.
+	StatusPlanned Status = "planned"
+	// StatusSucceeded: every step is done. Terminal.
+	StatusSucceeded Status = "succeeded"
+	// StatusFailed: a step failed permanently, or retries ran out. Terminal.
+	StatusFailed Status = "failed"
+	// StatusRejected: the request was refused before anything changed (malformed event,
+	// unauthorized source, unknown device, policy refusal). Terminal.
+	StatusRejected Status = "rejected"
+)
+
+// Terminal reports whether s never changes again.
+func (s Status) Terminal() bool {
+	switch s {
+	case StatusPlanned, StatusSucceeded, StatusFailed, StatusRejected:
+		return true
+	}
+	return false
+}
+
+// Operation is the journal's record of one event: one per (source, event id).
+type Operation struct {
+	// ID is derived from (Source, EventID) by [OperationID].
+	ID      string
+	Request Request
+	Status  Status
+	// Reason says, for a person, why the operation ended as it did (rejections above all).
+	Reason string
+	// Plan is the plan being applied, journaled before the first step runs.
+	Plan *Plan
+	// Progress counts the members of a group-wide operation.
+	Progress Progress
+	Created  time.Time
+	Updated  time.Time
+	// LeaseUntil and LeaseOwner say which invocation is applying the operation, so that two
+	// concurrent deliveries of one event cannot both run it.
+	LeaseOwner string
+	LeaseUntil time.Time
+	ETag       string
+}
+
+// Progress counts the members of a group-wide operation.
+type Progress struct {
+	Total, Done, Failed int
+}
+
+// StepOutcome is what became of one step.
+type StepOutcome string
+
+// Step outcomes.
+const (
+	StepStarted  StepOutcome = "started"
+	StepDone     StepOutcome = "done"
+	StepNoChange StepOutcome = "no-change" // already in the wanted state: idempotence at work
+	StepFailed   StepOutcome = "failed"
+	StepSkipped  StepOutcome = "skipped"
+)
+
+// StepRecord is the journal's record of one step of an operation.
+type StepRecord struct {
+	OperationID string
+	Index       int
+	Kind        StepKind
+	Target      string
+	Outcome     StepOutcome
+	HTTPStatus  int
+	ErrorCode   string
+	Error       string
+	Duration    time.Duration
+	Time        time.Time
+}
+
+// DeviceState is the journal's per-device row: the state this system left the device in.
+// `recovered`, precedence between conflicting events and cleanup all consult it.
+type DeviceState struct {
+	RegistrationID string
+	DeviceID       string
+	Hub            string
+	// Intent is the last intent applied to the device, and OperationID the operation that applied it.
+	Intent      Intent
+	OperationID string
+	// EventTime is the time of the event that last changed the device: an older event is stale.
+	EventTime time.Time
+	// BlockingEnrollment is true when this system created the disabled individual enrollment
+	// that blocks a group member (what `recovered` may undo for lost or stolen).
+	BlockingEnrollment bool
+	// HubAction is what was done to the hub identity: "disabled", "deleted" or "enabled".
+	HubAction string
+	Updated   time.Time
+	ETag      string
+}
+
+// OperationSummary is one line of a device's history.
+type OperationSummary struct {
+	OperationID string
+	Intent      Intent
+	Status      Status
+	Reason      string
+	EventTime   time.Time
+	Updated     time.Time
+}
+
+// Journal is the durable record of every operation, step and device state. Every method may
+// return a [TransientError] when the store is unavailable.
+type Journal interface {
+	// CreateOperation inserts op; if one with that ID exists it returns the stored one and
+	// created=false.
+	CreateOperation(ctx context.Context, op *Operation) (stored *Operation, created bool, err error)
+	GetOperation(ctx context.Context, id string) (*Operation, error)
+	// UpdateOperation replaces op if op.ETag still matches (ErrPreconditionFailed otherwise)
+	// and sets op.ETag to the new value.
+	UpdateOperation(ctx context.Context, op *Operation) error
+	// RecordStep writes (upserts) a step record; the latest write for an index wins.
+	RecordStep(ctx context.Context, rec StepRecord) error
+	Steps(ctx context.Context, operationID string) ([]StepRecord, error)
+	// GetDevice returns ErrNotFound when this system never touched the device.
+	GetDevice(ctx context.Context, registrationID string) (*DeviceState, error)
+	// PutDevice creates (ETag "") or replaces (ETag matching) the device row.
+	PutDevice(ctx context.Context, ds *DeviceState) error
+	DeviceHistory(ctx context.Context, registrationID string) ([]OperationSummary, error)
+	// OpenOperations lists operations not in a terminal state last updated before olderThan.
+	OpenOperations(ctx context.Context, olderThan time.Time) iter.Seq2[*Operation, error]
+}

@@ -1,0 +1,193 @@
+package deprovision
+
+import (
+	"context"
+	"errors"
+	"iter"
+	"time"
+)
+
+// Errors the ports return, wrapped, so the engine can decide without knowing the transport.
+// Adapters map service answers onto them (404 → ErrNotFound, 409 → ErrConflict,
+// 412 → ErrPreconditionFailed); anything that is worth retrying later (429, 5xx, timeouts,
+// connection failures, the journal being unavailable) is marked with [Transient].
+var (
+	ErrNotFound           = errors.New("not found")
+	ErrConflict           = errors.New("already exists")
+	ErrPreconditionFailed = errors.New("precondition failed (etag mismatch)")
+)
+
+// TransientError marks a failure that may succeed if the whole invocation is tried again.
+type TransientError struct{ Err error }
+
+func (e *TransientError) Error() string { return "transient: " + e.Err.Error() }
+func (e *TransientError) Unwrap() error { return e.Err }
+
+// Transient wraps err as a [TransientError]; it returns nil for a nil err.
+func Transient(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &TransientError{Err: err}
+}
+
+// IsTransient reports whether err, or any error it wraps, is a [TransientError].
+func IsTransient(err error) bool {
+	var t *TransientError
+	return errors.As(err, &t)
+}
+
+// AttestationType is the attestation mechanism of an enrollment.
+type AttestationType string
+
+// Attestation types, spelled as DPS spells them.
+const (
+	AttestationNone         AttestationType = "none"
+	AttestationTPM          AttestationType = "tpm"
+	AttestationX509         AttestationType = "x509"
+	AttestationSymmetricKey AttestationType = "symmetricKey"
+)
+
+// CertInfo is what DPS returns about a stored certificate (it never returns the certificate).
+type CertInfo struct {
+	SubjectName      string
+	IssuerName       string
+	SHA1Thumbprint   string
+	SHA256Thumbprint string
+	NotBefore        time.Time
+	NotAfter         time.Time
+}
+
+// Enrollment is the part of a DPS individual enrollment the engine reads and writes.
+type Enrollment struct {
+	RegistrationID string
+	DeviceID       string
+	Attestation    AttestationType
+	Enabled        bool
+	// ClientCerts are the infos of the X.509 client certificates (primary, secondary).
+	ClientCerts []CertInfo
+	// CertificatePEM is set only on writes: the leaf certificate of a blocking or moving enrollment.
+	CertificatePEM string
+	// SymmetricKeys are set only on writes (primary, secondary), base64; DPS never returns them on GET.
+	PrimaryKey, SecondaryKey string
+	// IoTHubs and AllocationPolicy point the enrollment at hubs ("static" with one hub for moves).
+	IoTHubs          []string
+	AllocationPolicy string
+	ETag             string
+}
+
+// Group is the part of a DPS enrollment group the engine reads and writes.
+type Group struct {
+	ID          string
+	Attestation AttestationType
+	Enabled     bool
+	// SigningCerts are the infos of the group's signing (CA) certificates.
+	SigningCerts []CertInfo
+	// CAReferences name DPS-registered CA certificates instead of inline signing certificates.
+	CAReferences []string
+	ETag         string
+}
+
+// Registration is a DPS device registration state: where a device was provisioned.
+type Registration struct {
+	RegistrationID string
+	DeviceID       string
+	AssignedHub    string
+	Status         string
+	ETag           string
+}
+
+// Device is the part of an IoT Hub device identity the engine reads and writes.
+type Device struct {
+	Hub          string
+	DeviceID     string
+	Enabled      bool
+	StatusReason string
+	// AuthType is the hub's authentication type: "sas", "selfSigned", "certificateAuthority" or "none".
+	// A device provisioned through an X.509 group shows "certificateAuthority"; through a
+	// symmetric-key group, "sas". The engine uses it to classify a group member.
+	AuthType string
+	ETag     string
+}
+
+// BulkMode is what a bulk hub operation does to each device.
+type BulkMode string
+
+// Bulk modes the engine uses.
+const (
+	BulkDisable BulkMode = "disable"
+	BulkDelete  BulkMode = "delete"
+)
+
+// BulkItem is one device of a bulk hub operation.
+type BulkItem struct {
+	DeviceID     string
+	StatusReason string
+}
+
+// BulkItemResult is the outcome of one device of a bulk hub operation. Err is nil on success;
+// a device that was already gone counts as success for delete.
+type BulkItemResult struct {
+	DeviceID string
+	Err      error
+}
+
+// Enrollments is DPS's enrollment side: individual enrollments and enrollment groups.
+type Enrollments interface {
+	// GetEnrollment returns ErrNotFound (wrapped) when there is no individual enrollment.
+	GetEnrollment(ctx context.Context, registrationID string) (*Enrollment, error)
+	// PutEnrollment creates (etag "" = create only, ErrConflict if it exists) or replaces
+	// (etag = the enrollment's etag, ErrPreconditionFailed if stale; "*" = unconditional).
+	PutEnrollment(ctx context.Context, e *Enrollment, etag string) (*Enrollment, error)
+	// DeleteEnrollment deletes (etag "" = unconditional); ErrNotFound when missing.
+	DeleteEnrollment(ctx context.Context, registrationID, etag string) error
+	GetGroup(ctx context.Context, groupID string) (*Group, error)
+	PutGroup(ctx context.Context, g *Group, etag string) (*Group, error)
+	DeleteGroup(ctx context.Context, groupID, etag string) error
+	// Groups lists every enrollment group (there are at most a few hundred).
+	Groups(ctx context.Context) iter.Seq2[*Group, error]
+	// GroupPrimaryKey returns a symmetric-key group's primary key (a secret: never journal it).
+	GroupPrimaryKey(ctx context.Context, groupID string) (string, error)
+}
+
+// Registrations is DPS's device registration states.
+type Registrations interface {
+	GetRegistration(ctx context.Context, registrationID string) (*Registration, error)
+	DeleteRegistration(ctx context.Context, registrationID, etag string) error
+	// GroupRegistrations pages a group's registration states, starting after continuation
+	// ("" = from the start). Each page comes with the token that resumes after it ("" = last
+	// page), so a group-wide operation can journal where it is and never hold a whole group.
+	GroupRegistrations(ctx context.Context, groupID, continuation string, pageSize int) iter.Seq2[RegistrationPage, error]
+}
+
+// RegistrationPage is one page of a group's registration states.
+type RegistrationPage struct {
+	Items []Registration
+	// Next resumes after this page; "" when this is the last page.
+	Next string
+}
+
+// Devices is the IoT Hub identity registry of every configured hub.
+type Devices interface {
+	GetDevice(ctx context.Context, hub, deviceID string) (*Device, error)
+	// PutDevice replaces the device's status and statusReason (etag as for PutEnrollment, "*" unconditional).
+	PutDevice(ctx context.Context, d *Device, etag string) (*Device, error)
+	DeleteDevice(ctx context.Context, hub, deviceID, etag string) error
+	// Bulk applies mode to up to 100 devices of one hub in one call, with one result per item.
+	Bulk(ctx context.Context, hub string, mode BulkMode, items []BulkItem) ([]BulkItemResult, error)
+}
+
+// Clock is the time source; tests use a fixed one.
+type Clock interface{ Now() time.Time }
+
+// SystemClock is the real clock.
+type SystemClock struct{}
+
+// Now returns the current time in UTC.
+func (SystemClock) Now() time.Time { return time.Now().UTC() }
+
+// Notifier announces the end of an operation (the outcome event). A failed announcement is
+// the notifier's to retry and journal; it never fails the operation.
+type Notifier interface {
+	OperationEnded(ctx context.Context, op *Operation)
+}
