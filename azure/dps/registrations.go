@@ -1,0 +1,66 @@
+package dps
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
+)
+
+// GetRegistrationStateOptions holds optional parameters of [Client.GetRegistrationState].
+type GetRegistrationStateOptions struct{}
+
+// GetRegistrationStateResponse is the answer of [Client.GetRegistrationState].
+type GetRegistrationStateResponse struct {
+	DeviceRegistrationState
+}
+
+// GetRegistrationState reads the registration state of a device: the hub it was assigned to
+// and its device id there. [IsNotFound] is true when the device never registered.
+func (c *Client) GetRegistrationState(ctx context.Context, registrationID string, _ *GetRegistrationStateOptions) (GetRegistrationStateResponse, error) {
+	var out GetRegistrationStateResponse
+	resp, err := c.do(ctx, request{method: http.MethodGet, path: "/registrations/" + escape(registrationID), idempotent: true, ok: []int{http.StatusOK}})
+	if err != nil {
+		return out, err
+	}
+	err = runtime.UnmarshalAsJSON(resp, &out.DeviceRegistrationState)
+	return out, err
+}
+
+// DeleteRegistrationStateOptions holds optional parameters of [Client.DeleteRegistrationState].
+type DeleteRegistrationStateOptions struct {
+	// IfMatch nil deletes unconditionally; an etag deletes only that version.
+	IfMatch *azcore.ETag
+}
+
+// DeleteRegistrationStateResponse is the answer of [Client.DeleteRegistrationState].
+type DeleteRegistrationStateResponse struct{}
+
+// DeleteRegistrationState deletes a device's registration record (it does not touch the
+// hub's device identity).
+func (c *Client) DeleteRegistrationState(ctx context.Context, registrationID string, options *DeleteRegistrationStateOptions) (DeleteRegistrationStateResponse, error) {
+	var ifMatch *azcore.ETag
+	if options != nil {
+		ifMatch = options.IfMatch
+	}
+	_, err := c.do(ctx, request{method: http.MethodDelete, path: "/registrations/" + escape(registrationID), ifMatch: ifMatch,
+		idempotent: idempotentDelete(ifMatch), ok: []int{http.StatusNoContent, http.StatusOK}})
+	return DeleteRegistrationStateResponse{}, err
+}
+
+// QueryRegistrationStatesResponse is one page of [Client.NewQueryRegistrationStatesPager].
+type QueryRegistrationStatesResponse struct {
+	RegistrationStates []DeviceRegistrationState
+	// ContinuationToken resumes after this page; "" on the last page.
+	ContinuationToken string
+}
+
+// NewQueryRegistrationStatesPager pages through the registration states of an enrollment
+// group's devices. The request has no body, as in the service's specification.
+func (c *Client) NewQueryRegistrationStatesPager(enrollmentGroupID string, options *QueryOptions) *runtime.Pager[QueryRegistrationStatesResponse] {
+	return newQueryPager(c, "/registrations/"+escape(enrollmentGroupID)+"/query", nil, options,
+		func(items []DeviceRegistrationState, next string) QueryRegistrationStatesResponse {
+			return QueryRegistrationStatesResponse{RegistrationStates: items, ContinuationToken: next}
+		}, func(p QueryRegistrationStatesResponse) string { return p.ContinuationToken })
+}

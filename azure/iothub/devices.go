@@ -1,0 +1,186 @@
+package iothub
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
+)
+
+// MaxBulkItems is the most devices one bulk registry operation may carry.
+const MaxBulkItems = 100
+
+// GetDeviceOptions holds optional parameters of [Client.GetDevice].
+type GetDeviceOptions struct{}
+
+// GetDeviceResponse is the answer of [Client.GetDevice].
+type GetDeviceResponse struct {
+	Device
+}
+
+// GetDevice reads a device identity; [IsNotFound] is true for a missing one.
+func (c *Client) GetDevice(ctx context.Context, deviceID string, _ *GetDeviceOptions) (GetDeviceResponse, error) {
+	var out GetDeviceResponse
+	resp, err := c.do(ctx, request{method: http.MethodGet, path: "/devices/" + escape(deviceID), idempotent: true, ok: []int{http.StatusOK}})
+	if err != nil {
+		return out, err
+	}
+	err = runtime.UnmarshalAsJSON(resp, &out.Device)
+	return out, err
+}
+
+// CreateOrUpdateDeviceOptions holds optional parameters of [Client.CreateOrUpdateDevice].
+type CreateOrUpdateDeviceOptions struct {
+	// IfMatch nil creates only (409 DeviceAlreadyExists if the device exists);
+	// azcore.ETagAny replaces unconditionally; an etag replaces only that version (412
+	// otherwise). The value is sent quoted, as the hub requires.
+	IfMatch *azcore.ETag
+}
+
+// CreateOrUpdateDeviceResponse is the answer of [Client.CreateOrUpdateDevice].
+type CreateOrUpdateDeviceResponse struct {
+	Device
+}
+
+// CreateOrUpdateDevice writes device under its DeviceID. An update replaces the whole
+// identity: send back what GetDevice returned, changed, so keys are kept.
+func (c *Client) CreateOrUpdateDevice(ctx context.Context, device Device, options *CreateOrUpdateDeviceOptions) (CreateOrUpdateDeviceResponse, error) {
+	var out CreateOrUpdateDeviceResponse
+	if device.DeviceID == "" {
+		return out, fmt.Errorf("iothub: device has no deviceId")
+	}
+	var ifMatch *azcore.ETag
+	if options != nil {
+		ifMatch = options.IfMatch
+	}
+	idem := ifMatch != nil && *ifMatch == azcore.ETagAny
+	resp, err := c.do(ctx, request{method: http.MethodPut, path: "/devices/" + escape(device.DeviceID), body: device, ifMatch: ifMatch,
+		idempotent: idem, ok: []int{http.StatusOK, http.StatusCreated}})
+	if err != nil {
+		return out, err
+	}
+	err = runtime.UnmarshalAsJSON(resp, &out.Device)
+	return out, err
+}
+
+// DeleteDeviceOptions holds optional parameters of [Client.DeleteDevice].
+type DeleteDeviceOptions struct {
+	// IfMatch nil deletes unconditionally (the client sends "*", since a missing If-Match is
+	// not documented to be unconditional); an etag deletes only that version.
+	IfMatch *azcore.ETag
+}
+
+// DeleteDeviceResponse is the answer of [Client.DeleteDevice].
+type DeleteDeviceResponse struct{}
+
+// DeleteDevice deletes a device identity and its twin.
+func (c *Client) DeleteDevice(ctx context.Context, deviceID string, options *DeleteDeviceOptions) (DeleteDeviceResponse, error) {
+	ifMatch := azcore.ETagAny
+	if options != nil && options.IfMatch != nil {
+		ifMatch = *options.IfMatch
+	}
+	_, err := c.do(ctx, request{method: http.MethodDelete, path: "/devices/" + escape(deviceID), ifMatch: &ifMatch,
+		idempotent: ifMatch == azcore.ETagAny, ok: []int{http.StatusNoContent, http.StatusOK}})
+	return DeleteDeviceResponse{}, err
+}
+
+// BulkUpdateOptions holds optional parameters of [Client.BulkUpdate].
+type BulkUpdateOptions struct{}
+
+// BulkUpdateResponse is the answer of [Client.BulkUpdate]: IsSuccessful and, per failed
+// device, an error.
+type BulkUpdateResponse struct {
+	BulkRegistryOperationResult
+}
+
+// BulkUpdate applies up to [MaxBulkItems] registry operations (each device once; modes may
+// be mixed) in one call. The hub answers 200 or, when items failed, 400 with the same
+// result body: both return a nil error and the per-item errors in the response. Every device
+// counts against the hub's identity-registry throttle. It is retried only when throttled.
+func (c *Client) BulkUpdate(ctx context.Context, devices []ExportImportDevice, _ *BulkUpdateOptions) (BulkUpdateResponse, error) {
+	var out BulkUpdateResponse
+	if n := len(devices); n == 0 || n > MaxBulkItems {
+		return out, fmt.Errorf("iothub: a bulk registry operation takes 1 to %d devices, not %d", MaxBulkItems, n)
+	}
+	seen := make(map[string]bool, len(devices))
+	for i, d := range devices {
+		if d.ID == "" || d.ImportMode == "" {
+			return out, fmt.Errorf("iothub: bulk item %d needs an id and an importMode", i)
+		}
+		key := d.ID + "/" + d.ModuleID
+		if seen[key] {
+			return out, fmt.Errorf("iothub: device %q appears more than once in a bulk operation", d.ID)
+		}
+		seen[key] = true
+	}
+	resp, err := c.do(ctx, request{method: http.MethodPost, path: "/devices", body: devices, ok: []int{http.StatusOK, http.StatusBadRequest}})
+	if err != nil {
+		return out, err
+	}
+	if resp.StatusCode == http.StatusBadRequest {
+		// A 400 is a bulk result only when its body is one; otherwise it is a plain error.
+		body, err := runtime.Payload(resp)
+		if err != nil {
+			return out, err
+		}
+		if !isBulkResult(body) {
+			return out, newResponseError(resp)
+		}
+	}
+	err = runtime.UnmarshalAsJSON(resp, &out.BulkRegistryOperationResult)
+	return out, err
+}
+
+// QueryDevicesOptions holds optional parameters of [Client.NewQueryDevicesPager].
+type QueryDevicesOptions struct {
+	// PageSize asks for at most this many twins a page (x-ms-max-item-count).
+	PageSize int32
+	// ContinuationToken resumes a query after the page that returned it.
+	ContinuationToken string
+}
+
+// QueryDevicesResponse is one page of [Client.NewQueryDevicesPager].
+type QueryDevicesResponse struct {
+	Twins []Twin
+	// ContinuationToken resumes after this page; "" on the last page.
+	ContinuationToken string
+}
+
+// NewQueryDevicesPager pages through the twins that query selects, such as
+// "SELECT * FROM devices WHERE status = 'enabled'". Queries have their own, lower,
+// throttle.
+func (c *Client) NewQueryDevicesPager(query string, options *QueryDevicesOptions) *runtime.Pager[QueryDevicesResponse] {
+	var o QueryDevicesOptions
+	if options != nil {
+		o = *options
+	}
+	return runtime.NewPager(runtime.PagingHandler[QueryDevicesResponse]{
+		More: func(p QueryDevicesResponse) bool { return p.ContinuationToken != "" },
+		Fetcher: func(ctx context.Context, prev *QueryDevicesResponse) (QueryDevicesResponse, error) {
+			var page QueryDevicesResponse
+			token := o.ContinuationToken
+			if prev != nil {
+				token = prev.ContinuationToken
+			}
+			h := map[string]string{}
+			if o.PageSize > 0 {
+				h["x-ms-max-item-count"] = fmt.Sprint(o.PageSize)
+			}
+			if token != "" {
+				h["x-ms-continuation"] = token
+			}
+			resp, err := c.do(ctx, request{method: http.MethodPost, path: "/devices/query", body: &querySpecification{Query: query},
+				header: h, idempotent: true, ok: []int{http.StatusOK}})
+			if err != nil {
+				return page, err
+			}
+			if err := runtime.UnmarshalAsJSON(resp, &page.Twins); err != nil {
+				return page, err
+			}
+			page.ContinuationToken = resp.Header.Get("x-ms-continuation")
+			return page, nil
+		},
+	})
+}
