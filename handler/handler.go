@@ -1,0 +1,310 @@
+// Package handler speaks the Azure Functions custom-handler protocol: it decodes the host's
+// invocation envelopes (Event Grid events in either schema, queue messages, timer info, HTTP
+// requests), turns events into deprovisioning requests, hands them to the engine, and answers
+// the host in the only form it accepts: `Content-Type: application/json` and a non-empty body.
+//
+// Failure semantics (DESIGN §7): a transient failure answers non-2xx, so the invocation fails
+// and Event Grid (or the queue) delivers again; a permanent one is journaled as rejected and
+// answered 2xx, so nothing is retried in vain and nothing is dropped silently.
+package handler
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"sync"
+
+	"dpsdeprov/deprovision"
+)
+
+// Function (folder) names and their binding names, as in each function.json.
+const (
+	FunctionDeviceEvents = "DeviceEvents"
+	FunctionGroupWork    = "GroupWork"
+	FunctionCleanup      = "Cleanup"
+	FunctionOperations   = "Operations"
+
+	BindingEvent   = "event"
+	BindingMessage = "message"
+	BindingTimer   = "timer"
+	BindingRequest = "req"
+	BindingResult  = "res"
+)
+
+// Engine is what the handler needs of the deprovisioning engine; *deprovision.Engine
+// satisfies it.
+type Engine interface {
+	// Submit starts or resumes the operation of req. A refusal comes back as an operation
+	// with status rejected; an error is a failure to decide (transient when IsTransient).
+	Submit(ctx context.Context, req deprovision.Request) (*deprovision.Operation, error)
+	// Reject journals req as rejected for reason, before policy ever sees it.
+	Reject(ctx context.Context, req deprovision.Request, reason string) (*deprovision.Operation, error)
+	// Operation returns an operation and its step records (ErrNotFound when unknown).
+	Operation(ctx context.Context, id string) (*deprovision.Operation, []deprovision.StepRecord, error)
+	// DeviceHistory returns a device's journal row (nil when never touched) and its operations.
+	DeviceHistory(ctx context.Context, registrationID string) (*deprovision.DeviceState, []deprovision.OperationSummary, error)
+}
+
+// GroupWorker applies one message of group-wide work (a batch of group members).
+type GroupWorker interface {
+	Apply(ctx context.Context, msg QueueMessage) error
+}
+
+// Cleaner runs the scheduled cleanup (resuming stopped operations, and more in later issues).
+type Cleaner interface {
+	Run(ctx context.Context, t TimerInfo) (string, error)
+}
+
+// Options configure a Handler. Engine and Policy are required; a nil GroupWorker or Cleaner
+// makes its function answer that it is not configured (a failed invocation).
+type Options struct {
+	Engine      Engine
+	GroupWorker GroupWorker
+	Cleaner     Cleaner
+	Policy      Policy
+	Logger      *slog.Logger
+	Clock       deprovision.Clock
+	// MaxBodyBytes bounds an invocation body (default 4 MiB: Event Grid events are at most 1 MB).
+	MaxBodyBytes int64
+}
+
+// Handler is the custom handler's http.Handler.
+type Handler struct {
+	o   Options
+	mux *http.ServeMux
+}
+
+// New returns the custom handler.
+func New(o Options) (*Handler, error) {
+	if o.Engine == nil {
+		return nil, errors.New("handler: Options.Engine is required")
+	}
+	if o.Policy.Events.byKey == nil {
+		o.Policy.Events = DefaultEventTypes()
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Clock == nil {
+		o.Clock = deprovision.SystemClock{}
+	}
+	if o.MaxBodyBytes <= 0 {
+		o.MaxBodyBytes = 4 << 20
+	}
+	h := &Handler{o: o, mux: http.NewServeMux()}
+	// The host probes GET / until anything answers, then pings it for status (reference §1).
+	h.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
+	h.mux.HandleFunc("POST /"+FunctionDeviceEvents, h.invoke(FunctionDeviceEvents, h.deviceEvents))
+	h.mux.HandleFunc("POST /"+FunctionGroupWork, h.invoke(FunctionGroupWork, h.groupWork))
+	h.mux.HandleFunc("POST /"+FunctionCleanup, h.invoke(FunctionCleanup, h.cleanup))
+	h.mux.HandleFunc("POST /"+FunctionOperations, h.invoke(FunctionOperations, h.operations))
+	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("no function answers %s %s", r.Method, r.URL.Path)})
+	})
+	return h, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+
+// result is the host's invocation response (reference §3.1).
+type result struct {
+	Outputs     map[string]any `json:"Outputs"`
+	Logs        []string       `json:"Logs"`
+	ReturnValue any            `json:"ReturnValue"`
+}
+
+// call is one invocation in progress: its envelope, its log lines and its outputs.
+type call struct {
+	id      string
+	inv     invocation
+	log     *slog.Logger
+	mu      sync.Mutex
+	lines   []string
+	outputs map[string]any
+}
+
+// logf records a line for the host (Logs, shown under the function in Application Insights)
+// and for the process log.
+func (c *call) logf(level slog.Level, format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	c.log.Log(context.Background(), level, msg)
+	c.mu.Lock()
+	c.lines = append(c.lines, msg)
+	c.mu.Unlock()
+}
+
+// invocationFunc handles one decoded invocation; a non-nil error fails it (non-2xx).
+type invocationFunc func(ctx context.Context, c *call) error
+
+// run calls f, turning a panic into a failed invocation: the host then gets a JSON 500 it
+// can log, instead of a dropped connection.
+func (c *call) run(ctx context.Context, f invocationFunc) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			c.log.Error("invocation panicked", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			err = fmt.Errorf("internal error: %v", p)
+		}
+	}()
+	return f(ctx, c)
+}
+
+func (h *Handler) invoke(function string, f invocationFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		c := &call{id: r.Header.Get("X-Azure-Functions-InvocationId"), outputs: map[string]any{}}
+		c.log = h.o.Logger.With("function", function, "invocationId", c.id)
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.o.MaxBodyBytes))
+		if err == nil {
+			err = json.Unmarshal(body, &c.inv)
+			if err != nil {
+				err = fmt.Errorf("the invocation body is not the host's {\"Data\":…,\"Metadata\":…} JSON: %w", err)
+			}
+		}
+		if err == nil {
+			err = c.run(r.Context(), f)
+		}
+		status := http.StatusOK
+		if err != nil {
+			// Any non-2xx fails the invocation (reference §3.2); its Logs are ignored by the
+			// host, so the process log carries the reason.
+			status = http.StatusInternalServerError
+			c.logf(slog.LevelError, "invocation failed: %v", err)
+		}
+		c.mu.Lock()
+		res := result{Outputs: c.outputs, Logs: c.lines}
+		if res.Logs == nil {
+			res.Logs = []string{}
+		}
+		c.mu.Unlock()
+		writeJSON(w, status, res)
+	}
+}
+
+// writeJSON answers with an explicit JSON content type: net/http would sniff JSON as
+// text/plain, and the host fails an invocation answered text/plain (reference §0).
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil || len(b) == 0 {
+		b = []byte(`{}`)
+	}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
+
+// deviceEvents handles one Event Grid invocation. The value is normally one event object; a
+// JSON string holding it, or an array of events (cardinality "many"), is accepted too.
+func (h *Handler) deviceEvents(ctx context.Context, c *call) error {
+	raw, err := c.inv.binding(BindingEvent)
+	if err != nil {
+		return h.rejectUnreadable(ctx, c, nil, err)
+	}
+	doc, err := decodeJSON(raw)
+	if err != nil {
+		return h.rejectUnreadable(ctx, c, raw, fmt.Errorf("the event: %w", err))
+	}
+	if doc[0] != '[' {
+		return h.handleEvent(ctx, c, doc)
+	}
+	var events []json.RawMessage
+	if err := json.Unmarshal(doc, &events); err != nil {
+		return h.rejectUnreadable(ctx, c, doc, fmt.Errorf("the event array: %w", err))
+	}
+	// The host runs events concurrently; so do we, and the invocation fails if any failed
+	// transiently (the whole batch is redelivered, and finished operations are not redone).
+	var wg sync.WaitGroup
+	errs := make([]error, len(events))
+	for i, ev := range events {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = h.handleEvent(ctx, c, ev)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// rejectUnreadable journals an invocation whose event cannot be found at all, keyed by a hash
+// of what was posted (or the invocation id), so that it is not dropped silently.
+func (h *Handler) rejectUnreadable(ctx context.Context, c *call, raw []byte, cause error) error {
+	id := "invocation-" + c.id
+	if len(raw) > 0 {
+		id = fallbackID(raw)
+	}
+	req := deprovision.Request{EventID: id, Source: "unknown-source", EventTime: h.o.Clock.Now()}
+	return h.journalRejection(ctx, c, req, cause.Error())
+}
+
+func (h *Handler) journalRejection(ctx context.Context, c *call, req deprovision.Request, reason string) error {
+	op, err := h.o.Engine.Reject(ctx, req, reason)
+	if err != nil {
+		if deprovision.IsTransient(err) {
+			return fmt.Errorf("journaling the rejection of event %s from %s: %w", req.EventID, req.Source, err)
+		}
+		// Not even the journal takes it: fail the invocation so that Event Grid keeps it
+		// (and dead-letters it in the end) rather than lose it here.
+		return fmt.Errorf("journaling the rejection of event %s from %s (%s): %w", req.EventID, req.Source, reason, err)
+	}
+	c.logf(slog.LevelWarn, "event %s from %s rejected: %s (operation %s)", req.EventID, req.Source, reason, op.ID)
+	return nil
+}
+
+func (h *Handler) handleEvent(ctx context.Context, c *call, raw json.RawMessage) error {
+	now := h.o.Clock.Now()
+	ev, err := DecodeEvent(raw)
+	if err != nil {
+		req := deprovision.Request{EventID: ev.ID, Source: ev.Source, EventType: ev.Type, EventTime: now}
+		if strings.TrimSpace(req.EventID) == "" {
+			req.EventID = fallbackID(raw)
+		}
+		if strings.TrimSpace(req.Source) == "" {
+			req.Source = "unknown-source"
+		}
+		return h.journalRejection(ctx, c, req, err.Error())
+	}
+	req, rej := h.o.Policy.Normalize(ev, now)
+	if rej != nil {
+		if strings.TrimSpace(req.Source) == "" {
+			req.Source = "unknown-source"
+		}
+		return h.journalRejection(ctx, c, req, rej.Reason)
+	}
+	return h.submit(ctx, c, req)
+}
+
+// submit hands req to the engine and logs the outcome. Only a transient failure is returned.
+func (h *Handler) submit(ctx context.Context, c *call, req deprovision.Request) error {
+	op, err := h.o.Engine.Submit(ctx, req)
+	if err != nil {
+		if deprovision.IsTransient(err) {
+			return fmt.Errorf("event %s from %s (%s %s): %w", req.EventID, req.Source, req.Intent, subjectOf(req), err)
+		}
+		return h.journalRejection(ctx, c, req, err.Error())
+	}
+	level := slog.LevelInfo
+	if op.Status == deprovision.StatusRejected || op.Status == deprovision.StatusFailed {
+		level = slog.LevelWarn
+	}
+	reason := ""
+	if op.Reason != "" {
+		reason = ": " + op.Reason
+	}
+	c.logf(level, "event %s from %s: %s %s → operation %s %s%s", req.EventID, req.Source, req.Intent, subjectOf(req), op.ID, op.Status, reason)
+	return nil
+}
+
+func subjectOf(req deprovision.Request) string {
+	if req.RegistrationID != "" {
+		return "device " + req.RegistrationID
+	}
+	return "group " + req.EnrollmentGroupID
+}

@@ -1,0 +1,155 @@
+package handler
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"dpsdeprov/deprovision"
+)
+
+// Policy holds the checks applied to every request before the engine sees it.
+type Policy struct {
+	// Events maps event types to intents.
+	Events EventTypes
+	// AllowedSources lists, per intent, the sources allowed to ask for it. An intent absent
+	// from the map accepts any source.
+	AllowedSources map[deprovision.Intent][]string
+	// DryRun makes every request a dry run, whatever it says.
+	DryRun bool
+	// MaxEventAge rejects events older than this (0: no limit). Event Grid retries for up to
+	// 24 hours, so a limit below that rejects redeliveries of events that failed transiently.
+	MaxEventAge time.Duration
+}
+
+// Rejection is a permanent refusal of an event, with a reason a person can act on.
+type Rejection struct{ Reason string }
+
+// Error returns the reason.
+func (r *Rejection) Error() string { return r.Reason }
+
+func reject(format string, args ...any) *Rejection {
+	return &Rejection{Reason: fmt.Sprintf(format, args...)}
+}
+
+// AllowedSourcesSetting names the app setting that lists the sources allowed for intent.
+func AllowedSourcesSetting(intent deprovision.Intent) string {
+	return "ALLOWED_SOURCES_" + strings.ToUpper(strings.ReplaceAll(string(intent), "-", "_"))
+}
+
+// Normalize turns a decoded event into a Request (DESIGN §4), or a Rejection. req always
+// carries the event's identity, so a rejection can be journaled under it.
+func (p *Policy) Normalize(ev Event, now time.Time) (req deprovision.Request, rej *Rejection) {
+	req = deprovision.Request{EventID: ev.ID, Source: ev.Source, EventType: ev.Type, EventTime: ev.Time}
+	if req.EventTime.IsZero() {
+		// CloudEvents time is optional; the time of receipt stands in, so precedence still has a time.
+		req.EventTime = now
+	}
+	intent, ok := p.Events.Intent(ev.Type)
+	if !ok {
+		return req, reject("event type %q is not a deprovisioning event type (known: %s); map it with the EVENT_TYPE_MAP setting if it should be", ev.Type, strings.Join(p.Events.Known(), ", "))
+	}
+	req.Intent = intent
+	f, err := parseFields(ev.Data)
+	if err != nil {
+		return req, reject("%v", err)
+	}
+	if rid, gid := idFromSubject(ev.Subject); true {
+		if f.RegistrationID == "" {
+			f.RegistrationID = rid
+		}
+		if f.EnrollmentGroupID == "" {
+			f.EnrollmentGroupID = gid
+		}
+	}
+	dry := p.DryRun || (f.DryRun != nil && *f.DryRun)
+	return p.build(req, f, dry, now)
+}
+
+// build completes req from the fields and applies the checks common to events and HTTP requests.
+func (p *Policy) build(req deprovision.Request, f eventFields, dryRun bool, now time.Time) (deprovision.Request, *Rejection) {
+	req.RegistrationID = f.RegistrationID
+	req.DeviceID = f.DeviceID
+	req.Hub = f.IoTHub
+	req.EnrollmentGroupID = f.EnrollmentGroupID
+	req.CertificatePEM = f.Certificate
+	req.Reason = f.Reason
+	req.TargetHub = f.TargetHub
+	req.DryRun = dryRun || p.DryRun
+
+	if strings.TrimSpace(req.Source) == "" {
+		return req, reject("the event has no source (CloudEvents `source`, Event Grid `topic`); a source is needed to authorize and to identify the operation")
+	}
+	if list, ok := p.AllowedSources[req.Intent]; ok && !containsFold(list, req.Source) {
+		return req, reject("source %q is not allowed to ask for %s (allowed: %s; setting %s)", req.Source, req.Intent, strings.Join(list, ", "), AllowedSourcesSetting(req.Intent))
+	}
+	if p.MaxEventAge > 0 && !req.EventTime.IsZero() && now.Sub(req.EventTime) > p.MaxEventAge {
+		return req, reject("the event is from %s, %s ago, older than the limit of %s (setting MAX_EVENT_AGE)", req.EventTime.Format(time.RFC3339), now.Sub(req.EventTime).Round(time.Second), p.MaxEventAge)
+	}
+	switch strings.ToLower(f.Action) {
+	case "":
+	case "disable":
+		req.Action = deprovision.ActionDisable
+	case "delete":
+		req.Action = deprovision.ActionDelete
+	default:
+		return req, reject("action %q is not one of disable, delete", f.Action)
+	}
+	if req.Intent.GroupWide() {
+		if req.EnrollmentGroupID == "" {
+			return req, reject("a %s event needs the enrollment group: data field enrollmentGroupId, or subject enrollmentGroups/{id}", req.Intent)
+		}
+		if err := checkID("enrollmentGroupId", req.EnrollmentGroupID); err != nil {
+			return req, err
+		}
+	} else {
+		if req.RegistrationID == "" && req.CertificatePEM == "" {
+			return req, reject("a %s event needs the device's registration id: data field registrationId, subject devices/{registrationId}, or a certificate whose CN is the registration id", req.Intent)
+		}
+		if req.RegistrationID != "" {
+			if err := checkID("registrationId", req.RegistrationID); err != nil {
+				return req, err
+			}
+		}
+	}
+	if req.DeviceID != "" {
+		if err := checkID("deviceId", req.DeviceID); err != nil {
+			return req, err
+		}
+	}
+	if req.Intent == deprovision.IntentMoved && req.TargetHub == "" {
+		return req, reject("a moved event needs the hub to move to: data field targetHub")
+	}
+	for name, h := range map[string]string{"iotHub": req.Hub, "targetHub": req.TargetHub} {
+		if h != "" && strings.ContainsAny(h, "/: \t") {
+			return req, reject("%s %q must be a hub host name such as myhub.azure-devices.net", name, h)
+		}
+	}
+	if c := req.CertificatePEM; c != "" && !strings.Contains(c, "-----BEGIN CERTIFICATE-----") {
+		return req, reject("certificate is not a PEM certificate (no -----BEGIN CERTIFICATE----- block)")
+	}
+	return req, nil
+}
+
+// checkID refuses ids that no DPS registration or IoT Hub device can have, before they reach
+// a URL or a journal key.
+func checkID(field, id string) *Rejection {
+	if len(id) > 128 {
+		return reject("%s is %d characters long; at most 128 are allowed", field, len(id))
+	}
+	for _, r := range id {
+		if r < 0x20 || r == 0x7f || r == '/' || r == '\\' {
+			return reject("%s %q contains %q, which no registration or device id may contain", field, id, r)
+		}
+	}
+	return nil
+}
+
+func containsFold(list []string, s string) bool {
+	for _, v := range list {
+		if v == "*" || strings.EqualFold(strings.TrimRight(v, "/"), strings.TrimRight(s, "/")) {
+			return true
+		}
+	}
+	return false
+}

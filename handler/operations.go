@@ -1,0 +1,304 @@
+package handler
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"dpsdeprov/deprovision"
+	"dpsdeprov/outcome"
+)
+
+// APISource is the source of requests posted to the Operations endpoint; list it in an
+// ALLOWED_SOURCES_* setting to let callers of the endpoint ask for that intent.
+const APISource = "urn:dpsdeprov:operations-api"
+
+// httpRequest is the host's HTTP request object in payload mode (reference §2.7).
+type httpRequest struct {
+	URL    string             `json:"Url"`
+	Method string             `json:"Method"`
+	Query  map[string]flexStr `json:"Query"`
+	Params map[string]flexStr `json:"Params"`
+	Body   json.RawMessage    `json:"Body"`
+}
+
+// flexStr is a string value that may arrive double-encoded or as another JSON scalar.
+type flexStr string
+
+// UnmarshalJSON reads a string at any encoding level; other values leave it empty.
+func (s *flexStr) UnmarshalJSON(b []byte) error {
+	t, err := decodeText(b)
+	if err != nil {
+		return nil
+	}
+	*s = flexStr(t)
+	return nil
+}
+
+func (r *httpRequest) param(names ...string) string {
+	for _, n := range names {
+		for _, m := range []map[string]flexStr{r.Params, r.Query} {
+			for k, v := range m {
+				if strings.EqualFold(k, n) && v != "" {
+					return string(v)
+				}
+			}
+		}
+	}
+	return ""
+}
+
+// body returns the request body text: the host sends it as a string; an object (some host
+// versions parse JSON bodies) is taken as its JSON text.
+func (r *httpRequest) body() []byte {
+	b := bytes.TrimSpace(r.Body)
+	if len(b) == 0 || bytes.Equal(b, []byte("null")) {
+		return nil
+	}
+	if b[0] == '{' || b[0] == '[' {
+		return b
+	}
+	s, err := decodeText(b)
+	if err != nil {
+		return nil
+	}
+	return []byte(s)
+}
+
+// httpResponse is the `res` output (reference §3.3 rule 1): the host writes body raw and
+// defaults to text/plain, so the content type is set here.
+type httpResponse struct {
+	StatusCode int               `json:"statusCode"`
+	Headers    map[string]string `json:"headers"`
+	Body       string            `json:"body"`
+}
+
+func (c *call) respond(status int, v any) {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"error":"encoding the answer failed"}`)
+	}
+	c.mu.Lock()
+	c.outputs[BindingResult] = httpResponse{StatusCode: status, Headers: map[string]string{"Content-Type": "application/json; charset=utf-8"}, Body: string(b)}
+	c.mu.Unlock()
+}
+
+type apiError struct {
+	Error string `json:"error"`
+}
+
+// operations serves the Operations function: GET an operation, GET a device's history, POST a
+// request (a dry run unless the body says "dryRun": false). Route: deprovision/{kind?}/{id?}.
+func (h *Handler) operations(ctx context.Context, c *call) error {
+	raw, err := c.inv.binding(BindingRequest)
+	if err != nil {
+		c.respond(http.StatusBadRequest, apiError{err.Error()})
+		return nil
+	}
+	doc, err := decodeJSON(raw)
+	var r httpRequest
+	if err == nil {
+		err = json.Unmarshal(doc, &r)
+	}
+	if err != nil {
+		c.respond(http.StatusBadRequest, apiError{"the HTTP request object cannot be read: " + err.Error()})
+		return nil
+	}
+	kind := strings.ToLower(r.param("kind"))
+	id := r.param("id")
+	switch strings.ToUpper(r.Method) {
+	case http.MethodGet:
+		switch {
+		case kind == "operations" && id != "", r.param("operation") != "":
+			if id == "" || kind != "operations" {
+				id = r.param("operation")
+			}
+			h.getOperation(ctx, c, id)
+		case kind == "devices" && id != "", r.param("device") != "":
+			if id == "" || kind != "devices" {
+				id = r.param("device")
+			}
+			h.getDevice(ctx, c, id)
+		default:
+			c.respond(http.StatusBadRequest, apiError{"ask for GET deprovision/operations/{id} (or ?operation=ID) or GET deprovision/devices/{registrationId} (or ?device=ID)"})
+		}
+	case http.MethodPost:
+		if kind != "" && kind != "requests" {
+			c.respond(http.StatusNotFound, apiError{fmt.Sprintf("POST goes to deprovision/requests, not deprovision/%s", kind)})
+			return nil
+		}
+		h.postRequest(ctx, c, r.body())
+	default:
+		c.respond(http.StatusMethodNotAllowed, apiError{fmt.Sprintf("method %s is not served; use GET or POST", r.Method)})
+	}
+	return nil
+}
+
+func (c *call) respondError(what string, err error) {
+	switch {
+	case errors.Is(err, deprovision.ErrNotFound):
+		c.respond(http.StatusNotFound, apiError{what + ": not found"})
+	case deprovision.IsTransient(err):
+		c.logf(slog.LevelWarn, "%s: %v", what, err)
+		c.respond(http.StatusServiceUnavailable, apiError{what + ": the journal is not available; try again"})
+	default:
+		c.logf(slog.LevelError, "%s: %v", what, err)
+		c.respond(http.StatusInternalServerError, apiError{what + ": " + err.Error()})
+	}
+}
+
+// StepView is one journaled step.
+type StepView struct {
+	Index      int                     `json:"index"`
+	Kind       deprovision.StepKind    `json:"kind"`
+	Target     string                  `json:"target"`
+	Outcome    deprovision.StepOutcome `json:"outcome"`
+	HTTPStatus int                     `json:"httpStatus,omitempty"`
+	ErrorCode  string                  `json:"errorCode,omitempty"`
+	Error      string                  `json:"error,omitempty"`
+	DurationMS int64                   `json:"durationMs,omitempty"`
+	Time       *time.Time              `json:"time,omitempty"`
+}
+
+// OperationView is the answer to GET deprovision/operations/{id}.
+type OperationView struct {
+	outcome.Summary
+	Journal []StepView `json:"journal"`
+}
+
+func (h *Handler) getOperation(ctx context.Context, c *call, id string) {
+	op, steps, err := h.o.Engine.Operation(ctx, id)
+	if err != nil {
+		c.respondError("operation "+id, err)
+		return
+	}
+	v := OperationView{Summary: outcome.Summarize(op), Journal: []StepView{}}
+	for _, s := range steps {
+		sv := StepView{Index: s.Index, Kind: s.Kind, Target: s.Target, Outcome: s.Outcome, HTTPStatus: s.HTTPStatus, ErrorCode: s.ErrorCode, Error: s.Error, DurationMS: s.Duration.Milliseconds()}
+		if !s.Time.IsZero() {
+			t := s.Time.UTC()
+			sv.Time = &t
+		}
+		v.Journal = append(v.Journal, sv)
+	}
+	c.respond(http.StatusOK, v)
+}
+
+// DeviceView is the answer to GET deprovision/devices/{registrationId}.
+type DeviceView struct {
+	RegistrationID string                 `json:"registrationId"`
+	State          *DeviceStateView       `json:"state"`
+	Operations     []OperationHistoryView `json:"operations"`
+}
+
+// DeviceStateView is the state this system left a device in.
+type DeviceStateView struct {
+	DeviceID           string             `json:"deviceId,omitempty"`
+	Hub                string             `json:"iotHub,omitempty"`
+	Intent             deprovision.Intent `json:"intent"`
+	OperationID        string             `json:"operationId"`
+	EventTime          time.Time          `json:"eventTime"`
+	BlockingEnrollment bool               `json:"blockingEnrollment"`
+	HubAction          string             `json:"hubAction,omitempty"`
+	Updated            time.Time          `json:"updated"`
+}
+
+// OperationHistoryView is one line of a device's history.
+type OperationHistoryView struct {
+	OperationID string             `json:"operationId"`
+	Intent      deprovision.Intent `json:"intent"`
+	Status      deprovision.Status `json:"status"`
+	Reason      string             `json:"reason,omitempty"`
+	EventTime   time.Time          `json:"eventTime"`
+	Updated     time.Time          `json:"updated"`
+}
+
+func (h *Handler) getDevice(ctx context.Context, c *call, rid string) {
+	ds, hist, err := h.o.Engine.DeviceHistory(ctx, rid)
+	if err != nil && !errors.Is(err, deprovision.ErrNotFound) {
+		c.respondError("device "+rid, err)
+		return
+	}
+	v := DeviceView{RegistrationID: rid, Operations: []OperationHistoryView{}}
+	if ds != nil {
+		v.State = &DeviceStateView{DeviceID: ds.DeviceID, Hub: ds.Hub, Intent: ds.Intent, OperationID: ds.OperationID, EventTime: ds.EventTime, BlockingEnrollment: ds.BlockingEnrollment, HubAction: ds.HubAction, Updated: ds.Updated}
+	}
+	for _, o := range hist {
+		v.Operations = append(v.Operations, OperationHistoryView{OperationID: o.OperationID, Intent: o.Intent, Status: o.Status, Reason: o.Reason, EventTime: o.EventTime, Updated: o.Updated})
+	}
+	if v.State == nil && len(v.Operations) == 0 {
+		c.respond(http.StatusNotFound, apiError{fmt.Sprintf("device %s: this system has no record of it", rid)})
+		return
+	}
+	c.respond(http.StatusOK, v)
+}
+
+// postRequest submits a request from the body: the event data fields of DESIGN §4, plus
+// `intent` (or an event `type`), an optional `id` that makes the request idempotent, and
+// `dryRun` (default true: a POST changes nothing unless it says "dryRun": false).
+func (h *Handler) postRequest(ctx context.Context, c *call, body []byte) {
+	if len(body) == 0 {
+		c.respond(http.StatusBadRequest, apiError{"the request body is empty; post a JSON object such as {\"intent\":\"compromised\",\"registrationId\":\"sensor-042\"}"})
+		return
+	}
+	f, err := parseFields(body)
+	if err != nil {
+		c.respond(http.StatusBadRequest, apiError{err.Error()})
+		return
+	}
+	var extra struct {
+		ID string `json:"id"`
+	}
+	_ = json.Unmarshal(body, &extra)
+	now := h.o.Clock.Now()
+	req := deprovision.Request{EventID: extra.ID, Source: APISource, EventTime: now}
+	if req.EventID == "" {
+		req.EventID = "http-" + c.id
+	}
+	switch {
+	case f.Intent != "":
+		in, ok := ParseIntent(f.Intent)
+		if !ok {
+			c.respond(http.StatusBadRequest, apiError{fmt.Sprintf("intent %q is not one of %s", f.Intent, intentList())})
+			return
+		}
+		req.Intent, req.EventType = in, "intent:"+string(in)
+	case f.Type != "":
+		in, ok := h.o.Policy.Events.Intent(f.Type)
+		if !ok {
+			c.respond(http.StatusBadRequest, apiError{fmt.Sprintf("type %q is not a deprovisioning event type (known: %s)", f.Type, strings.Join(h.o.Policy.Events.Known(), ", "))})
+			return
+		}
+		req.Intent, req.EventType = in, f.Type
+	default:
+		c.respond(http.StatusBadRequest, apiError{"the request names no intent: add \"intent\" (" + intentList() + ")"})
+		return
+	}
+	dry := f.DryRun == nil || *f.DryRun
+	req, rej := h.o.Policy.build(req, f, dry, now)
+	var op *deprovision.Operation
+	if rej != nil {
+		op, err = h.o.Engine.Reject(ctx, req, rej.Reason)
+	} else {
+		op, err = h.o.Engine.Submit(ctx, req)
+	}
+	if err != nil {
+		c.respondError("request "+req.EventID, err)
+		return
+	}
+	status := http.StatusOK
+	switch {
+	case op.Status == deprovision.StatusRejected:
+		status = http.StatusUnprocessableEntity
+	case !op.Status.Terminal():
+		status = http.StatusAccepted
+	}
+	c.logf(slog.LevelInfo, "request %s (%s %s, dry run %t) → operation %s %s", req.EventID, req.Intent, subjectOf(req), req.DryRun, op.ID, op.Status)
+	c.respond(status, outcome.Summarize(op))
+}

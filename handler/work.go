@@ -1,0 +1,126 @@
+package handler
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"iter"
+	"log/slog"
+	"strings"
+	"time"
+
+	"dpsdeprov/deprovision"
+)
+
+// GroupWorkQueue is the Storage queue the GroupWork function reads (GroupWork/function.json).
+const GroupWorkQueue = "deprovision-group-work"
+
+// GroupWorkItem is one message of group work: a batch of members of a group-wide operation,
+// all in one hub, to which one hub action applies.
+type GroupWorkItem struct {
+	OperationID  string             `json:"operationId"`
+	Hub          string             `json:"hub"`
+	Action       deprovision.Action `json:"action"`
+	StatusReason string             `json:"statusReason,omitempty"`
+	Members      []GroupWorkMember  `json:"members"`
+}
+
+// GroupWorkMember is one device of a batch.
+type GroupWorkMember struct {
+	RegistrationID string `json:"registrationId"`
+	DeviceID       string `json:"deviceId,omitempty"`
+}
+
+// MemberApplier is the engine's entry for a batch of group members; *deprovision.Engine
+// satisfies it.
+type MemberApplier interface {
+	ApplyMembers(ctx context.Context, opID, hub string, members []deprovision.Registration, action deprovision.Action, statusReason string) (deprovision.MemberResult, error)
+}
+
+// EngineGroupWorker applies group work messages through the engine.
+type EngineGroupWorker struct {
+	Engine MemberApplier
+	Logger *slog.Logger
+}
+
+// Apply implements GroupWorker. A message that is not a GroupWorkItem is a permanent failure.
+func (w *EngineGroupWorker) Apply(ctx context.Context, msg QueueMessage) error {
+	var item GroupWorkItem
+	dec := json.NewDecoder(strings.NewReader(string(msg.Body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&item); err != nil {
+		return fmt.Errorf("message %s is not a group work item: %w", msg.ID, err)
+	}
+	if item.OperationID == "" || item.Hub == "" || len(item.Members) == 0 {
+		return fmt.Errorf("message %s lacks operationId, hub or members", msg.ID)
+	}
+	regs := make([]deprovision.Registration, len(item.Members))
+	for i, m := range item.Members {
+		regs[i] = deprovision.Registration{RegistrationID: m.RegistrationID, DeviceID: m.DeviceID, AssignedHub: item.Hub}
+	}
+	res, err := w.Engine.ApplyMembers(ctx, item.OperationID, item.Hub, regs, item.Action, item.StatusReason)
+	if err != nil {
+		return err
+	}
+	if w.Logger != nil {
+		w.Logger.InfoContext(ctx, "group work applied", "operation", item.OperationID, "hub", item.Hub, "done", res.Done, "failed", res.Failed)
+	}
+	return nil
+}
+
+// OpenOperations lists operations left unfinished; deprovision.Journal satisfies it.
+type OpenOperations interface {
+	OpenOperations(ctx context.Context, olderThan time.Time) iter.Seq2[*deprovision.Operation, error]
+}
+
+// Resumer is the Cleaner that resumes operations which stopped half way (a crash, or Event
+// Grid giving up): each is submitted again, and the engine carries on at its first unfinished
+// step. Later issues add grace periods, drift and stale-device cleanup.
+type Resumer struct {
+	Journal OpenOperations
+	Engine  Engine
+	Clock   deprovision.Clock
+	// After is how long an operation must have stood still before it is resumed, so that the
+	// timer does not race an invocation still working on it.
+	After time.Duration
+	// Max bounds the operations resumed per run (default 100); the rest wait for the next run.
+	Max int
+}
+
+// Run implements Cleaner.
+func (r *Resumer) Run(ctx context.Context, t TimerInfo) (string, error) {
+	max := r.Max
+	if max <= 0 {
+		max = 100
+	}
+	clock := r.Clock
+	if clock == nil {
+		clock = deprovision.SystemClock{}
+	}
+	var resumed, finished, failed int
+	var errs []error
+	for op, err := range r.Journal.OpenOperations(ctx, clock.Now().Add(-r.After)) {
+		if err != nil {
+			return "", fmt.Errorf("listing open operations: %w", err)
+		}
+		if resumed+failed >= max {
+			break
+		}
+		got, err := r.Engine.Submit(ctx, op.Request)
+		if err != nil {
+			failed++
+			errs = append(errs, fmt.Errorf("resuming %s: %w", op.ID, err))
+			continue
+		}
+		resumed++
+		if got.Status.Terminal() {
+			finished++
+		}
+	}
+	summary := fmt.Sprintf("resumed %d open operations (%d finished), %d could not be resumed", resumed, finished, failed)
+	if len(errs) > 0 && resumed == 0 {
+		return summary, errors.Join(errs...)
+	}
+	return summary, nil
+}
