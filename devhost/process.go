@@ -1,0 +1,199 @@
+package devhost
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// worker is the running handler process (reference §1).
+type worker struct {
+	h       *Host
+	port    int
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	stopped bool
+	crashes []time.Time
+}
+
+func (w *worker) baseURL() string { return "http://127.0.0.1:" + strconv.Itoa(w.port) }
+
+// executable resolves defaultExecutablePath as the host does: a relative path that names a file
+// under the app root is taken from there; anything else is looked up on PATH.
+func executable(app *App, settings map[string]string) (path string, args []string, dir string, err error) {
+	d := app.Host.CustomHandler.Description
+	path = d.DefaultExecutablePath
+	if !filepath.IsAbs(path) {
+		if st, statErr := os.Stat(filepath.Join(app.Root, path)); statErr == nil && st.Mode().IsRegular() {
+			path = filepath.Join(app.Root, path)
+		} else if lp, lookErr := exec.LookPath(path); lookErr == nil {
+			path = lp
+		} else if statErr == nil {
+			return "", nil, "", fmt.Errorf("handler executable %q (host.json customHandler.description.defaultExecutablePath) is a folder under the app root, not a program; build the handler into an app folder where that name is free", d.DefaultExecutablePath)
+		} else {
+			return "", nil, "", fmt.Errorf("handler executable %q (host.json customHandler.description.defaultExecutablePath) is neither under the app root nor on PATH; build it first", d.DefaultExecutablePath)
+		}
+	}
+	for _, a := range d.Arguments {
+		args = append(args, expandPercent(a, settings))
+	}
+	dir = app.Root
+	if d.WorkingDirectory != "" {
+		dir = d.WorkingDirectory
+		if !filepath.IsAbs(dir) {
+			dir = filepath.Join(app.Root, dir)
+		}
+	}
+	return path, args, dir, nil
+}
+
+var percentRE = regexp.MustCompile(`%([^%]+)%`)
+
+// expandPercent mimics Environment.ExpandEnvironmentVariables: %NAME% is replaced when NAME is
+// set (app settings first, then the environment) and left as it is otherwise.
+func expandPercent(s string, settings map[string]string) string {
+	return percentRE.ReplaceAllStringFunc(s, func(m string) string {
+		name := m[1 : len(m)-1]
+		if v, ok := settings[name]; ok {
+			return v
+		}
+		if v, ok := os.LookupEnv(name); ok {
+			return v
+		}
+		return m
+	})
+}
+
+// start launches the handler with the host's environment and waits until GET / answers.
+func (w *worker) start(ctx context.Context) error {
+	h := w.h
+	path, args, dir, err := executable(h.app, h.settings)
+	if err != nil {
+		return err
+	}
+	workerID := newGUID()
+	cmd := exec.Command(path, args...)
+	cmd.Dir = dir
+	cmd.Env = os.Environ()
+	for k, v := range h.settings {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	port := strconv.Itoa(w.port)
+	cmd.Env = append(cmd.Env,
+		"FUNCTIONS_CUSTOMHANDLER_PORT="+port,
+		"FUNCTIONS_CUSTOMHANDLER_WORKER_ID="+workerID,
+		"FUNCTIONS_HTTPWORKER_PORT="+port,
+		"FUNCTIONS_HTTPWORKER_ID="+workerID,
+		"FUNCTIONS_APP_ROOT_PATH="+h.app.Root,
+	)
+	out := h.handlerOutput
+	if out == nil {
+		out = io.Discard
+	}
+	cmd.Stdout = out
+	cmd.Stderr = out
+	// Its own process group, so that stopping devhost stops whatever the handler started, and
+	// killed with devhost if devhost dies.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting handler %s: %w", path, err)
+	}
+	exited := make(chan struct{})
+	w.mu.Lock()
+	w.cmd, w.exited = cmd, exited
+	w.mu.Unlock()
+	go func() {
+		err := cmd.Wait()
+		close(exited)
+		w.onExit(err)
+	}()
+	return w.waitReady(ctx, exited)
+}
+
+// waitReady polls GET / every 25 ms until any HTTP answer (a 404 counts), as the host's
+// IsWorkerReady does, within customHandler.initializationTimeout (default 30 s).
+func (w *worker) waitReady(ctx context.Context, exited chan struct{}) error {
+	deadline := time.Now().Add(w.h.initTimeout)
+	client := &http.Client{Timeout: time.Second}
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, w.baseURL()+"/", nil)
+		resp, err := client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			return nil
+		}
+		var opErr *net.OpError
+		if !errors.As(err, &opErr) && ctx.Err() == nil {
+			// Not a socket error: something answered, just not HTTP; keep waiting like the host.
+			w.h.log.Debug("handler not ready", "err", err)
+		}
+		select {
+		case <-exited:
+			return fmt.Errorf("handler exited before it answered GET / on port %d", w.port)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(25 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("handler did not answer GET / on port %d within %s", w.port, w.h.initTimeout)
+		}
+	}
+}
+
+// onExit restarts a handler that exited while devhost runs, as the host does, and gives up after
+// three exits within 30 minutes (HttpFunctionInvocationDispatcher's thresholds).
+func (w *worker) onExit(err error) {
+	w.mu.Lock()
+	if w.stopped {
+		w.mu.Unlock()
+		return
+	}
+	now := time.Now()
+	var recent []time.Time
+	for _, t := range w.crashes {
+		if now.Sub(t) < 30*time.Minute {
+			recent = append(recent, t)
+		}
+	}
+	w.crashes = append(recent, now)
+	n := len(w.crashes)
+	w.mu.Unlock()
+	w.h.log.Error("handler exited", "err", err, "exitsIn30m", n)
+	if n >= 3 {
+		w.h.fail(fmt.Errorf("handler exited %d times within 30 minutes; the host stops here too (last: %v)", n, err))
+		return
+	}
+	if startErr := w.start(w.h.ctx); startErr != nil {
+		w.h.fail(fmt.Errorf("restarting handler: %w", startErr))
+	}
+}
+
+// stop ends the handler's process group: SIGTERM, then SIGKILL after five seconds.
+func (w *worker) stop() {
+	w.mu.Lock()
+	w.stopped = true
+	cmd, exited := w.cmd, w.exited
+	w.mu.Unlock()
+	if cmd == nil || cmd.Process == nil {
+		return
+	}
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(5 * time.Second):
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-exited
+	}
+}
