@@ -5,12 +5,13 @@
 // The package is shaped like Terraform's plan/apply:
 //
 //   - [Resolve] reads DPS (and, where needed, the hub) and classifies the device;
-//   - [Plan] is a pure function of the resolved device, the request and the device's journal row:
-//     it returns an ordered list of steps, each with the reason it was chosen, that a person can
-//     read before anything changes;
-//   - the [Executor] applies a plan step by step, DPS before hub, each step idempotent and
-//     ETag-safe, journaling before and after every step so that a crash or a redelivery resumes
-//     at the first unfinished step.
+//   - [PlanFor] is a pure function of the resolved device, the request and the device's journal
+//     row (the policy matrix of docs/policy.md): it returns an ordered [Plan] of steps, each with
+//     the reason it was chosen, that a person can read before anything changes, or a [Refusal];
+//   - the [Engine] journals the request and applies the plan step by step, DPS before hub, each
+//     step idempotent and ETag-safe, journaling before and after every step so that a crash or a
+//     redelivery resumes at the first unfinished step. Group-wide intents stream the group's
+//     registration states page by page ([Engine.ApplyMembers] applies one batch).
 //
 // Dependencies point inward: this package imports no SDK and no transport. It defines the small
 // interfaces it needs ([Enrollments], [Registrations], [Devices], [Journal], [Clock]); adapters

@@ -59,6 +59,12 @@ type Operation struct {
 // Progress counts the members of a group-wide operation.
 type Progress struct {
 	Total, Done, Failed int
+	// Pages counts the pages of registration states finished; Continuation resumes after the
+	// last finished one ("" with Pages > 0: every page is done).
+	Pages        int
+	Continuation string
+	// Failures lists the first members that failed ("deviceId: error"), for a person to check.
+	Failures []string
 }
 
 // StepOutcome is what became of one step.
@@ -103,8 +109,19 @@ type DeviceState struct {
 	BlockingEnrollment bool
 	// HubAction is what was done to the hub identity: "disabled", "deleted" or "enabled".
 	HubAction string
-	Updated   time.Time
-	ETag      string
+	// GroupMember is true once this system has given a group member an individual enrollment
+	// (a blocking one, or one for a move): that enrollment stands in front of the group, so it
+	// is never deleted, only disabled, or the group would admit the device again.
+	GroupMember bool
+	// EnrollmentAction is what was done in DPS: "disabled", "deleted", "enabled", "blocked",
+	// "unblocked", "retargeted" or "move-enrollment".
+	EnrollmentAction string
+	// PendingOperation is the operation currently changing the device: another operation for
+	// the same device waits (transient error) until it is terminal, so that conflicting events
+	// are applied one after the other, in the order precedence allows.
+	PendingOperation string
+	Updated          time.Time
+	ETag             string
 }
 
 // OperationSummary is one line of a device's history.

@@ -1,0 +1,525 @@
+package deprovision
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Deps are the ports the engine works through.
+type Deps struct {
+	Enrollments   Enrollments
+	Registrations Registrations
+	Devices       Devices
+	Journal       Journal
+	Clock         Clock
+	// Notifier may be nil.
+	Notifier Notifier
+	Logger   *slog.Logger
+}
+
+// Config tunes the engine. The zero value is usable.
+type Config struct {
+	// LeaseDuration is how long one invocation owns an operation before another delivery of
+	// the same event may take it over (it is renewed while steps run). Default 5 minutes.
+	LeaseDuration time.Duration
+	// GroupPageSize is the number of registration states asked for per page. Default 100.
+	GroupPageSize int
+	// Hubs, when not empty, are the host names of the hubs this deployment manages: a device
+	// in another hub (or a move to one) is refused.
+	Hubs []string
+	// ETagRetries bounds the re-read-and-re-decide loop of one step after 412s. Default 5.
+	ETagRetries int
+}
+
+// Engine resolves, plans and applies requests, journaling every step.
+type Engine struct {
+	d   Deps
+	c   Config
+	log *slog.Logger
+}
+
+// NewEngine returns an engine over d.
+func NewEngine(d Deps, c Config) *Engine {
+	if c.LeaseDuration <= 0 {
+		c.LeaseDuration = 5 * time.Minute
+	}
+	if c.GroupPageSize <= 0 {
+		c.GroupPageSize = 100
+	}
+	if c.ETagRetries <= 0 {
+		c.ETagRetries = 5
+	}
+	if d.Clock == nil {
+		d.Clock = SystemClock{}
+	}
+	log := d.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Engine{d: d, c: c, log: log}
+}
+
+// OperationID is the journal id of the operation for one event: stable across deliveries, and
+// safe as a Table Storage key whatever the source and event id contain.
+func OperationID(source, eventID string) string {
+	sum := sha256.Sum256([]byte(source + "\x00" + eventID))
+	return "op-" + hex.EncodeToString(sum[:16])
+}
+
+// maxRejectedCertificate bounds the certificate a rejected request keeps in the journal.
+const maxRejectedCertificate = 64 * 1024
+
+func deviceKey(rid string) string { return strings.ToLower(rid) } // DPS ids are case-insensitive
+
+func newOwner() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// retryable reports whether err is worth another delivery: marked transient, or cut short by
+// the invocation's own context.
+func retryable(err error) bool {
+	return IsTransient(err) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+func asTransient(err error) error {
+	if err == nil || IsTransient(err) {
+		return err
+	}
+	return Transient(err)
+}
+
+// Submit journals and carries out one request (or only plans it when req.DryRun), and returns
+// the operation as it stands. An error for which [IsTransient] is true means "try the whole
+// delivery again later"; a refusal is not an error: the operation comes back rejected, with a
+// Reason. A redelivery of the same (Source, EventID) resumes the stored operation at its first
+// unfinished step (or returns it if terminal); a concurrent duplicate that finds a live lease
+// gets a transient [ErrBusy] and runs nothing.
+func (e *Engine) Submit(ctx context.Context, req Request) (*Operation, error) {
+	if err := req.Validate(); err != nil {
+		r, _ := AsRefusal(err)
+		return e.Reject(ctx, req, r.Reason)
+	}
+	op, err := e.acquire(ctx, req)
+	if err != nil || op.Status.Terminal() {
+		return op, err
+	}
+	return e.run(ctx, op)
+}
+
+// Reject journals a request refused before policy (malformed event, unauthorized source) as a
+// terminal, rejected operation. A second delivery returns the stored operation.
+func (e *Engine) Reject(ctx context.Context, req Request, reason string) (*Operation, error) {
+	now := e.d.Clock.Now()
+	if n := len(req.CertificatePEM); n > maxRejectedCertificate {
+		// A refused request keeps what identifies it; a huge certificate would not fit a row.
+		req.CertificatePEM = ""
+		reason += fmt.Sprintf(" (the request's certificate, %d bytes, is not kept)", n)
+	}
+	op := &Operation{ID: OperationID(req.Source, req.EventID), Request: req, Status: StatusRejected,
+		Reason: reason, Created: now, Updated: now}
+	stored, created, err := e.d.Journal.CreateOperation(ctx, op)
+	if err != nil {
+		// The journal marks what is worth retrying (store unavailable); anything else is kept
+		// as it is, so that the caller does not retry what can never be journaled.
+		return nil, fmt.Errorf("journaling rejected operation %s: %w", op.ID, err)
+	}
+	if !created {
+		return stored, nil
+	}
+	e.log.InfoContext(ctx, "operation rejected", "operation", op.ID, "intent", req.Intent, "reason", reason)
+	e.notify(ctx, stored)
+	return stored, nil
+}
+
+// Operation returns a journaled operation and its steps (the latest record of each).
+func (e *Engine) Operation(ctx context.Context, id string) (*Operation, []StepRecord, error) {
+	op, err := e.d.Journal.GetOperation(ctx, id)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading operation %s: %w", id, err)
+	}
+	steps, err := e.d.Journal.Steps(ctx, id)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading steps of operation %s: %w", id, err)
+	}
+	return op, steps, nil
+}
+
+// DeviceHistory returns the device row (nil when this system never changed the device) and
+// the operations about the device, newest first.
+func (e *Engine) DeviceHistory(ctx context.Context, registrationID string) (*DeviceState, []OperationSummary, error) {
+	key := deviceKey(registrationID)
+	ds, err := e.d.Journal.GetDevice(ctx, key)
+	if errors.Is(err, ErrNotFound) {
+		ds, err = nil, nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading device row %s: %w", registrationID, err)
+	}
+	hist, err := e.d.Journal.DeviceHistory(ctx, key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading history of %s: %w", registrationID, err)
+	}
+	return ds, hist, nil
+}
+
+// acquire creates the operation or takes over a stored one whose lease has run out.
+func (e *Engine) acquire(ctx context.Context, req Request) (*Operation, error) {
+	now := e.d.Clock.Now()
+	op := &Operation{ID: OperationID(req.Source, req.EventID), Request: req, Status: StatusRunning,
+		Created: now, Updated: now, LeaseOwner: newOwner(), LeaseUntil: now.Add(e.c.LeaseDuration)}
+	stored, created, err := e.d.Journal.CreateOperation(ctx, op)
+	if err != nil {
+		return nil, fmt.Errorf("journaling operation %s: %w", op.ID, err)
+	}
+	if created {
+		return stored, nil
+	}
+	if stored.Status.Terminal() {
+		return stored, nil
+	}
+	if stored.LeaseOwner != "" && stored.LeaseUntil.After(now) {
+		return nil, Transient(fmt.Errorf("operation %s is being applied by another delivery until %s: %w",
+			stored.ID, stored.LeaseUntil.Format(time.RFC3339), ErrBusy))
+	}
+	stored.LeaseOwner = op.LeaseOwner
+	stored.LeaseUntil = now.Add(e.c.LeaseDuration)
+	stored.Updated = now
+	if err := e.d.Journal.UpdateOperation(ctx, stored); err != nil {
+		if errors.Is(err, ErrPreconditionFailed) {
+			return nil, Transient(fmt.Errorf("operation %s was taken over by another delivery: %w", stored.ID, ErrBusy))
+		}
+		return nil, asTransient(fmt.Errorf("taking over operation %s: %w", stored.ID, err))
+	}
+	e.log.InfoContext(ctx, "resuming operation", "operation", stored.ID, "status", stored.Status)
+	return stored, nil
+}
+
+// save writes op, renewing the lease; losing the lease (412) is transient.
+func (e *Engine) save(ctx context.Context, op *Operation) error {
+	now := e.d.Clock.Now()
+	op.Updated = now
+	if !op.Status.Terminal() {
+		op.LeaseUntil = now.Add(e.c.LeaseDuration)
+	}
+	if err := e.d.Journal.UpdateOperation(ctx, op); err != nil {
+		if errors.Is(err, ErrPreconditionFailed) {
+			return Transient(fmt.Errorf("operation %s: lease lost to another delivery: %w", op.ID, ErrBusy))
+		}
+		return asTransient(fmt.Errorf("journaling operation %s: %w", op.ID, err))
+	}
+	return nil
+}
+
+// release gives the lease back after a transient failure, so that a redelivery resumes at once.
+func (e *Engine) release(ctx context.Context, op *Operation) {
+	op.LeaseOwner, op.LeaseUntil, op.Updated = "", time.Time{}, e.d.Clock.Now()
+	if err := e.d.Journal.UpdateOperation(context.WithoutCancel(ctx), op); err != nil {
+		e.log.WarnContext(ctx, "releasing operation lease", "operation", op.ID, "err", err)
+	}
+}
+
+// finish makes op terminal and announces it.
+func (e *Engine) finish(ctx context.Context, op *Operation, st Status, reason string) (*Operation, error) {
+	op.Status, op.Reason = st, reason
+	op.LeaseOwner, op.LeaseUntil = "", time.Time{}
+	if err := e.save(ctx, op); err != nil {
+		return op, err
+	}
+	e.log.InfoContext(ctx, "operation ended", "operation", op.ID, "intent", op.Request.Intent,
+		"registrationId", op.Request.RegistrationID, "status", st, "reason", reason)
+	e.notify(ctx, op)
+	return op, nil
+}
+
+func (e *Engine) notify(ctx context.Context, op *Operation) {
+	if e.d.Notifier != nil {
+		e.d.Notifier.OperationEnded(context.WithoutCancel(ctx), op)
+	}
+}
+
+// run plans op if it has no plan yet, then applies its unfinished steps.
+func (e *Engine) run(ctx context.Context, op *Operation) (*Operation, error) {
+	if op.Plan == nil {
+		done, err := e.plan(ctx, op)
+		if err != nil {
+			if retryable(err) {
+				e.release(ctx, op)
+				return op, asTransient(err)
+			}
+			return e.finish(ctx, op, StatusFailed, err.Error())
+		}
+		if done {
+			return op, nil
+		}
+	}
+	if err := e.execute(ctx, op); err != nil {
+		if retryable(err) {
+			e.release(ctx, op)
+			e.log.WarnContext(ctx, "operation interrupted; a redelivery resumes it", "operation", op.ID, "err", err)
+			return op, asTransient(err)
+		}
+		e.unlockDevice(ctx, op)
+		return e.finish(ctx, op, StatusFailed, err.Error())
+	}
+	if !op.Request.Intent.GroupWide() {
+		if err := e.recordDevice(ctx, op); err != nil {
+			e.release(ctx, op)
+			return op, asTransient(err)
+		}
+	}
+	return e.finish(ctx, op, StatusSucceeded, "")
+}
+
+// plan resolves and plans op and journals the plan. done is true when op became terminal
+// (rejected, or planned for a dry run).
+func (e *Engine) plan(ctx context.Context, op *Operation) (done bool, err error) {
+	req := op.Request
+	res, err := Resolve(ctx, e.d.Enrollments, e.d.Registrations, e.d.Devices, req)
+	if r, ok := AsRefusal(err); ok {
+		_, err := e.finish(ctx, op, StatusRejected, r.Reason)
+		return true, err
+	}
+	if err != nil {
+		return false, err
+	}
+	if req.RegistrationID == "" && res.RegistrationID != "" {
+		op.Request.RegistrationID = res.RegistrationID
+		req = op.Request
+	}
+	var prior *DeviceState
+	if !req.Intent.GroupWide() {
+		prior, err = e.d.Journal.GetDevice(ctx, deviceKey(req.RegistrationID))
+		if errors.Is(err, ErrNotFound) {
+			prior, err = nil, nil
+		}
+		if err != nil {
+			return false, asTransient(fmt.Errorf("reading device row %s: %w", req.RegistrationID, err))
+		}
+		// A dry run changes nothing, so it need not wait for the device.
+		if !req.DryRun && prior != nil && prior.PendingOperation != "" && prior.PendingOperation != op.ID {
+			other, err := e.d.Journal.GetOperation(ctx, prior.PendingOperation)
+			if err != nil && !errors.Is(err, ErrNotFound) {
+				return false, asTransient(err)
+			}
+			if err == nil && !other.Status.Terminal() {
+				return false, Transient(fmt.Errorf("device %s is being changed by operation %s: %w", req.RegistrationID, other.ID, ErrBusy))
+			}
+		}
+	}
+	var plan *Plan
+	if err = e.checkHubs(res, req); err == nil {
+		plan, err = PlanFor(res, req, prior)
+	}
+	if r, ok := AsRefusal(err); ok {
+		_, err := e.finish(ctx, op, StatusRejected, r.Reason)
+		return true, err
+	}
+	if err != nil {
+		return false, err
+	}
+	op.Plan = plan
+	if req.DryRun {
+		_, err := e.finish(ctx, op, StatusPlanned, "dry run: nothing was changed")
+		return true, err
+	}
+	if !req.Intent.GroupWide() {
+		ds := prior
+		if ds == nil {
+			ds = &DeviceState{RegistrationID: deviceKey(req.RegistrationID)}
+		}
+		ds.PendingOperation = op.ID
+		ds.Updated = e.d.Clock.Now()
+		if err := e.d.Journal.PutDevice(ctx, ds); err != nil {
+			if errors.Is(err, ErrPreconditionFailed) || errors.Is(err, ErrConflict) {
+				return false, Transient(fmt.Errorf("device row %s changed while planning: %w", req.RegistrationID, ErrBusy))
+			}
+			return false, asTransient(fmt.Errorf("locking device row %s: %w", req.RegistrationID, err))
+		}
+	}
+	e.log.InfoContext(ctx, "plan", "operation", op.ID, "path", plan.Path, "steps", len(plan.Steps))
+	return false, e.save(ctx, op)
+}
+
+func (e *Engine) checkHubs(r *Resolved, req Request) error {
+	if len(e.c.Hubs) == 0 {
+		return nil
+	}
+	ok := func(h string) bool {
+		return slices.ContainsFunc(e.c.Hubs, func(x string) bool { return strings.EqualFold(x, h) })
+	}
+	if r.Hub != "" && !ok(r.Hub) {
+		return refuse("device %s is in hub %s, which this deployment does not manage (configured: %s)", r.RegistrationID, r.Hub, strings.Join(e.c.Hubs, ", "))
+	}
+	if req.Intent == IntentMoved && !ok(req.TargetHub) {
+		return refuse("target hub %s is not one this deployment manages (configured: %s)", req.TargetHub, strings.Join(e.c.Hubs, ", "))
+	}
+	return nil
+}
+
+// execute applies every unfinished step in order, journaling before and after each.
+func (e *Engine) execute(ctx context.Context, op *Operation) error {
+	recs, err := e.d.Journal.Steps(ctx, op.ID)
+	if err != nil {
+		return asTransient(fmt.Errorf("reading steps of %s: %w", op.ID, err))
+	}
+	latest := map[int]StepRecord{}
+	for _, r := range recs {
+		latest[r.Index] = r
+	}
+	for i, st := range op.Plan.Steps {
+		prev, seen := latest[i]
+		if seen && (prev.Outcome == StepDone || prev.Outcome == StepNoChange || prev.Outcome == StepSkipped) {
+			continue
+		}
+		start := e.d.Clock.Now()
+		rec := StepRecord{OperationID: op.ID, Index: i, Kind: st.Kind, Target: st.Target, Outcome: StepStarted, Time: start}
+		if err := e.d.Journal.RecordStep(ctx, rec); err != nil {
+			return asTransient(fmt.Errorf("journaling start of step %d: %w", i+1, err))
+		}
+		res := e.apply(ctx, op, st)
+		end := e.d.Clock.Now()
+		rec.Duration, rec.Time = end.Sub(start), end
+		rec.HTTPStatus, rec.ErrorCode = res.status, res.code
+		switch {
+		case res.err != nil:
+			rec.Outcome = StepFailed
+			rec.Error = res.err.Error()
+			if s, c := ServiceStatus(res.err); s != 0 || c != "" {
+				rec.HTTPStatus, rec.ErrorCode = s, c
+			}
+		case res.changed || seen && wouldChange(st):
+			rec.Outcome = StepDone
+			rec.Error = res.note
+		default:
+			rec.Outcome = StepNoChange
+			rec.Error = res.note
+		}
+		if err := e.d.Journal.RecordStep(context.WithoutCancel(ctx), rec); err != nil {
+			return asTransient(fmt.Errorf("journaling end of step %d: %w", i+1, err))
+		}
+		e.log.InfoContext(ctx, "step", "operation", op.ID, "index", i+1, "kind", st.Kind, "target", st.Target,
+			"outcome", rec.Outcome, "status", rec.HTTPStatus, "err", rec.Error)
+		if res.err != nil {
+			return fmt.Errorf("step %d (%s %s): %w", i+1, st.Kind, st.Target, res.err)
+		}
+		if e.d.Clock.Now().After(op.LeaseUntil.Add(-e.c.LeaseDuration / 2)) {
+			if err := e.save(ctx, op); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// wouldChange reports whether st, given the state seen when planning, changes its target: on a
+// resume, finding the target already changed then means the interrupted run changed it.
+func wouldChange(st Step) bool {
+	b := st.Params[ParamBefore]
+	switch st.Kind {
+	case StepDisableEnrollment, StepDisableGroup, StepDisableDevice:
+		return b == "enabled"
+	case StepEnableEnrollment, StepEnableDevice:
+		return b == "disabled"
+	case StepDeleteEnrollment, StepDeleteBlockingEnrollment, StepDeleteRegistration, StepDeleteGroup, StepDeleteDevice:
+		return b == "present"
+	case StepCreateBlockingEnrollment, StepCreateMoveEnrollment:
+		return b == "missing"
+	case StepRetargetEnrollment, StepGroupMembers, StepDeleteGroupRegistrations:
+		return true
+	}
+	return false
+}
+
+// recordDevice writes the device row: the state this operation left the device in, and the
+// end of its hold on the device.
+func (e *Engine) recordDevice(ctx context.Context, op *Operation) error {
+	key := deviceKey(op.Request.RegistrationID)
+	for attempt := 0; attempt <= e.c.ETagRetries; attempt++ {
+		ds, err := e.d.Journal.GetDevice(ctx, key)
+		if errors.Is(err, ErrNotFound) {
+			ds, err = &DeviceState{RegistrationID: key}, nil
+		}
+		if err != nil {
+			return fmt.Errorf("reading device row %s: %w", key, err)
+		}
+		if ds.OperationID == op.ID && ds.PendingOperation != op.ID {
+			return nil // written before an interruption
+		}
+		if len(op.Plan.Steps) > 0 {
+			applyToDevice(ds, op)
+		}
+		if ds.PendingOperation == op.ID {
+			ds.PendingOperation = ""
+		}
+		ds.Updated = e.d.Clock.Now()
+		err = e.d.Journal.PutDevice(ctx, ds)
+		if errors.Is(err, ErrPreconditionFailed) || errors.Is(err, ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("writing device row %s: %w", key, err)
+		}
+		return nil
+	}
+	return Transient(fmt.Errorf("device row %s kept changing: %w", key, ErrBusy))
+}
+
+func applyToDevice(ds *DeviceState, op *Operation) {
+	req := op.Request
+	// A lower-ranked change (compromised after sold) does not hide that the device is gone for good.
+	if req.Intent.rank() >= ds.Intent.rank() || ds.Intent == "" {
+		ds.Intent, ds.OperationID = req.Intent, op.ID
+		ds.EventTime = req.EventTime
+		if ds.EventTime.IsZero() {
+			ds.EventTime = op.Created
+		}
+	}
+	for _, st := range op.Plan.Steps {
+		switch st.Kind {
+		case StepCreateBlockingEnrollment:
+			ds.BlockingEnrollment, ds.EnrollmentAction, ds.GroupMember = true, "blocked", true
+		case StepDeleteBlockingEnrollment:
+			ds.BlockingEnrollment, ds.EnrollmentAction = false, "unblocked"
+		case StepDisableEnrollment:
+			ds.EnrollmentAction = "disabled"
+		case StepEnableEnrollment:
+			ds.EnrollmentAction = "enabled"
+		case StepDeleteEnrollment:
+			ds.EnrollmentAction = "deleted"
+		case StepRetargetEnrollment:
+			ds.EnrollmentAction = "retargeted"
+		case StepCreateMoveEnrollment:
+			ds.EnrollmentAction, ds.GroupMember = "move-enrollment", true
+		case StepDisableDevice, StepEnableDevice, StepDeleteDevice:
+			ds.Hub, ds.DeviceID = st.Params[ParamHub], st.Params[ParamDeviceID]
+			ds.HubAction = map[StepKind]string{StepDisableDevice: "disabled", StepEnableDevice: "enabled", StepDeleteDevice: "deleted"}[st.Kind]
+		}
+	}
+}
+
+// unlockDevice ends op's hold on its device row after a permanent failure.
+func (e *Engine) unlockDevice(ctx context.Context, op *Operation) {
+	if op.Request.Intent.GroupWide() || op.Request.DryRun {
+		return
+	}
+	key := deviceKey(op.Request.RegistrationID)
+	ds, err := e.d.Journal.GetDevice(ctx, key)
+	if err != nil || ds.PendingOperation != op.ID {
+		return
+	}
+	ds.PendingOperation = ""
+	ds.Updated = e.d.Clock.Now()
+	if err := e.d.Journal.PutDevice(ctx, ds); err != nil {
+		e.log.WarnContext(ctx, "unlocking device row", "registrationId", key, "err", err)
+	}
+}

@@ -1,0 +1,181 @@
+package deprovision
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+)
+
+// maxBulk is the hub's limit of devices per bulk registry call.
+const maxBulk = 100
+
+// maxFailures bounds the failed members an operation lists (the counts stay exact).
+const maxFailures = 20
+
+// MemberResult is the outcome of applying a hub action to some members of a group.
+type MemberResult struct {
+	Done, Failed int
+	// Failures are "deviceId: error" for the members that failed.
+	Failures []string
+}
+
+// ApplyMembers applies action (disable or delete) to members, all assigned to hub, with the
+// hub's bulk registry API (up to 100 devices a call). A member already in the wanted state,
+// or already gone, counts as done. It is its own entry point so that a queue worker can apply
+// a batch fanned out by a group-wide operation; opID names that operation in logs.
+// The error is for the whole batch (transient ones mean "retry the batch"); a member's own
+// failure is counted in the result.
+func (e *Engine) ApplyMembers(ctx context.Context, opID, hub string, members []Registration, action Action, statusReason string) (MemberResult, error) {
+	var res MemberResult
+	mode := BulkDisable
+	switch action {
+	case ActionDisable:
+	case ActionDelete:
+		mode = BulkDelete
+	default:
+		return res, fmt.Errorf("applying %q to members: the action must be disable or delete", action)
+	}
+	if len(e.c.Hubs) > 0 && !slices.ContainsFunc(e.c.Hubs, func(h string) bool { return strings.EqualFold(h, hub) }) {
+		for _, m := range members {
+			res.fail(memberID(m), fmt.Errorf("hub %s is not managed by this deployment", hub))
+		}
+		return res, nil
+	}
+	for start := 0; start < len(members); start += maxBulk {
+		chunk := members[start:min(start+maxBulk, len(members))]
+		items := make([]BulkItem, len(chunk))
+		for i, m := range chunk {
+			items[i] = BulkItem{DeviceID: memberID(m), StatusReason: statusReason}
+		}
+		out, err := e.d.Devices.Bulk(ctx, hub, mode, items)
+		if err != nil {
+			return res, fmt.Errorf("operation %s: %s %d devices in %s: %w", opID, mode, len(items), hub, err)
+		}
+		for _, r := range out {
+			if r.Err == nil || errors.Is(r.Err, ErrNotFound) {
+				res.Done++
+			} else if IsTransient(r.Err) {
+				return res, fmt.Errorf("operation %s: device %s in %s: %w", opID, r.DeviceID, hub, r.Err)
+			} else {
+				res.fail(r.DeviceID, r.Err)
+			}
+		}
+	}
+	e.log.InfoContext(ctx, "group members applied", "operation", opID, "hub", hub, "action", action,
+		"done", res.Done, "failed", res.Failed)
+	return res, nil
+}
+
+func (r *MemberResult) fail(id string, err error) {
+	r.Failed++
+	if len(r.Failures) < maxFailures {
+		r.Failures = append(r.Failures, id+": "+err.Error())
+	}
+}
+
+func memberID(m Registration) string {
+	if m.DeviceID != "" {
+		return m.DeviceID
+	}
+	return m.RegistrationID
+}
+
+// groupMembers pages the group's registration states from where the operation stopped, and
+// applies the hub action to each page, journaling the continuation after every page: a resume
+// starts at the first unfinished page, and a page is never held with another.
+func (e *Engine) groupMembers(ctx context.Context, op *Operation, st Step) stepResult {
+	gid, action, reason := st.Params[ParamGroupID], Action(st.Params[ParamAction]), st.Params[ParamStatusReason]
+	pr := &op.Progress
+	if pr.Pages > 0 && pr.Continuation == "" {
+		return stepResult{note: fmt.Sprintf("%d members: %d done, %d failed", pr.Total, pr.Done, pr.Failed)}
+	}
+	for page, err := range e.d.Registrations.GroupRegistrations(ctx, gid, pr.Continuation, e.c.GroupPageSize) {
+		if err != nil {
+			return failed(fmt.Errorf("reading registrations of group %s: %w", gid, err))
+		}
+		byHub := map[string][]Registration{}
+		for _, m := range page.Items {
+			if m.AssignedHub == "" {
+				pr.Done++ // never assigned: no hub identity to change
+				continue
+			}
+			byHub[m.AssignedHub] = append(byHub[m.AssignedHub], m)
+		}
+		hubs := make([]string, 0, len(byHub))
+		for h := range byHub {
+			hubs = append(hubs, h)
+		}
+		sort.Strings(hubs)
+		for _, h := range hubs {
+			r, err := e.ApplyMembers(ctx, op.ID, h, byHub[h], action, reason)
+			if err != nil {
+				return failed(err)
+			}
+			pr.Done += r.Done
+			pr.Failed += r.Failed
+			for _, f := range r.Failures {
+				if len(pr.Failures) < maxFailures {
+					pr.Failures = append(pr.Failures, f)
+				}
+			}
+		}
+		pr.Total += len(page.Items)
+		pr.Pages++
+		pr.Continuation = page.Next
+		if err := e.save(ctx, op); err != nil {
+			return failed(err)
+		}
+		if page.Next == "" {
+			break
+		}
+	}
+	if pr.Failed > 0 {
+		return failed(fmt.Errorf("%d of %d members of group %s failed (first: %s)", pr.Failed, pr.Total, gid, strings.Join(pr.Failures, "; ")))
+	}
+	return stepResult{changed: true, note: fmt.Sprintf("%d members: %d done", pr.Total, pr.Done)}
+}
+
+// deleteGroupRegistrations deletes a retired group's registration records. It always reads
+// the first page again, since deleted records leave it: a resume needs no continuation.
+func (e *Engine) deleteGroupRegistrations(ctx context.Context, gid string) stepResult {
+	deleted := 0
+	for {
+		var page RegistrationPage
+		for pg, err := range e.d.Registrations.GroupRegistrations(ctx, gid, "", e.c.GroupPageSize) {
+			if err != nil {
+				return failed(fmt.Errorf("reading registrations of group %s: %w", gid, err))
+			}
+			page = pg
+			break
+		}
+		if len(page.Items) == 0 {
+			break
+		}
+		progress, before := 0, deleted
+		var errs []string
+		for _, m := range page.Items {
+			err := e.d.Registrations.DeleteRegistration(ctx, m.RegistrationID, "")
+			switch {
+			case err == nil:
+				deleted++
+				progress++
+			case errors.Is(err, ErrNotFound):
+				progress++
+			case IsTransient(err):
+				return failed(fmt.Errorf("deleting registration record %s: %w", m.RegistrationID, err))
+			default:
+				errs = append(errs, m.RegistrationID+": "+err.Error())
+			}
+		}
+		if progress == 0 {
+			return failed(fmt.Errorf("no registration record of group %s could be deleted: %s", gid, strings.Join(errs, "; ")))
+		}
+		if deleted == before {
+			break // the listing still shows records that are gone: nothing left to delete
+		}
+	}
+	return stepResult{changed: deleted > 0, note: fmt.Sprintf("%d registration records deleted", deleted)}
+}

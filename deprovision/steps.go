@@ -1,0 +1,360 @@
+package deprovision
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// stepResult is what applying one step did.
+type stepResult struct {
+	changed bool
+	status  int
+	code    string
+	note    string
+	err     error
+}
+
+func failed(err error) stepResult { return stepResult{err: err} }
+
+func gone(what string, err error) stepResult {
+	s, c := ServiceStatus(err)
+	return stepResult{status: s, code: c, note: what + " not found: nothing to change"}
+}
+
+// apply runs one step. Every step re-reads its target and decides from what it finds, so a
+// step that already happened is a no-change, and a 412 leads to another read, not an overwrite.
+func (e *Engine) apply(ctx context.Context, op *Operation, st Step) stepResult {
+	rid := strings.TrimPrefix(st.Target, "dps/enrollments/")
+	p := st.Params
+	switch st.Kind {
+	case StepDisableEnrollment:
+		return e.setEnrollment(ctx, rid, false)
+	case StepEnableEnrollment:
+		return e.setEnrollment(ctx, rid, true)
+	case StepDeleteEnrollment, StepDeleteBlockingEnrollment:
+		return e.deleteEnrollment(ctx, rid)
+	case StepCreateBlockingEnrollment:
+		return e.createEnrollment(ctx, op, rid, AttestationType(p[ParamAttestation]), false, "", "")
+	case StepCreateMoveEnrollment:
+		return e.createEnrollment(ctx, op, rid, AttestationType(p[ParamAttestation]), true, p[ParamTargetHub], p[ParamGroupID])
+	case StepRetargetEnrollment:
+		return e.retarget(ctx, rid, p[ParamTargetHub])
+	case StepDeleteRegistration:
+		rid := strings.TrimPrefix(st.Target, "dps/registrations/")
+		err := e.d.Registrations.DeleteRegistration(ctx, rid, "")
+		if errors.Is(err, ErrNotFound) {
+			return gone("registration record", err)
+		}
+		if err != nil {
+			return failed(fmt.Errorf("deleting registration record %s: %w", rid, err))
+		}
+		return stepResult{changed: true}
+	case StepDisableGroup:
+		return e.disableGroup(ctx, strings.TrimPrefix(st.Target, "dps/enrollmentGroups/"))
+	case StepDeleteGroup:
+		return e.deleteGroup(ctx, strings.TrimPrefix(st.Target, "dps/enrollmentGroups/"))
+	case StepGroupMembers:
+		return e.groupMembers(ctx, op, st)
+	case StepDeleteGroupRegistrations:
+		return e.deleteGroupRegistrations(ctx, p[ParamGroupID])
+	case StepDisableDevice:
+		return e.setDevice(ctx, p[ParamHub], p[ParamDeviceID], false, p[ParamStatusReason])
+	case StepEnableDevice:
+		return e.setDevice(ctx, p[ParamHub], p[ParamDeviceID], true, "dpsdeprov recovered")
+	case StepDeleteDevice:
+		return e.deleteDevice(ctx, p[ParamHub], p[ParamDeviceID])
+	}
+	return failed(fmt.Errorf("unknown step kind %q", st.Kind))
+}
+
+// etagLoop runs try until it asks for no retry, or gives up after the configured retries
+// with a transient error (someone keeps changing the target: try the delivery again later).
+func (e *Engine) etagLoop(what string, try func() (stepResult, bool)) stepResult {
+	for attempt := 0; attempt <= e.c.ETagRetries; attempt++ {
+		if res, retry := try(); !retry {
+			return res
+		}
+	}
+	return failed(Transient(fmt.Errorf("%s: the target kept changing (412 after %d re-reads)", what, e.c.ETagRetries)))
+}
+
+func (e *Engine) setEnrollment(ctx context.Context, rid string, enabled bool) stepResult {
+	verb := map[bool]string{true: "enabling", false: "disabling"}[enabled]
+	return e.etagLoop(verb+" enrollment "+rid, func() (stepResult, bool) {
+		en, err := e.d.Enrollments.GetEnrollment(ctx, rid)
+		if errors.Is(err, ErrNotFound) {
+			return gone("enrollment", err), false
+		}
+		if err != nil {
+			return failed(fmt.Errorf("reading enrollment %s: %w", rid, err)), false
+		}
+		if en.Enabled == enabled {
+			return stepResult{}, false
+		}
+		en.Enabled = enabled
+		_, err = e.d.Enrollments.PutEnrollment(ctx, en, en.ETag)
+		if errors.Is(err, ErrPreconditionFailed) {
+			return stepResult{}, true
+		}
+		if err != nil {
+			return failed(fmt.Errorf("%s enrollment %s: %w", verb, rid, err)), false
+		}
+		return stepResult{changed: true}, false
+	})
+}
+
+func (e *Engine) deleteEnrollment(ctx context.Context, rid string) stepResult {
+	return e.etagLoop("deleting enrollment "+rid, func() (stepResult, bool) {
+		en, err := e.d.Enrollments.GetEnrollment(ctx, rid)
+		if errors.Is(err, ErrNotFound) {
+			return gone("enrollment", err), false
+		}
+		if err != nil {
+			return failed(fmt.Errorf("reading enrollment %s: %w", rid, err)), false
+		}
+		err = e.d.Enrollments.DeleteEnrollment(ctx, rid, en.ETag)
+		switch {
+		case errors.Is(err, ErrPreconditionFailed):
+			return stepResult{}, true
+		case errors.Is(err, ErrNotFound):
+			return gone("enrollment", err), false
+		case err != nil:
+			return failed(fmt.Errorf("deleting enrollment %s: %w", rid, err)), false
+		}
+		return stepResult{changed: true}, false
+	})
+}
+
+// createEnrollment creates the blocking (disabled) or moving (enabled, pointed at targetHub)
+// individual enrollment of a group member. Its keys are generated or derived here and never
+// leave this function: they are secrets, and are never journaled.
+func (e *Engine) createEnrollment(ctx context.Context, op *Operation, rid string, att AttestationType, enabled bool, targetHub, groupID string) stepResult {
+	want := &Enrollment{RegistrationID: rid, Attestation: att, Enabled: enabled}
+	if targetHub != "" {
+		want.IoTHubs, want.AllocationPolicy = []string{targetHub}, "static"
+	}
+	switch att {
+	case AttestationX509:
+		leaf, err := leafPEM(op.Request.CertificatePEM)
+		if err != nil {
+			return failed(fmt.Errorf("enrollment %s: %w", rid, err))
+		}
+		want.CertificatePEM = leaf
+	case AttestationSymmetricKey:
+		if enabled {
+			gk, err := e.d.Enrollments.GroupPrimaryKey(ctx, groupID)
+			if err != nil {
+				return failed(fmt.Errorf("reading the key of group %s: %w", groupID, err))
+			}
+			k, err := DeriveDeviceKey(gk, rid)
+			if err != nil {
+				return failed(fmt.Errorf("group %s: %w", groupID, err))
+			}
+			want.PrimaryKey = k
+		} else {
+			// The keys of a blocking enrollment never match anything: DPS only needs it to exist.
+			want.PrimaryKey, want.SecondaryKey = randomKey(), randomKey()
+		}
+	default:
+		return failed(fmt.Errorf("enrollment %s: cannot create an enrollment with attestation %q", rid, att))
+	}
+	_, err := e.d.Enrollments.PutEnrollment(ctx, want, "")
+	if err == nil {
+		return stepResult{changed: true}
+	}
+	if !errors.Is(err, ErrConflict) {
+		return failed(fmt.Errorf("creating enrollment %s: %w", rid, err))
+	}
+	// It exists: created before an interruption, or by someone else. Make it what we want.
+	return e.etagLoop("updating enrollment "+rid, func() (stepResult, bool) {
+		en, err := e.d.Enrollments.GetEnrollment(ctx, rid)
+		if errors.Is(err, ErrNotFound) {
+			_, err = e.d.Enrollments.PutEnrollment(ctx, want, "")
+			if errors.Is(err, ErrConflict) {
+				return stepResult{}, true
+			}
+			if err != nil {
+				return failed(fmt.Errorf("creating enrollment %s: %w", rid, err)), false
+			}
+			return stepResult{changed: true}, false
+		}
+		if err != nil {
+			return failed(fmt.Errorf("reading enrollment %s: %w", rid, err)), false
+		}
+		same := en.Enabled == enabled && (targetHub == "" || pointsAt(en, targetHub))
+		if same {
+			return stepResult{note: "enrollment already in place"}, false
+		}
+		en.Enabled = enabled
+		if targetHub != "" {
+			en.IoTHubs, en.AllocationPolicy = want.IoTHubs, want.AllocationPolicy
+		}
+		_, err = e.d.Enrollments.PutEnrollment(ctx, en, en.ETag)
+		if errors.Is(err, ErrPreconditionFailed) {
+			return stepResult{}, true
+		}
+		if err != nil {
+			return failed(fmt.Errorf("updating enrollment %s: %w", rid, err)), false
+		}
+		return stepResult{changed: true, note: "an individual enrollment already existed; it was updated"}, false
+	})
+}
+
+func pointsAt(en *Enrollment, hub string) bool {
+	return len(en.IoTHubs) == 1 && strings.EqualFold(en.IoTHubs[0], hub) && en.AllocationPolicy == "static"
+}
+
+func (e *Engine) retarget(ctx context.Context, rid, hub string) stepResult {
+	return e.etagLoop("retargeting enrollment "+rid, func() (stepResult, bool) {
+		en, err := e.d.Enrollments.GetEnrollment(ctx, rid)
+		if err != nil {
+			return failed(fmt.Errorf("reading enrollment %s: %w", rid, err)), false
+		}
+		if pointsAt(en, hub) {
+			return stepResult{}, false
+		}
+		en.IoTHubs, en.AllocationPolicy = []string{hub}, "static"
+		_, err = e.d.Enrollments.PutEnrollment(ctx, en, en.ETag)
+		if errors.Is(err, ErrPreconditionFailed) {
+			return stepResult{}, true
+		}
+		if err != nil {
+			return failed(fmt.Errorf("pointing enrollment %s at %s: %w", rid, hub, err)), false
+		}
+		return stepResult{changed: true}, false
+	})
+}
+
+func (e *Engine) disableGroup(ctx context.Context, gid string) stepResult {
+	return e.etagLoop("disabling group "+gid, func() (stepResult, bool) {
+		g, err := e.d.Enrollments.GetGroup(ctx, gid)
+		if errors.Is(err, ErrNotFound) {
+			return gone("enrollment group", err), false
+		}
+		if err != nil {
+			return failed(fmt.Errorf("reading group %s: %w", gid, err)), false
+		}
+		if !g.Enabled {
+			return stepResult{}, false
+		}
+		g.Enabled = false
+		_, err = e.d.Enrollments.PutGroup(ctx, g, g.ETag)
+		if errors.Is(err, ErrPreconditionFailed) {
+			return stepResult{}, true
+		}
+		if err != nil {
+			return failed(fmt.Errorf("disabling group %s: %w", gid, err)), false
+		}
+		return stepResult{changed: true}, false
+	})
+}
+
+func (e *Engine) deleteGroup(ctx context.Context, gid string) stepResult {
+	return e.etagLoop("deleting group "+gid, func() (stepResult, bool) {
+		g, err := e.d.Enrollments.GetGroup(ctx, gid)
+		if errors.Is(err, ErrNotFound) {
+			return gone("enrollment group", err), false
+		}
+		if err != nil {
+			return failed(fmt.Errorf("reading group %s: %w", gid, err)), false
+		}
+		if g.Enabled {
+			// Someone enabled it again since it was disabled: deleting it now is not our call.
+			return failed(fmt.Errorf("group %s was enabled again after this operation disabled it; not deleting it", gid)), false
+		}
+		err = e.d.Enrollments.DeleteGroup(ctx, gid, g.ETag)
+		switch {
+		case errors.Is(err, ErrPreconditionFailed):
+			return stepResult{}, true
+		case errors.Is(err, ErrNotFound):
+			return gone("enrollment group", err), false
+		case err != nil:
+			return failed(fmt.Errorf("deleting group %s: %w", gid, err)), false
+		}
+		return stepResult{changed: true}, false
+	})
+}
+
+func (e *Engine) setDevice(ctx context.Context, hub, id string, enabled bool, reason string) stepResult {
+	verb := map[bool]string{true: "enabling", false: "disabling"}[enabled]
+	return e.etagLoop(verb+" device "+id+" in "+hub, func() (stepResult, bool) {
+		d, err := e.d.Devices.GetDevice(ctx, hub, id)
+		if errors.Is(err, ErrNotFound) {
+			return gone("hub identity", err), false
+		}
+		if err != nil {
+			return failed(fmt.Errorf("reading device %s in %s: %w", id, hub, err)), false
+		}
+		if d.Enabled == enabled {
+			return stepResult{}, false
+		}
+		d.Enabled, d.StatusReason = enabled, reason
+		_, err = e.d.Devices.PutDevice(ctx, d, d.ETag)
+		if errors.Is(err, ErrPreconditionFailed) {
+			return stepResult{}, true
+		}
+		if errors.Is(err, ErrNotFound) {
+			return gone("hub identity", err), false
+		}
+		if err != nil {
+			return failed(fmt.Errorf("%s device %s in %s: %w", verb, id, hub, err)), false
+		}
+		return stepResult{changed: true}, false
+	})
+}
+
+func (e *Engine) deleteDevice(ctx context.Context, hub, id string) stepResult {
+	return e.etagLoop("deleting device "+id+" in "+hub, func() (stepResult, bool) {
+		d, err := e.d.Devices.GetDevice(ctx, hub, id)
+		if errors.Is(err, ErrNotFound) {
+			return gone("hub identity", err), false
+		}
+		if err != nil {
+			return failed(fmt.Errorf("reading device %s in %s: %w", id, hub, err)), false
+		}
+		err = e.d.Devices.DeleteDevice(ctx, hub, id, d.ETag)
+		switch {
+		case errors.Is(err, ErrPreconditionFailed):
+			return stepResult{}, true
+		case errors.Is(err, ErrNotFound):
+			return gone("hub identity", err), false
+		case err != nil:
+			return failed(fmt.Errorf("deleting device %s in %s: %w", id, hub, err)), false
+		}
+		return stepResult{changed: true}, false
+	})
+}
+
+// DeriveDeviceKey derives a group member's symmetric key from its group's key, as DPS does:
+// base64(HMAC-SHA256(base64decode(groupKey), registrationID)).
+func DeriveDeviceKey(groupKey, registrationID string) (string, error) {
+	k, err := base64.StdEncoding.DecodeString(groupKey)
+	if err != nil {
+		return "", fmt.Errorf("the group key is not base64: %w", err)
+	}
+	m := hmac.New(sha256.New, k)
+	m.Write([]byte(registrationID))
+	return base64.StdEncoding.EncodeToString(m.Sum(nil)), nil
+}
+
+func randomKey() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return base64.StdEncoding.EncodeToString(b)
+}
+
+// leafPEM returns the first certificate of text as PEM: only the leaf goes into an enrollment.
+func leafPEM(text string) (string, error) {
+	certs, err := ParseCertificates(text)
+	if err != nil {
+		return "", err
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: certs[0].Raw})), nil
+}

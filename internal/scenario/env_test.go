@@ -1,0 +1,365 @@
+package scenario_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"dpsdeprov/azure/adapter"
+	"dpsdeprov/azure/dps"
+	"dpsdeprov/azure/iothub"
+	"dpsdeprov/azure/journal"
+	"dpsdeprov/azure/loopback"
+	"dpsdeprov/deprovision"
+	"dpsdeprov/deprovision/fake"
+	"dpsdeprov/emulator"
+	"dpsdeprov/internal/testenv"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+const (
+	hub1 = "hub1.azure-devices.net"
+	hub2 = "hub2.azure-devices.net"
+)
+
+// env is one emulator (DPS + hub1 + hub2), clients on it, and a journal on Azurite.
+type env struct {
+	t     *testing.T
+	em    *emulator.Emulator
+	info  emulator.Info
+	dps   *dps.Client
+	hubs  map[string]*iothub.Client
+	ports deprovision.Deps
+	tbl   *aztables.ServiceClient
+	jopts journal.Options
+	clock *clock
+}
+
+// clock is a settable clock, so that a dead delivery's lease runs out without waiting.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time          { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Advance(d time.Duration) { c.mu.Lock(); defer c.mu.Unlock(); c.t = c.t.Add(d) }
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	em := testenv.StartEmulator(t, emulator.Options{Hubs: []string{"hub1", "hub2"}})
+	info := em.Info()
+	ca, err := os.ReadFile(info.CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := loopback.NewClient(info.Addr, ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Spare connections the transport opened but never used would hold the emulator's
+	// shutdown for its full grace period.
+	t.Cleanup(tr.CloseIdleConnections)
+	co := azcore.ClientOptions{Transport: tr, Retry: policy.RetryOptions{MaxRetries: 2, RetryDelay: 10 * time.Millisecond, MaxRetryDelay: time.Second}}
+	dc, err := dps.NewClientFromConnectionString(info.DPS.ConnectionString, &dps.ClientOptions{ClientOptions: co})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, em: em, info: info, dps: dc, hubs: map[string]*iothub.Client{}, clock: &clock{t: time.Now().UTC()}}
+	for _, h := range info.Hubs {
+		c, err := iothub.NewClientFromConnectionString(h.ConnectionString, &iothub.ClientOptions{ClientOptions: co})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.hubs[h.Host] = c
+	}
+	a := testenv.SharedAzurite(t)
+	e.tbl, err = aztables.NewServiceClientFromConnectionString(a.ConnectionString(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.jopts = journal.Options{TablePrefix: testenv.UniqueName("s")}
+	j, err := journal.New(context.Background(), e.tbl, e.jopts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	da := adapter.NewDPS(dc)
+	e.ports = deprovision.Deps{Enrollments: da, Registrations: da, Devices: adapter.NewHubs(e.hubs), Journal: j,
+		Clock: e.clock, Logger: slog.New(slog.DiscardHandler)}
+	return e
+}
+
+// engine returns an engine on the environment's ports (wrap may change them).
+// reopenJournal replaces the journal with a new instance on the same tables, as a restarted
+// process would have.
+func (e *env) reopenJournal() {
+	e.t.Helper()
+	j, err := journal.New(context.Background(), e.tbl, e.jopts)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.ports.Journal = j
+}
+
+// writes counts the successful writes DPS and the hubs served (enrollments, groups,
+// registration records, devices, bulk calls).
+func (e *env) writes() int64 {
+	var n int64
+	for op, s := range e.em.Stats().Operations {
+		if !strings.HasSuffix(op, ".put") && !strings.HasSuffix(op, ".delete") && !strings.HasSuffix(op, ".bulk") {
+			continue
+		}
+		for st, c := range s.Statuses {
+			if strings.HasPrefix(st, "2") {
+				n += c
+			}
+		}
+	}
+	return n
+}
+
+func (e *env) engine(wrap func(deprovision.Deps) deprovision.Deps) *deprovision.Engine {
+	d := e.ports
+	if wrap != nil {
+		d = wrap(d)
+	}
+	return deprovision.NewEngine(d, deprovision.Config{LeaseDuration: time.Minute, GroupPageSize: 2})
+}
+
+func (e *env) submit(r deprovision.Request) *deprovision.Operation {
+	e.t.Helper()
+	op, err := e.engine(nil).Submit(context.Background(), r)
+	if err != nil {
+		e.t.Fatalf("Submit %s %s: %v", r.Intent, r.EventID, err)
+	}
+	return op
+}
+
+// --- DPS setup through the service API, as an operator would have done it ---
+
+func randomKey() string {
+	b := make([]byte, 32)
+	for i := range b {
+		b[i] = byte(i*7 + 3)
+	}
+	return base64.StdEncoding.EncodeToString(b)
+}
+
+func (e *env) individualSK(rid, key string) {
+	e.t.Helper()
+	_, err := e.dps.CreateOrUpdateEnrollment(context.Background(), dps.IndividualEnrollment{RegistrationID: rid,
+		Attestation:        &dps.AttestationMechanism{Type: dps.AttestationTypeSymmetricKey, SymmetricKey: &dps.SymmetricKeyAttestation{PrimaryKey: key, SecondaryKey: key}},
+		ProvisioningStatus: dps.ProvisioningStatusEnabled}, nil)
+	if err != nil {
+		e.t.Fatalf("creating enrollment %s: %v", rid, err)
+	}
+}
+
+func (e *env) individualTPM(rid string) {
+	e.t.Helper()
+	ek := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{0xA5}, 256))
+	_, err := e.dps.CreateOrUpdateEnrollment(context.Background(), dps.IndividualEnrollment{RegistrationID: rid,
+		Attestation:        &dps.AttestationMechanism{Type: dps.AttestationTypeTPM, TPM: &dps.TPMAttestation{EndorsementKey: ek}},
+		ProvisioningStatus: dps.ProvisioningStatusEnabled, IoTHubs: []string{hub1}, AllocationPolicy: dps.AllocationPolicyStatic}, nil)
+	if err != nil {
+		e.t.Fatalf("creating TPM enrollment %s: %v", rid, err)
+	}
+}
+
+func (e *env) individualX509(rid string, c *fake.Cert) {
+	e.t.Helper()
+	_, err := e.dps.CreateOrUpdateEnrollment(context.Background(), dps.IndividualEnrollment{RegistrationID: rid,
+		Attestation: &dps.AttestationMechanism{Type: dps.AttestationTypeX509, X509: &dps.X509Attestation{
+			ClientCertificates: &dps.X509Certificates{Primary: &dps.X509CertificateWithInfo{Certificate: c.PEM}}}},
+		ProvisioningStatus: dps.ProvisioningStatusEnabled}, nil)
+	if err != nil {
+		e.t.Fatalf("creating X.509 enrollment %s: %v", rid, err)
+	}
+}
+
+func (e *env) groupX509(id string, ca *fake.Cert) {
+	e.t.Helper()
+	_, err := e.dps.CreateOrUpdateEnrollmentGroup(context.Background(), dps.EnrollmentGroup{EnrollmentGroupID: id,
+		Attestation: &dps.AttestationMechanism{Type: dps.AttestationTypeX509, X509: &dps.X509Attestation{
+			SigningCertificates: &dps.X509Certificates{Primary: &dps.X509CertificateWithInfo{Certificate: ca.PEM}}}},
+		ProvisioningStatus: dps.ProvisioningStatusEnabled}, nil)
+	if err != nil {
+		e.t.Fatalf("creating X.509 group %s: %v", id, err)
+	}
+}
+
+func (e *env) groupSK(id, key string) {
+	e.t.Helper()
+	_, err := e.dps.CreateOrUpdateEnrollmentGroup(context.Background(), dps.EnrollmentGroup{EnrollmentGroupID: id,
+		Attestation:        &dps.AttestationMechanism{Type: dps.AttestationTypeSymmetricKey, SymmetricKey: &dps.SymmetricKeyAttestation{PrimaryKey: key, SecondaryKey: key}},
+		ProvisioningStatus: dps.ProvisioningStatusEnabled}, nil)
+	if err != nil {
+		e.t.Fatalf("creating symmetric-key group %s: %v", id, err)
+	}
+}
+
+// hubDevice creates a hub identity directly (a TPM device cannot register with the emulator).
+func (e *env) hubDevice(hub, id string) {
+	e.t.Helper()
+	if _, err := e.hubs[hub].CreateOrUpdateDevice(context.Background(), iothub.Device{DeviceID: id, Status: iothub.DeviceStatusEnabled}, nil); err != nil {
+		e.t.Fatalf("creating device %s in %s: %v", id, hub, err)
+	}
+}
+
+// --- a device, registering through the DPS device API ---
+
+// credential is what a device presents: a symmetric key or an X.509 certificate chain.
+type credential struct {
+	key  string
+	cert *tls.Certificate
+}
+
+func skCred(key string) credential { return credential{key: key} }
+
+func x509Cred(c *fake.Cert, chain ...*fake.Cert) credential {
+	tc := tls.Certificate{Certificate: [][]byte{c.Cert.Raw}, PrivateKey: c.Key}
+	for _, p := range chain {
+		tc.Certificate = append(tc.Certificate, p.Cert.Raw)
+	}
+	return credential{cert: &tc}
+}
+
+// provision registers rid the way a device does and returns its assigned hub, or an error
+// saying why DPS refused it.
+func (e *env) provision(rid string, cred credential) (string, error) {
+	hc := testenv.EmulatorHTTPClientWithCert(e.em, cred.cert)
+	defer hc.CloseIdleConnections() // a device's connection must not hold the emulator's shutdown
+	base := fmt.Sprintf("https://%s/%s/registrations/%s", emulator.GlobalDeviceHost, e.info.DPS.IDScope, url.PathEscape(rid))
+	auth := ""
+	if cred.key != "" {
+		tok, err := emulator.SASToken(e.info.DPS.IDScope+"/registrations/"+rid, cred.key, "registration", time.Hour)
+		if err != nil {
+			return "", err
+		}
+		auth = tok
+	}
+	do := func(method, u string, body []byte) (int, []byte, error) {
+		req, _ := http.NewRequest(method, u, bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			return 0, nil, err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b, nil
+	}
+	body, _ := json.Marshal(map[string]string{"registrationId": rid})
+	st, b, err := do(http.MethodPut, base+"/register?api-version=2021-06-01", body)
+	if err != nil {
+		return "", err
+	}
+	if st != http.StatusAccepted && st != http.StatusOK {
+		return "", fmt.Errorf("register %s: %d %s", rid, st, b)
+	}
+	var op struct {
+		OperationID       string `json:"operationId"`
+		Status            string `json:"status"`
+		RegistrationState struct {
+			AssignedHub string `json:"assignedHub"`
+		} `json:"registrationState"`
+	}
+	for range 50 {
+		if err := json.Unmarshal(b, &op); err != nil {
+			return "", fmt.Errorf("register %s: %w", rid, err)
+		}
+		if op.Status == "assigned" {
+			return op.RegistrationState.AssignedHub, nil
+		}
+		if op.Status != "assigning" && op.Status != "unassigned" {
+			return "", fmt.Errorf("register %s: status %s: %s", rid, op.Status, b)
+		}
+		st, b, err = do(http.MethodGet, base+"/operations/"+op.OperationID+"?api-version=2021-06-01", nil)
+		if err != nil {
+			return "", err
+		}
+		if st != http.StatusOK {
+			return "", fmt.Errorf("operation status of %s: %d %s", rid, st, b)
+		}
+	}
+	return "", fmt.Errorf("register %s: still assigning", rid)
+}
+
+func (e *env) mustProvision(rid string, cred credential) string {
+	e.t.Helper()
+	hub, err := e.provision(rid, cred)
+	if err != nil {
+		e.t.Fatalf("device %s cannot provision: %v", rid, err)
+	}
+	return hub
+}
+
+func (e *env) mustNotProvision(rid string, cred credential) {
+	e.t.Helper()
+	if hub, err := e.provision(rid, cred); err == nil {
+		e.t.Fatalf("device %s provisioned (to %s) after it was revoked", rid, hub)
+	}
+}
+
+// --- observations ---
+
+func (e *env) enrollment(rid string) *dps.IndividualEnrollment {
+	r, err := e.dps.GetEnrollment(context.Background(), rid, nil)
+	if err != nil {
+		if dps.IsNotFound(err) {
+			return nil
+		}
+		e.t.Fatal(err)
+	}
+	return &r.IndividualEnrollment
+}
+
+func (e *env) group(id string) *dps.EnrollmentGroup {
+	r, err := e.dps.GetEnrollmentGroup(context.Background(), id, nil)
+	if err != nil {
+		if dps.IsNotFound(err) {
+			return nil
+		}
+		e.t.Fatal(err)
+	}
+	return &r.EnrollmentGroup
+}
+
+func (e *env) hasRegistration(rid string) bool {
+	_, err := e.dps.GetRegistrationState(context.Background(), rid, nil)
+	if err != nil && !dps.IsNotFound(err) {
+		e.t.Fatal(err)
+	}
+	return err == nil
+}
+
+// device returns the hub identity, nil when missing.
+func (e *env) device(hub, id string) *iothub.Device {
+	r, err := e.hubs[hub].GetDevice(context.Background(), id, nil)
+	if err != nil {
+		if iothub.IsNotFound(err) {
+			return nil
+		}
+		e.t.Fatal(err)
+	}
+	return &r.Device
+}
