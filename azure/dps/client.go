@@ -17,19 +17,14 @@
 package dps
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
-	"dpsdeprov/azure/sas"
+	"dpsdeprov/azure/internal/rest"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 )
 
@@ -54,116 +49,48 @@ type ClientOptions struct {
 
 // Client calls the DPS service API of one DPS instance. It is safe for concurrent use.
 type Client struct {
-	endpoint string
-	host     string
-	pl       runtime.Pipeline
-	// noBlindRetry is the retry configuration of non-idempotent operations.
-	noBlindRetry policy.RetryOptions
+	conn *rest.Conn
+}
+
+// service is what the DPS service API differs in from the hub's.
+var service = rest.Service{
+	Name: "dps", Module: moduleName, Version: moduleVersion, APIVersion: APIVersion,
+	AllowedHeaders: []string{"x-ms-error-code"},
+	// DPS etags are sent exactly as received (the service's own quoting included).
+	IfMatch:  func(e azcore.ETag) string { return string(e) },
+	NewError: newResponseError,
 }
 
 // NewClient returns a client for the DPS instance at endpoint (such as
 // "https://mydps.azure-devices-provisioning.net") that authenticates with an Entra ID
 // credential, for example azidentity.NewManagedIdentityCredential.
 func NewClient(endpoint string, cred azcore.TokenCredential, options *ClientOptions) (*Client, error) {
-	if cred == nil {
-		return nil, errors.New("dps: credential is nil")
+	if options == nil {
+		options = &ClientOptions{}
 	}
-	return newClient(endpoint, runtime.NewBearerTokenPolicy(cred, []string{Scope}, nil), options)
+	conn, err := rest.NewWithCredential(service, endpoint, cred, Scope, options.ClientOptions)
+	if err != nil {
+		return nil, err
+	}
+	return &Client{conn: conn}, nil
 }
 
 // NewClientFromConnectionString returns a client that authenticates with the shared access
 // policy in a DPS service connection string
 // ("HostName=...;SharedAccessKeyName=...;SharedAccessKey=...").
 func NewClientFromConnectionString(connectionString string, options *ClientOptions) (*Client, error) {
-	cs, err := sas.ParseConnectionString(connectionString)
-	if err != nil {
-		return nil, fmt.Errorf("dps: %w", err)
-	}
-	var ttl time.Duration
-	if options != nil {
-		ttl = options.SASTokenTTL
-	}
-	p, err := sas.NewPolicy(cs, &sas.PolicyOptions{TTL: ttl})
-	if err != nil {
-		return nil, fmt.Errorf("dps: %w", err)
-	}
-	return newClient("https://"+cs.HostName, p, options)
-}
-
-func newClient(endpoint string, auth policy.Policy, options *ClientOptions) (*Client, error) {
-	u, err := url.Parse(endpoint)
-	if err != nil {
-		return nil, fmt.Errorf("dps: endpoint %q: %w", endpoint, err)
-	}
-	if u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
-		return nil, fmt.Errorf("dps: endpoint %q must be https://{host} with no path or query", endpoint)
-	}
 	if options == nil {
 		options = &ClientOptions{}
 	}
-	co := options.ClientOptions
-	pl := runtime.NewPipeline(moduleName, moduleVersion, runtime.PipelineOptions{
-		APIVersion:             runtime.APIVersionOptions{Name: "api-version", Location: runtime.APIVersionLocationQueryParam},
-		PerRetry:               []policy.Policy{auth},
-		AllowedHeaders:         []string{"x-ms-error-code", "x-ms-continuation", "x-ms-item-type", "x-ms-max-item-count", "If-Match", "Retry-After"},
-		AllowedQueryParameters: []string{"api-version"},
-		Tracing:                runtime.TracingOptions{Namespace: "Microsoft.Devices"},
-	}, &co)
-	nb := co.Retry
-	nb.ShouldRetry = func(resp *http.Response, err error) bool {
-		// Only a throttled request is known not to have been applied.
-		return err == nil && resp != nil && resp.StatusCode == http.StatusTooManyRequests
+	conn, err := rest.NewFromConnectionString(service, connectionString, options.SASTokenTTL, options.ClientOptions)
+	if err != nil {
+		return nil, err
 	}
-	return &Client{endpoint: "https://" + u.Host, host: u.Host, pl: pl, noBlindRetry: nb}, nil
+	return &Client{conn: conn}, nil
 }
 
 // Endpoint returns the client's endpoint, "https://{host}".
-func (c *Client) Endpoint() string { return c.endpoint }
-
-// request describes one call.
-type request struct {
-	method     string
-	path       string // already escaped
-	body       any    // nil for none
-	ifMatch    *azcore.ETag
-	header     map[string]string
-	idempotent bool
-	ok         []int
-}
-
-func (c *Client) do(ctx context.Context, r request) (*http.Response, error) {
-	if !r.idempotent {
-		ctx = policy.WithRetryOptions(ctx, c.noBlindRetry)
-	}
-	req, err := runtime.NewRequest(ctx, r.method, c.endpoint+r.path)
-	if err != nil {
-		return nil, err
-	}
-	q := req.Raw().URL.Query()
-	q.Set("api-version", APIVersion)
-	req.Raw().URL.RawQuery = q.Encode()
-	req.Raw().Header.Set("Accept", "application/json")
-	if r.ifMatch != nil {
-		// DPS etags are sent exactly as received (the service's own quoting included).
-		req.Raw().Header.Set("If-Match", string(*r.ifMatch))
-	}
-	for k, v := range r.header {
-		req.Raw().Header.Set(k, v)
-	}
-	if r.body != nil {
-		if err := runtime.MarshalAsJSON(req, r.body); err != nil {
-			return nil, err
-		}
-	}
-	resp, err := c.pl.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	if !runtime.HasStatusCode(resp, r.ok...) {
-		return nil, newResponseError(resp)
-	}
-	return resp, nil
-}
+func (c *Client) Endpoint() string { return c.conn.Endpoint() }
 
 // newResponseError builds the *azcore.ResponseError of a failed call; its ErrorCode is the
 // service's six-digit code, from the x-ms-error-code header or the body's errorCode.
@@ -182,8 +109,6 @@ func newResponseError(resp *http.Response) error {
 	return runtime.NewResponseErrorWithErrorCode(resp, code)
 }
 
-func escape(id string) string { return url.PathEscape(id) }
-
 // idempotentWrite reports whether a write with this If-Match may be repeated safely: only an
 // unconditional replace ("*") can; a create-only write (no If-Match) or an etag-conditional
 // one would answer 409 or 412 on a repeat after an unnoticed success.
@@ -197,25 +122,19 @@ func idempotentDelete(ifMatch *azcore.ETag) bool {
 	return ifMatch == nil || *ifMatch == azcore.ETagAny
 }
 
-// hasStatus reports whether err is an *azcore.ResponseError with the given status.
-func hasStatus(err error, status int) bool {
-	var re *azcore.ResponseError
-	return errors.As(err, &re) && re.StatusCode == status
-}
-
 // IsNotFound reports whether err is a 404 answer: the enrollment, group or registration
 // state does not exist.
-func IsNotFound(err error) bool { return hasStatus(err, http.StatusNotFound) }
+func IsNotFound(err error) bool { return rest.HasStatus(err, http.StatusNotFound) }
 
 // IsConflict reports whether err is a 409 answer, which a create-only write (no If-Match)
 // gets when the record already exists.
-func IsConflict(err error) bool { return hasStatus(err, http.StatusConflict) }
+func IsConflict(err error) bool { return rest.HasStatus(err, http.StatusConflict) }
 
 // IsPreconditionFailed reports whether err is a 412 answer: the If-Match etag is stale.
-func IsPreconditionFailed(err error) bool { return hasStatus(err, http.StatusPreconditionFailed) }
+func IsPreconditionFailed(err error) bool { return rest.HasStatus(err, http.StatusPreconditionFailed) }
 
 // IsThrottled reports whether err is a 429 answer that outlasted the client's retries.
-func IsThrottled(err error) bool { return hasStatus(err, http.StatusTooManyRequests) }
+func IsThrottled(err error) bool { return rest.HasStatus(err, http.StatusTooManyRequests) }
 
 // HostName returns the DPS instance's host name, such as "mydps.azure-devices-provisioning.net".
-func (c *Client) HostName() string { return c.host }
+func (c *Client) HostName() string { return c.conn.Host() }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/http"
 
+	"dpsdeprov/azure/internal/rest"
+
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 )
@@ -24,7 +26,7 @@ type GetEnrollmentResponse struct {
 // and symmetric keys blank; a missing enrollment is an error for which [IsNotFound] is true.
 func (c *Client) GetEnrollment(ctx context.Context, registrationID string, _ *GetEnrollmentOptions) (GetEnrollmentResponse, error) {
 	var out GetEnrollmentResponse
-	resp, err := c.do(ctx, request{method: http.MethodGet, path: "/enrollments/" + escape(registrationID), idempotent: true, ok: []int{http.StatusOK}})
+	resp, err := c.conn.Do(ctx, rest.Request{Method: http.MethodGet, Path: "/enrollments/" + rest.Escape(registrationID), Idempotent: true, OK: []int{http.StatusOK}})
 	if err != nil {
 		return out, err
 	}
@@ -60,8 +62,8 @@ func (c *Client) CreateOrUpdateEnrollment(ctx context.Context, enrollment Indivi
 		ifMatch = options.IfMatch
 	}
 	enrollment.RegistrationState, enrollment.CreatedDateTimeUTC, enrollment.LastUpdatedDateTimeUTC = nil, nil, nil
-	resp, err := c.do(ctx, request{method: http.MethodPut, path: "/enrollments/" + escape(enrollment.RegistrationID), body: enrollment,
-		ifMatch: ifMatch, idempotent: idempotentWrite(ifMatch), ok: []int{http.StatusOK, http.StatusCreated}})
+	resp, err := c.conn.Do(ctx, rest.Request{Method: http.MethodPut, Path: "/enrollments/" + rest.Escape(enrollment.RegistrationID), Body: enrollment,
+		IfMatch: ifMatch, Idempotent: idempotentWrite(ifMatch), OK: []int{http.StatusOK, http.StatusCreated}})
 	if err != nil {
 		return out, err
 	}
@@ -85,8 +87,8 @@ func (c *Client) DeleteEnrollment(ctx context.Context, registrationID string, op
 	if options != nil {
 		ifMatch = options.IfMatch
 	}
-	_, err := c.do(ctx, request{method: http.MethodDelete, path: "/enrollments/" + escape(registrationID), ifMatch: ifMatch,
-		idempotent: idempotentDelete(ifMatch), ok: []int{http.StatusNoContent, http.StatusOK}})
+	_, err := c.conn.Do(ctx, rest.Request{Method: http.MethodDelete, Path: "/enrollments/" + rest.Escape(registrationID), IfMatch: ifMatch,
+		Idempotent: idempotentDelete(ifMatch), OK: []int{http.StatusNoContent, http.StatusOK}})
 	return DeleteEnrollmentResponse{}, err
 }
 
@@ -104,7 +106,7 @@ type GetEnrollmentAttestationMechanismResponse struct {
 // (symmetric keys), which GET leaves blank. Never log the result.
 func (c *Client) GetEnrollmentAttestationMechanism(ctx context.Context, registrationID string, _ *GetEnrollmentAttestationMechanismOptions) (GetEnrollmentAttestationMechanismResponse, error) {
 	var out GetEnrollmentAttestationMechanismResponse
-	resp, err := c.do(ctx, request{method: http.MethodPost, path: "/enrollments/" + escape(registrationID) + "/attestationmechanism", idempotent: true, ok: []int{http.StatusOK}})
+	resp, err := c.conn.Do(ctx, rest.Request{Method: http.MethodPost, Path: "/enrollments/" + rest.Escape(registrationID) + "/attestationmechanism", Idempotent: true, OK: []int{http.StatusOK}})
 	if err != nil {
 		return out, err
 	}
@@ -136,7 +138,7 @@ func (c *Client) RunEnrollmentBulkOperation(ctx context.Context, op BulkEnrollme
 		e := &op.Enrollments[i]
 		e.RegistrationState, e.CreatedDateTimeUTC, e.LastUpdatedDateTimeUTC = nil, nil, nil
 	}
-	resp, err := c.do(ctx, request{method: http.MethodPost, path: "/enrollments", body: op, ok: []int{http.StatusOK}})
+	resp, err := c.conn.Do(ctx, rest.Request{Method: http.MethodPost, Path: "/enrollments", Body: op, OK: []int{http.StatusOK}})
 	if err != nil {
 		return out, err
 	}
@@ -192,7 +194,7 @@ func newQueryPager[T, P any](c *Client, path string, body any, options *QueryOpt
 			if token != "" {
 				h["x-ms-continuation"] = token
 			}
-			resp, err := c.do(ctx, request{method: http.MethodPost, path: path, body: body, header: h, idempotent: true, ok: []int{http.StatusOK}})
+			resp, err := c.conn.Do(ctx, rest.Request{Method: http.MethodPost, Path: path, Body: body, Header: h, Idempotent: true, OK: []int{http.StatusOK}})
 			if err != nil {
 				return zero, err
 			}

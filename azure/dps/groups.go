@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/http"
 
+	"dpsdeprov/azure/internal/rest"
+
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 )
@@ -20,7 +22,7 @@ type GetEnrollmentGroupResponse struct {
 // GetEnrollmentGroup reads an enrollment group; [IsNotFound] is true for a missing one.
 func (c *Client) GetEnrollmentGroup(ctx context.Context, enrollmentGroupID string, _ *GetEnrollmentGroupOptions) (GetEnrollmentGroupResponse, error) {
 	var out GetEnrollmentGroupResponse
-	resp, err := c.do(ctx, request{method: http.MethodGet, path: "/enrollmentGroups/" + escape(enrollmentGroupID), idempotent: true, ok: []int{http.StatusOK}})
+	resp, err := c.conn.Do(ctx, rest.Request{Method: http.MethodGet, Path: "/enrollmentGroups/" + rest.Escape(enrollmentGroupID), Idempotent: true, OK: []int{http.StatusOK}})
 	if err != nil {
 		return out, err
 	}
@@ -54,8 +56,8 @@ func (c *Client) CreateOrUpdateEnrollmentGroup(ctx context.Context, group Enroll
 		ifMatch = options.IfMatch
 	}
 	group.CreatedDateTimeUTC, group.LastUpdatedDateTimeUTC = nil, nil
-	resp, err := c.do(ctx, request{method: http.MethodPut, path: "/enrollmentGroups/" + escape(group.EnrollmentGroupID), body: group,
-		ifMatch: ifMatch, idempotent: idempotentWrite(ifMatch), ok: []int{http.StatusOK, http.StatusCreated}})
+	resp, err := c.conn.Do(ctx, rest.Request{Method: http.MethodPut, Path: "/enrollmentGroups/" + rest.Escape(group.EnrollmentGroupID), Body: group,
+		IfMatch: ifMatch, Idempotent: idempotentWrite(ifMatch), OK: []int{http.StatusOK, http.StatusCreated}})
 	if err != nil {
 		return out, err
 	}
@@ -79,8 +81,8 @@ func (c *Client) DeleteEnrollmentGroup(ctx context.Context, enrollmentGroupID st
 	if options != nil {
 		ifMatch = options.IfMatch
 	}
-	_, err := c.do(ctx, request{method: http.MethodDelete, path: "/enrollmentGroups/" + escape(enrollmentGroupID), ifMatch: ifMatch,
-		idempotent: idempotentDelete(ifMatch), ok: []int{http.StatusNoContent, http.StatusOK}})
+	_, err := c.conn.Do(ctx, rest.Request{Method: http.MethodDelete, Path: "/enrollmentGroups/" + rest.Escape(enrollmentGroupID), IfMatch: ifMatch,
+		Idempotent: idempotentDelete(ifMatch), OK: []int{http.StatusNoContent, http.StatusOK}})
 	return DeleteEnrollmentGroupResponse{}, err
 }
 
@@ -98,7 +100,7 @@ type GetEnrollmentGroupAttestationMechanismResponse struct {
 // symmetric keys. Never log the result.
 func (c *Client) GetEnrollmentGroupAttestationMechanism(ctx context.Context, enrollmentGroupID string, _ *GetEnrollmentGroupAttestationMechanismOptions) (GetEnrollmentGroupAttestationMechanismResponse, error) {
 	var out GetEnrollmentGroupAttestationMechanismResponse
-	resp, err := c.do(ctx, request{method: http.MethodPost, path: "/enrollmentGroups/" + escape(enrollmentGroupID) + "/attestationmechanism", idempotent: true, ok: []int{http.StatusOK}})
+	resp, err := c.conn.Do(ctx, rest.Request{Method: http.MethodPost, Path: "/enrollmentGroups/" + rest.Escape(enrollmentGroupID) + "/attestationmechanism", Idempotent: true, OK: []int{http.StatusOK}})
 	if err != nil {
 		return out, err
 	}
@@ -129,7 +131,7 @@ func (c *Client) RunEnrollmentGroupBulkOperation(ctx context.Context, op BulkEnr
 		g := &op.EnrollmentGroups[i]
 		g.CreatedDateTimeUTC, g.LastUpdatedDateTimeUTC = nil, nil
 	}
-	resp, err := c.do(ctx, request{method: http.MethodPost, path: "/enrollmentGroups", body: op, ok: []int{http.StatusOK}})
+	resp, err := c.conn.Do(ctx, rest.Request{Method: http.MethodPost, Path: "/enrollmentGroups", Body: op, OK: []int{http.StatusOK}})
 	if err != nil {
 		return out, err
 	}

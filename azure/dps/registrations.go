@@ -4,6 +4,8 @@ import (
 	"context"
 	"net/http"
 
+	"dpsdeprov/azure/internal/rest"
+
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 )
@@ -20,7 +22,7 @@ type GetRegistrationStateResponse struct {
 // and its device id there. [IsNotFound] is true when the device never registered.
 func (c *Client) GetRegistrationState(ctx context.Context, registrationID string, _ *GetRegistrationStateOptions) (GetRegistrationStateResponse, error) {
 	var out GetRegistrationStateResponse
-	resp, err := c.do(ctx, request{method: http.MethodGet, path: "/registrations/" + escape(registrationID), idempotent: true, ok: []int{http.StatusOK}})
+	resp, err := c.conn.Do(ctx, rest.Request{Method: http.MethodGet, Path: "/registrations/" + rest.Escape(registrationID), Idempotent: true, OK: []int{http.StatusOK}})
 	if err != nil {
 		return out, err
 	}
@@ -44,8 +46,8 @@ func (c *Client) DeleteRegistrationState(ctx context.Context, registrationID str
 	if options != nil {
 		ifMatch = options.IfMatch
 	}
-	_, err := c.do(ctx, request{method: http.MethodDelete, path: "/registrations/" + escape(registrationID), ifMatch: ifMatch,
-		idempotent: idempotentDelete(ifMatch), ok: []int{http.StatusNoContent, http.StatusOK}})
+	_, err := c.conn.Do(ctx, rest.Request{Method: http.MethodDelete, Path: "/registrations/" + rest.Escape(registrationID), IfMatch: ifMatch,
+		Idempotent: idempotentDelete(ifMatch), OK: []int{http.StatusNoContent, http.StatusOK}})
 	return DeleteRegistrationStateResponse{}, err
 }
 
@@ -59,7 +61,7 @@ type QueryRegistrationStatesResponse struct {
 // NewQueryRegistrationStatesPager pages through the registration states of an enrollment
 // group's devices. The request has no body, as in the service's specification.
 func (c *Client) NewQueryRegistrationStatesPager(enrollmentGroupID string, options *QueryOptions) *runtime.Pager[QueryRegistrationStatesResponse] {
-	return newQueryPager(c, "/registrations/"+escape(enrollmentGroupID)+"/query", nil, options,
+	return newQueryPager(c, "/registrations/"+rest.Escape(enrollmentGroupID)+"/query", nil, options,
 		func(items []DeviceRegistrationState, next string) QueryRegistrationStatesResponse {
 			return QueryRegistrationStatesResponse{RegistrationStates: items, ContinuationToken: next}
 		}, func(p QueryRegistrationStatesResponse) string { return p.ContinuationToken })

@@ -15,19 +15,14 @@
 package iothub
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
-	"dpsdeprov/azure/sas"
+	"dpsdeprov/azure/internal/rest"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 )
 
@@ -52,114 +47,49 @@ type ClientOptions struct {
 
 // Client calls the identity registry of one IoT hub. It is safe for concurrent use.
 type Client struct {
-	endpoint     string
-	host         string
-	pl           runtime.Pipeline
-	noBlindRetry policy.RetryOptions
+	conn *rest.Conn
+}
+
+// service is what the hub's registry API differs in from DPS's.
+var service = rest.Service{
+	Name: "iothub", Module: moduleName, Version: moduleVersion, APIVersion: APIVersion,
+	AllowedHeaders: []string{"iothub-errorcode"},
+	IfMatch:        quoteETag,
+	NewError:       newResponseError,
 }
 
 // NewClient returns a client for the hub at endpoint (such as
 // "https://myhub.azure-devices.net") that authenticates with an Entra ID credential.
 func NewClient(endpoint string, cred azcore.TokenCredential, options *ClientOptions) (*Client, error) {
-	if cred == nil {
-		return nil, errors.New("iothub: credential is nil")
+	if options == nil {
+		options = &ClientOptions{}
 	}
-	return newClient(endpoint, runtime.NewBearerTokenPolicy(cred, []string{Scope}, nil), options)
+	conn, err := rest.NewWithCredential(service, endpoint, cred, Scope, options.ClientOptions)
+	if err != nil {
+		return nil, err
+	}
+	return &Client{conn: conn}, nil
 }
 
 // NewClientFromConnectionString returns a client that authenticates with the shared access
 // policy in a hub service connection string. Device CRUD and bulk operations need
 // RegistryRead/RegistryWrite; the device query also needs ServiceConnect (e.g. iothubowner).
 func NewClientFromConnectionString(connectionString string, options *ClientOptions) (*Client, error) {
-	cs, err := sas.ParseConnectionString(connectionString)
-	if err != nil {
-		return nil, fmt.Errorf("iothub: %w", err)
-	}
-	var ttl time.Duration
-	if options != nil {
-		ttl = options.SASTokenTTL
-	}
-	p, err := sas.NewPolicy(cs, &sas.PolicyOptions{TTL: ttl})
-	if err != nil {
-		return nil, fmt.Errorf("iothub: %w", err)
-	}
-	return newClient("https://"+cs.HostName, p, options)
-}
-
-func newClient(endpoint string, auth policy.Policy, options *ClientOptions) (*Client, error) {
-	u, err := url.Parse(endpoint)
-	if err != nil {
-		return nil, fmt.Errorf("iothub: endpoint %q: %w", endpoint, err)
-	}
-	if u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
-		return nil, fmt.Errorf("iothub: endpoint %q must be https://{host} with no path or query", endpoint)
-	}
 	if options == nil {
 		options = &ClientOptions{}
 	}
-	co := options.ClientOptions
-	pl := runtime.NewPipeline(moduleName, moduleVersion, runtime.PipelineOptions{
-		APIVersion:             runtime.APIVersionOptions{Name: "api-version", Location: runtime.APIVersionLocationQueryParam},
-		PerRetry:               []policy.Policy{auth},
-		AllowedHeaders:         []string{"iothub-errorcode", "x-ms-continuation", "x-ms-item-type", "x-ms-max-item-count", "If-Match", "Retry-After"},
-		AllowedQueryParameters: []string{"api-version"},
-		Tracing:                runtime.TracingOptions{Namespace: "Microsoft.Devices"},
-	}, &co)
-	nb := co.Retry
-	nb.ShouldRetry = func(resp *http.Response, err error) bool {
-		return err == nil && resp != nil && resp.StatusCode == http.StatusTooManyRequests
+	conn, err := rest.NewFromConnectionString(service, connectionString, options.SASTokenTTL, options.ClientOptions)
+	if err != nil {
+		return nil, err
 	}
-	return &Client{endpoint: "https://" + u.Host, host: u.Host, pl: pl, noBlindRetry: nb}, nil
+	return &Client{conn: conn}, nil
 }
 
 // Endpoint returns the client's endpoint, "https://{host}".
-func (c *Client) Endpoint() string { return c.endpoint }
+func (c *Client) Endpoint() string { return c.conn.Endpoint() }
 
 // HostName returns the hub's host name, such as "myhub.azure-devices.net".
-func (c *Client) HostName() string { return c.host }
-
-type request struct {
-	method     string
-	path       string
-	body       any
-	ifMatch    *azcore.ETag
-	header     map[string]string
-	idempotent bool
-	ok         []int
-}
-
-func (c *Client) do(ctx context.Context, r request) (*http.Response, error) {
-	if !r.idempotent {
-		ctx = policy.WithRetryOptions(ctx, c.noBlindRetry)
-	}
-	req, err := runtime.NewRequest(ctx, r.method, c.endpoint+r.path)
-	if err != nil {
-		return nil, err
-	}
-	q := req.Raw().URL.Query()
-	q.Set("api-version", APIVersion)
-	req.Raw().URL.RawQuery = q.Encode()
-	req.Raw().Header.Set("Accept", "application/json")
-	if r.ifMatch != nil {
-		req.Raw().Header.Set("If-Match", quoteETag(*r.ifMatch))
-	}
-	for k, v := range r.header {
-		req.Raw().Header.Set(k, v)
-	}
-	if r.body != nil {
-		if err := runtime.MarshalAsJSON(req, r.body); err != nil {
-			return nil, err
-		}
-	}
-	resp, err := c.pl.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	if !runtime.HasStatusCode(resp, r.ok...) {
-		return nil, newResponseError(resp)
-	}
-	return resp, nil
-}
+func (c *Client) HostName() string { return c.conn.Host() }
 
 // quoteETag wraps an etag in double quotes unless it already is: the hub's JSON etags are
 // unquoted, and an unquoted If-Match has been seen to be rejected or silently ignored.
@@ -212,21 +142,14 @@ func errorCodeFromBody(body []byte) ErrorCode {
 	return ""
 }
 
-func escape(id string) string { return url.PathEscape(id) }
-
-func hasStatus(err error, status int) bool {
-	var re *azcore.ResponseError
-	return errors.As(err, &re) && re.StatusCode == status
-}
-
 // IsNotFound reports whether err is a 404 answer (DeviceNotFound).
-func IsNotFound(err error) bool { return hasStatus(err, http.StatusNotFound) }
+func IsNotFound(err error) bool { return rest.HasStatus(err, http.StatusNotFound) }
 
 // IsConflict reports whether err is a 409 answer (DeviceAlreadyExists on a create-only write).
-func IsConflict(err error) bool { return hasStatus(err, http.StatusConflict) }
+func IsConflict(err error) bool { return rest.HasStatus(err, http.StatusConflict) }
 
 // IsPreconditionFailed reports whether err is a 412 answer: the If-Match etag is stale.
-func IsPreconditionFailed(err error) bool { return hasStatus(err, http.StatusPreconditionFailed) }
+func IsPreconditionFailed(err error) bool { return rest.HasStatus(err, http.StatusPreconditionFailed) }
 
 // IsThrottled reports whether err is a 429 answer that outlasted the client's retries.
-func IsThrottled(err error) bool { return hasStatus(err, http.StatusTooManyRequests) }
+func IsThrottled(err error) bool { return rest.HasStatus(err, http.StatusTooManyRequests) }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/http"
 
+	"dpsdeprov/azure/internal/rest"
+
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 )
@@ -23,7 +25,7 @@ type GetDeviceResponse struct {
 // GetDevice reads a device identity; [IsNotFound] is true for a missing one.
 func (c *Client) GetDevice(ctx context.Context, deviceID string, _ *GetDeviceOptions) (GetDeviceResponse, error) {
 	var out GetDeviceResponse
-	resp, err := c.do(ctx, request{method: http.MethodGet, path: "/devices/" + escape(deviceID), idempotent: true, ok: []int{http.StatusOK}})
+	resp, err := c.conn.Do(ctx, rest.Request{Method: http.MethodGet, Path: "/devices/" + rest.Escape(deviceID), Idempotent: true, OK: []int{http.StatusOK}})
 	if err != nil {
 		return out, err
 	}
@@ -56,8 +58,8 @@ func (c *Client) CreateOrUpdateDevice(ctx context.Context, device Device, option
 		ifMatch = options.IfMatch
 	}
 	idem := ifMatch != nil && *ifMatch == azcore.ETagAny
-	resp, err := c.do(ctx, request{method: http.MethodPut, path: "/devices/" + escape(device.DeviceID), body: device, ifMatch: ifMatch,
-		idempotent: idem, ok: []int{http.StatusOK, http.StatusCreated}})
+	resp, err := c.conn.Do(ctx, rest.Request{Method: http.MethodPut, Path: "/devices/" + rest.Escape(device.DeviceID), Body: device, IfMatch: ifMatch,
+		Idempotent: idem, OK: []int{http.StatusOK, http.StatusCreated}})
 	if err != nil {
 		return out, err
 	}
@@ -81,8 +83,8 @@ func (c *Client) DeleteDevice(ctx context.Context, deviceID string, options *Del
 	if options != nil && options.IfMatch != nil {
 		ifMatch = *options.IfMatch
 	}
-	_, err := c.do(ctx, request{method: http.MethodDelete, path: "/devices/" + escape(deviceID), ifMatch: &ifMatch,
-		idempotent: ifMatch == azcore.ETagAny, ok: []int{http.StatusNoContent, http.StatusOK}})
+	_, err := c.conn.Do(ctx, rest.Request{Method: http.MethodDelete, Path: "/devices/" + rest.Escape(deviceID), IfMatch: &ifMatch,
+		Idempotent: ifMatch == azcore.ETagAny, OK: []int{http.StatusNoContent, http.StatusOK}})
 	return DeleteDeviceResponse{}, err
 }
 
@@ -115,7 +117,7 @@ func (c *Client) BulkUpdate(ctx context.Context, devices []ExportImportDevice, _
 		}
 		seen[key] = true
 	}
-	resp, err := c.do(ctx, request{method: http.MethodPost, path: "/devices", body: devices, ok: []int{http.StatusOK, http.StatusBadRequest}})
+	resp, err := c.conn.Do(ctx, rest.Request{Method: http.MethodPost, Path: "/devices", Body: devices, OK: []int{http.StatusOK, http.StatusBadRequest}})
 	if err != nil {
 		return out, err
 	}
@@ -171,8 +173,8 @@ func (c *Client) NewQueryDevicesPager(query string, options *QueryDevicesOptions
 			if token != "" {
 				h["x-ms-continuation"] = token
 			}
-			resp, err := c.do(ctx, request{method: http.MethodPost, path: "/devices/query", body: &querySpecification{Query: query},
-				header: h, idempotent: true, ok: []int{http.StatusOK}})
+			resp, err := c.conn.Do(ctx, rest.Request{Method: http.MethodPost, Path: "/devices/query", Body: &querySpecification{Query: query},
+				Header: h, Idempotent: true, OK: []int{http.StatusOK}})
 			if err != nil {
 				return page, err
 			}
