@@ -1,0 +1,44 @@
+package ratelimit
+
+import (
+	"context"
+	"fmt"
+)
+
+// Priority orders the requests that share a hub's budget.
+type Priority int
+
+const (
+	// PriorityBulk is group-wide work: it may claim only (1 − Reserve) of a window's capacity
+	// until the window's release point, and it is served after every queued high request.
+	PriorityBulk Priority = iota
+	// PriorityHigh is single-device compromise and theft response: it is served ahead of bulk
+	// work in the process and may use the whole window, including the reserve.
+	PriorityHigh
+)
+
+// String returns "bulk" or "high".
+func (p Priority) String() string {
+	switch p {
+	case PriorityBulk:
+		return "bulk"
+	case PriorityHigh:
+		return "high"
+	}
+	return fmt.Sprintf("Priority(%d)", int(p))
+}
+
+type priorityKey struct{}
+
+// WithPriority returns a context carrying p, which [Devices] reads to pick the priority of the
+// calls made with it. The handler sets it per request: PriorityHigh for a single compromised,
+// stolen or lost device, PriorityBulk for group work.
+func WithPriority(ctx context.Context, p Priority) context.Context {
+	return context.WithValue(ctx, priorityKey{}, p)
+}
+
+// PriorityFrom returns the priority [WithPriority] put in ctx, and whether there was one.
+func PriorityFrom(ctx context.Context) (Priority, bool) {
+	p, ok := ctx.Value(priorityKey{}).(Priority)
+	return p, ok
+}
