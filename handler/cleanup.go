@@ -1,0 +1,106 @@
+package handler
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"iter"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"dpsdeprov/cleanup"
+	"dpsdeprov/deprovision"
+)
+
+// CleanupRunner runs the cleanup passes; *cleanup.Runner satisfies it.
+type CleanupRunner interface {
+	Run(ctx context.Context) (cleanup.Report, error)
+	RunPass(ctx context.Context, name string, o cleanup.Overrides) (cleanup.Report, error)
+	Findings(ctx context.Context, runID string) iter.Seq2[*deprovision.Finding, error]
+}
+
+// Cleanup is the Cleaner of the Cleanup timer: every pass of docs/cleanup.md, in order, on one
+// budget. It also serves POST deprovision/cleanup/{pass} on the Operations endpoint.
+type Cleanup struct {
+	Runner CleanupRunner
+}
+
+// Run implements Cleaner.
+func (c *Cleanup) Run(ctx context.Context, _ TimerInfo) (string, error) {
+	rep, err := c.Runner.Run(ctx)
+	return rep.String(), err
+}
+
+// CleanupRunView is the answer to POST deprovision/cleanup/{pass}: what the run did and what it found.
+type CleanupRunView struct {
+	cleanup.Report
+	Findings []deprovision.Finding `json:"findings"`
+	// More is true when the run found more than the answer lists.
+	More  bool   `json:"more,omitempty"`
+	Error string `json:"error,omitempty"`
+}
+
+// maxFindingsShown bounds the findings one answer lists (the journal keeps them all).
+const maxFindingsShown = 200
+
+// postCleanup runs one cleanup pass by hand. The body may say {"dryRun": false} (the default
+// is a dry run, as for every POST of the endpoint) and {"budget": n}.
+func (h *Handler) postCleanup(ctx context.Context, c *call, pass string, body []byte) {
+	cl, ok := h.o.Cleaner.(*Cleanup)
+	if !ok || cl.Runner == nil {
+		c.respond(http.StatusNotImplemented, apiError{"cleanup passes cannot be run by hand: no cleanup runner is configured"})
+		return
+	}
+	if pass == "" {
+		c.respond(http.StatusBadRequest, apiError{fmt.Sprintf("name the pass: POST deprovision/cleanup/{pass}, one of %s", strings.Join(cleanup.Passes, ", "))})
+		return
+	}
+	var in struct {
+		DryRun *bool `json:"dryRun"`
+		Budget *int  `json:"budget"`
+	}
+	if len(body) > 0 {
+		dec := json.NewDecoder(strings.NewReader(string(body)))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&in); err != nil {
+			c.respond(http.StatusBadRequest, apiError{"the body is not {\"dryRun\": bool, \"budget\": number}: " + err.Error()})
+			return
+		}
+	}
+	if in.Budget != nil && *in.Budget <= 0 {
+		c.respond(http.StatusBadRequest, apiError{fmt.Sprintf("budget %d is not a positive number", *in.Budget)})
+		return
+	}
+	dry := in.DryRun == nil || *in.DryRun
+	rep, err := cl.Runner.RunPass(ctx, strings.ToLower(pass), cleanup.Overrides{DryRun: &dry, Budget: in.Budget})
+	if errors.Is(err, cleanup.ErrUnknownPass) {
+		c.respond(http.StatusNotFound, apiError{err.Error()})
+		return
+	}
+	v := CleanupRunView{Report: rep, Findings: []deprovision.Finding{}}
+	status := http.StatusOK
+	if err != nil {
+		v.Error = err.Error()
+		status = http.StatusInternalServerError
+		if deprovision.IsTransient(err) {
+			status = http.StatusServiceUnavailable
+		}
+	}
+	if rep.RunID != "" {
+		for f, ferr := range cl.Runner.Findings(ctx, rep.RunID) {
+			if ferr != nil {
+				c.logf(slog.LevelWarn, "listing the findings of run %s: %v", rep.RunID, ferr)
+				break
+			}
+			if len(v.Findings) == maxFindingsShown {
+				v.More = true
+				break
+			}
+			v.Findings = append(v.Findings, *f)
+		}
+	}
+	c.logf(slog.LevelInfo, "cleanup pass %s run by hand (dry run %t): %s", pass, dry, rep.String())
+	c.respond(status, v)
+}
