@@ -1,0 +1,149 @@
+package handler
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"dpsdeprov/deprovision"
+	"dpsdeprov/outcome"
+)
+
+// Approver decides on an operation held by a guardrail: Approve lets it run, Deny ends it
+// rejected; *deprovision.Engine satisfies it. The Operations function serves approvals and
+// denials only when its Engine is one.
+type Approver interface {
+	Approve(ctx context.Context, id string, a deprovision.Approval) (*deprovision.Operation, error)
+	Deny(ctx context.Context, id string, a deprovision.Approval) (*deprovision.Operation, error)
+}
+
+// principalHeaders carry the caller's identity when App Service authentication (Easy Auth)
+// fronts the app: the platform sets them after signing the caller in and drops any the caller
+// sent. Without it they are only what the holder of the function key says.
+var principalHeaders = []string{"X-MS-CLIENT-PRINCIPAL-NAME", "X-MS-CLIENT-PRINCIPAL-ID"}
+
+// flexStrs is a header value: an array of strings (the host's form) or one string.
+type flexStrs []string
+
+// UnmarshalJSON reads an array of strings or one string; anything else leaves it empty.
+func (s *flexStrs) UnmarshalJSON(b []byte) error {
+	var many []string
+	if err := json.Unmarshal(b, &many); err == nil {
+		*s = many
+		return nil
+	}
+	var one string
+	if err := json.Unmarshal(b, &one); err == nil {
+		*s = flexStrs{one}
+	}
+	return nil
+}
+
+func (r *httpRequest) header(name string) string {
+	for k, v := range r.Headers {
+		if strings.EqualFold(k, name) {
+			for _, x := range v {
+				if x = strings.TrimSpace(x); x != "" {
+					return x
+				}
+			}
+		}
+	}
+	return ""
+}
+
+// ApprovalBody is what POST deprovision/approvals/{operationId} and
+// deprovision/denials/{operationId} take.
+type ApprovalBody struct {
+	// ApprovedBy names the person deciding when the platform does not (no App Service
+	// authentication); an authenticated principal always wins over it. DeniedBy is accepted
+	// as its synonym on a denial.
+	ApprovedBy string `json:"approvedBy"`
+	DeniedBy   string `json:"deniedBy"`
+	// Reason says why; it is required.
+	Reason string `json:"reason"`
+}
+
+// approve serves POST deprovision/approvals/{operationId} (deny false): it journals who
+// approved the held operation and why, and runs it in this call; and POST
+// deprovision/denials/{operationId} (deny true): it journals who denied it and why, and ends
+// it rejected without running any of it.
+func (h *Handler) approve(ctx context.Context, c *call, r *httpRequest, id string, deny bool) {
+	verb, noun := "approve", "approval"
+	if deny {
+		verb, noun = "deny", "denial"
+	}
+	ap, ok := h.o.Engine.(Approver)
+	if !ok {
+		c.respond(http.StatusNotImplemented, apiError{"this deployment's engine does not take approvals or denials"})
+		return
+	}
+	if id == "" {
+		id = r.param("operation")
+	}
+	if id == "" {
+		c.respond(http.StatusBadRequest, apiError{fmt.Sprintf("name the operation: POST deprovision/%ss/{operationId}", noun)})
+		return
+	}
+	var body ApprovalBody
+	if b := r.body(); len(b) > 0 {
+		if err := json.Unmarshal(b, &body); err != nil {
+			c.respond(http.StatusBadRequest, apiError{fmt.Sprintf("the %s body is not a JSON object {\"approvedBy\":…,\"reason\":…}: %v", noun, err)})
+			return
+		}
+	}
+	a := deprovision.Approval{Reason: body.Reason}
+	for _, name := range principalHeaders {
+		if v := r.header(name); v != "" {
+			a.By, a.Via = v, name+" header"
+			break
+		}
+	}
+	claimed := strings.TrimSpace(body.ApprovedBy)
+	if claimed == "" {
+		claimed = strings.TrimSpace(body.DeniedBy)
+	}
+	if a.By == "" && claimed != "" {
+		a.By, a.Via = claimed, "request body (not authenticated)"
+	}
+	if a.By == "" {
+		c.respond(http.StatusBadRequest, apiError{fmt.Sprintf("the %s names no approver: sign in through App Service authentication, or add \"approvedBy\" to the body", noun)})
+		return
+	}
+	if strings.TrimSpace(a.Reason) == "" {
+		c.respond(http.StatusBadRequest, apiError{fmt.Sprintf("the %s gives no reason: add \"reason\" to the body", noun)})
+		return
+	}
+	decide := ap.Approve
+	if deny {
+		decide = ap.Deny
+	}
+	op, err := decide(ctx, id, a)
+	switch {
+	case errors.Is(err, deprovision.ErrNotAwaitingApproval):
+		c.respond(http.StatusConflict, apiError{fmt.Sprintf("operation %s is %s: only an operation awaiting approval can be %sd", id, op.Status, verb)})
+		return
+	case err != nil:
+		if r, ok := deprovision.AsRefusal(err); ok {
+			c.respond(http.StatusBadRequest, apiError{r.Reason})
+			return
+		}
+		if op == nil {
+			c.respondError(noun+" of operation "+id, err)
+			return
+		}
+		// Approved, then interrupted: the journal has the approval, and a redelivery or
+		// the cleanup timer carries the operation on.
+		c.logf(slog.LevelWarn, "operation %s approved by %s, then interrupted: %v", id, a.By, err)
+	}
+	c.logf(slog.LevelInfo, "operation %s: %s by %s (%s) → %s", id, noun, a.By, a.Via, op.Status)
+	status := http.StatusOK
+	if !op.Status.Terminal() {
+		status = http.StatusAccepted
+	}
+	c.respond(status, outcome.Summarize(op))
+}
