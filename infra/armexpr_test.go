@@ -194,8 +194,22 @@ func (t *template) variable(name string) (any, error) {
 		return v, nil
 	}
 	vars, _ := t.doc["variables"].(map[string]any)
+	if name != "copy" {
+		if loops, ok := vars["copy"].([]any); ok {
+			for _, l := range loops {
+				if loop, _ := l.(map[string]any); loop["name"] == name {
+					v, err := t.variableLoop(loop)
+					if err != nil {
+						return nil, fmt.Errorf("variable %q: %w", name, err)
+					}
+					t.varCache[name] = v
+					return v, nil
+				}
+			}
+		}
+	}
 	raw, ok := vars[name]
-	if !ok {
+	if !ok || name == "copy" {
 		return nil, fmt.Errorf("variables('%s'): %s declares no such variable", name, t.name)
 	}
 	v, err := t.value(raw, evalCtx{})
@@ -204,6 +218,28 @@ func (t *template) variable(name string) (any, error) {
 	}
 	t.varCache[name] = v
 	return v, nil
+}
+
+// variableLoop evaluates a variable declared in the variables' copy array: count inputs,
+// each evaluated with copyIndex at its position.
+func (t *template) variableLoop(loop map[string]any) ([]any, error) {
+	cv, err := t.value(loop["count"], evalCtx{})
+	if err != nil {
+		return nil, fmt.Errorf("count: %w", err)
+	}
+	n, ok := cv.(int64)
+	if !ok {
+		return nil, fmt.Errorf("count is %T, not an int", cv)
+	}
+	out := make([]any, n)
+	for i := range out {
+		v, err := t.value(loop["input"], evalCtx{copyIndex: i, inCopy: true})
+		if err != nil {
+			return nil, fmt.Errorf("input %d: %w", i, err)
+		}
+		out[i] = v
+	}
+	return out, nil
 }
 
 // expr evaluates the inside of one "[...]" expression.
@@ -589,11 +625,80 @@ func (t *template) call(fn string, args []any, c evalCtx) (any, error) {
 		if !c.inCopy {
 			return nil, fmt.Errorf("outside a copy loop")
 		}
+		// copyIndex(['loopName',] [offset]): the templates never nest loops, so the name can
+		// only be the loop being evaluated.
+		rest := args
+		if len(rest) > 0 {
+			if _, named := rest[0].(string); named {
+				rest = rest[1:]
+			}
+		}
 		off := int64(0)
-		if len(args) > 0 {
-			off, _ = args[0].(int64)
+		if len(rest) > 0 {
+			n, ok := rest[0].(int64)
+			if !ok {
+				return nil, fmt.Errorf("offset is %T, not an int", rest[0])
+			}
+			off = n
 		}
 		return int64(c.copyIndex) + off, nil
+	case "contains":
+		if len(args) != 2 {
+			return nil, fmt.Errorf("takes a container and an item")
+		}
+		switch x := args[0].(type) {
+		case map[string]any:
+			// Object keys compare case-insensitively, like property access.
+			k, err := str(1)
+			if err != nil {
+				return nil, err
+			}
+			for key := range x {
+				if strings.EqualFold(key, k) {
+					return true, nil
+				}
+			}
+			return false, nil
+		case []any:
+			for _, e := range x {
+				if fmt.Sprint(e) == fmt.Sprint(args[1]) {
+					return true, nil
+				}
+			}
+			return false, nil
+		case string:
+			sub, err := str(1)
+			return strings.Contains(x, sub), err
+		}
+		return nil, fmt.Errorf("on %T", args[0])
+	case "split":
+		s, err := str(0)
+		if err != nil {
+			return nil, err
+		}
+		sep, err := str(1)
+		if err != nil {
+			return nil, err
+		}
+		var out []any
+		for _, p := range strings.Split(s, sep) {
+			out = append(out, p)
+		}
+		return out, nil
+	case "last":
+		switch x := args[0].(type) {
+		case string:
+			if x == "" {
+				return "", nil
+			}
+			return x[len(x)-1:], nil
+		case []any:
+			if len(x) == 0 {
+				return nil, fmt.Errorf("of an empty array")
+			}
+			return x[len(x)-1], nil
+		}
+		return nil, fmt.Errorf("on %T", args[0])
 	case "resourcegroup":
 		return map[string]any{"id": t.dep.resourceGroupID(), "name": t.dep.resourceGroup, "location": t.dep.location}, nil
 	case "subscription":
@@ -680,6 +785,8 @@ func (t *template) reference(id string, full bool) (any, error) {
 		props = map[string]any{"ConnectionString": "InstrumentationKey=00000000-0000-0000-0000-000000000000;IngestionEndpoint=https://" + t.dep.location + ".in.applicationinsights.azure.com/"}
 	case "microsoft.eventgrid/topics":
 		props = map[string]any{"endpoint": "https://" + name + "." + t.dep.location + "-1.eventgrid.azure.net/api/events"}
+	case "microsoft.eventgrid/systemtopics":
+		props = map[string]any{"metricResourceId": "00000000-0000-0000-0000-0000000000ff"}
 	default:
 		return nil, fmt.Errorf("the test's evaluator has no stand-in state for a %s", typ)
 	}

@@ -178,6 +178,16 @@ func TestSchemaValidationCatchesMistakes(t *testing.T) {
 				dig(r, "properties")["eventDeliverySchema"] = "CloudEventSchemaV0_1"
 			})
 		}},
+		{"lifecycle subscription to an unknown endpoint type", "events.json", func(doc map[string]any) bool {
+			return withResource(doc, "Microsoft.EventGrid/systemTopics/eventSubscriptions", func(r map[string]any) {
+				dig(r, "properties", "destination")["endpointType"] = "Function"
+			})
+		}},
+		{"system topic apiVersion without a schema", "events.json", func(doc map[string]any) bool {
+			return withResource(doc, "Microsoft.EventGrid/systemTopics", func(r map[string]any) {
+				r["apiVersion"] = "2020-04-01-preview"
+			})
+		}},
 		{"misspelt top-level key", "iot-access.json", func(doc map[string]any) bool {
 			doc["resourcez"] = doc["resources"]
 			return true

@@ -19,6 +19,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
 
 	"dpsdeprov/azure/journal"
+	"dpsdeprov/azure/ratelimit"
 	"dpsdeprov/config"
 	"dpsdeprov/handler"
 	"dpsdeprov/internal/pack"
@@ -297,6 +298,28 @@ var deploymentView = map[string]settingKind{
 	config.SettingOutcomeCAFile:   localOnly,
 	config.SettingEmulatorAddress: localOnly,
 	config.SettingEmulatorCAFile:  localOnly,
+
+	// Guardrails: the defaults fit most fleets; an operator raises or lowers them.
+	config.SettingMaxGroupDevices:       optional,
+	config.SettingMaxDestructivePerHour: optional,
+
+	// Scale: the hub budget defaults to one S1 unit's; an operator sets it to the hubs' tier.
+	// The dequeue count follows host.json, which the package ships.
+	config.SettingHubOpsPerMinute:     optional,
+	config.SettingGroupWorkMaxDequeue: optional,
+
+	// Cleanup passes: every one has a default (destructive passes dry-run); an operator opts in.
+	config.SettingCleanupBudget:        optional,
+	config.SettingCleanupGracePeriod:   optional,
+	config.SettingCleanupGraceEscalate: optional,
+	config.SettingCleanupGraceDryRun:   optional,
+	config.SettingCleanupDriftDryRun:   optional,
+	config.SettingCleanupStaleAfter:    optional,
+	config.SettingCleanupStaleMax:      optional,
+	config.SettingCleanupStaleAllow:    optional,
+	config.SettingCleanupStaleDryRun:   optional,
+	config.SettingCleanupOrphansDryRun: optional,
+	config.SettingCleanupOrphanGroups:  optional,
 }
 
 // configSettings lists the setting names the config package declares: the string constants
@@ -538,7 +561,8 @@ func containers(tm *template, rs []resource) []string {
 }
 
 // TestStorageHasWhatTheAppUses checks that main.json creates the queue the GroupWork trigger
-// reads (and its poison queue) and exactly the tables the journal opens, and that every
+// reads (and its poison queue) and exactly the tables the app opens (the journal's, the
+// guardrail budget's, the cleanup's and the hub rate limiter's), and that every
 // binding's connection is an identity-based one the template sets.
 func TestStorageHasWhatTheAppUses(t *testing.T) {
 	root, err := testenv.RepoRoot()
@@ -602,8 +626,20 @@ func TestStorageHasWhatTheAppUses(t *testing.T) {
 	}
 	// Other tests share this Azurite; only this prefix's tables count.
 	unique := testenv.UniqueName("infra")
-	if _, err := journal.New(context.Background(), svc, journal.Options{TablePrefix: unique + cfg.JournalPrefix}); err != nil {
+	ctx, opts := context.Background(), journal.Options{TablePrefix: unique + cfg.JournalPrefix}
+	if _, err := journal.New(ctx, svc, opts); err != nil {
 		t.Fatalf("opening the journal: %v", err)
+	}
+	if _, err := journal.NewBudget(ctx, svc, opts); err != nil {
+		t.Fatalf("opening the guardrail budget: %v", err)
+	}
+	if _, err := journal.NewHousekeeping(ctx, svc, opts); err != nil {
+		t.Fatalf("opening the cleanup tables: %v", err)
+	}
+	// The hub rate limiter's table: the app names it {prefix}ratelimit when it wires the
+	// limiter (package main, which a test cannot import).
+	if _, err := ratelimit.CreateTable(ctx, svc, opts.TablePrefix+"ratelimit"); err != nil {
+		t.Fatalf("opening the rate limiter's table: %v", err)
 	}
 	var created []string
 	pager := svc.NewListTablesPager(nil)
@@ -621,7 +657,7 @@ func TestStorageHasWhatTheAppUses(t *testing.T) {
 	sort.Strings(created)
 	sort.Strings(tables)
 	if len(created) == 0 || !slices.Equal(created, tables) {
-		t.Errorf("the journal opens tables %v, main.json creates %v", created, tables)
+		t.Errorf("the app opens tables %v, main.json creates %v", created, tables)
 	}
 }
 
@@ -637,6 +673,10 @@ func resolveSetting(t *testing.T, v string, env map[string]string) string {
 	}
 	return v
 }
+
+// noHubs leaves out the lifecycle subscriptions (TestLifecycleEventsFeedDeviceEvents checks
+// them), so that the inbound subscription's checks see only what belongs to it.
+var noHubs = []any{}
 
 // TestEventSubscriptionFeedsDeviceEvents checks events.json: the subscription delivers
 // CloudEvents 1.0 to the app's Event Grid-triggered function, one event per call, with retries
@@ -663,7 +703,7 @@ func TestEventSubscriptionFeedsDeviceEvents(t *testing.T) {
 	mainRs := evaluated(t, mainT)
 	for _, createTopic := range []bool{true, false} {
 		t.Run(fmt.Sprintf("createTopic=%v", createTopic), func(t *testing.T) {
-			tm := mustLoad(t, "events.json", "events.parameters.json", map[string]any{"createTopic": createTopic})
+			tm := mustLoad(t, "events.json", "events.parameters.json", map[string]any{"createTopic": createTopic, "iotHubs": noHubs})
 			rs := evaluated(t, tm)
 			topicName, _ := tm.parameter("topicName")
 			topics := all(rs, "Microsoft.EventGrid/topics")
@@ -740,7 +780,7 @@ func TestEventSubscriptionFeedsDeviceEvents(t *testing.T) {
 	}
 
 	// Senders named by parameter may publish, and nothing else is granted.
-	tm := mustLoad(t, "events.json", "events.parameters.json", map[string]any{"senderPrincipalIds": []any{"s1", "s2"}})
+	tm := mustLoad(t, "events.json", "events.parameters.json", map[string]any{"senderPrincipalIds": []any{"s1", "s2"}, "iotHubs": noHubs})
 	topicName, _ := tm.parameter("topicName")
 	account, _ := tm.parameter("storageAccountName")
 	rg := tm.dep.resourceGroupID() + "/providers/"
