@@ -392,10 +392,17 @@ func TestStaleRetiresUnseenDevicesCappedAndAllowListed(t *testing.T) {
 	w := newWorld(t)
 	ctx := context.Background()
 	lc := &cleanup.Lifecycle{Seen: w.hk, Journal: w.j}
-	for _, id := range []string{"s-1", "s-2", "s-3", "gw-1"} {
+	for _, id := range []string{"s-1", "s-2", "s-3", "s-4", "gw-1"} {
 		w.device(id)
 		if err := lc.Record(ctx, cleanup.LifecycleEvent{EventID: "c-" + id, Type: "Microsoft.Devices.DeviceConnected", Kind: cleanup.LifecycleConnected,
 			Hub: "hub1", DeviceID: id, Time: w.clock.Now()}); err != nil {
+			t.Fatal(err)
+		}
+		if id == "s-4" {
+			continue // s-4 stays connected: no later event, and still alive
+		}
+		if err := lc.Record(ctx, cleanup.LifecycleEvent{EventID: "d-" + id, Type: "Microsoft.Devices.DeviceDisconnected", Kind: cleanup.LifecycleDisconnected,
+			Hub: "hub1", DeviceID: id, Time: w.clock.Now().Add(time.Minute)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -429,7 +436,7 @@ func TestStaleRetiresUnseenDevicesCappedAndAllowListed(t *testing.T) {
 		}
 	}
 	if strings.Join(requested, ",") != "s-1,s-2" {
-		t.Fatalf("stale retirements requested over three runs: %v; want s-1 and s-2 only (s-3 seen lately, gw-1 allowed)", requested)
+		t.Fatalf("stale retirements requested over three runs: %v; want s-1 and s-2 only (s-3 seen lately, s-4 still connected, gw-1 allowed)", requested)
 	}
 	if _, ok := w.dps.Enrollment("s-1"); !ok {
 		t.Fatal("a dry run retired s-1")

@@ -373,7 +373,11 @@ func (x *run) stale(ctx context.Context, p *PassReport, after string) (string, b
 		if !x.left(1) || requested >= x.o.StaleMax {
 			return last, false, nil
 		}
-		if !s.Deleted.IsZero() || s.LastSeen.IsZero() || x.now.Sub(s.LastSeen) <= x.o.StaleAfter || x.allowed(s.Hub, s.DeviceID) {
+		// A device whose latest event is a connect is still connected: a device that stays
+		// online sends no further lifecycle event (telemetry events are optional), and retiring
+		// a working device is the costly mistake, so a missed disconnect errs on the safe side.
+		connected := s.LastEvent == "Microsoft.Devices.DeviceConnected"
+		if !s.Deleted.IsZero() || s.LastSeen.IsZero() || connected || x.now.Sub(s.LastSeen) <= x.o.StaleAfter || x.allowed(s.Hub, s.DeviceID) {
 			last = s.Key
 			continue
 		}

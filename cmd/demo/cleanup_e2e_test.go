@@ -406,8 +406,9 @@ func TestCleanupTimerRetiresStaleDevicesAndConfirmsTheDelete(t *testing.T) {
 	seen := map[string]time.Time{"cls-g0-d0": now.Add(-100 * 24 * time.Hour), "cls-g0-d1": now.Add(-time.Hour), "cls-g0-d2": now.Add(-200 * 24 * time.Hour)}
 	for id, at := range seen {
 		hub := hubOf(id)
-		r.event(map[string]any{"id": "conn-" + id, "topic": "/SUBSCRIPTIONS/x/RESOURCEGROUPS/rg/PROVIDERS/MICROSOFT.DEVICES/IOTHUBS/" + hub,
-			"subject": "devices/" + id, "eventType": "Microsoft.Devices.DeviceConnected", "eventTime": at.Format(time.RFC3339Nano),
+		// A disconnect: a device whose last event is a connect counts as still online.
+		r.event(map[string]any{"id": "disc-" + id, "topic": "/SUBSCRIPTIONS/x/RESOURCEGROUPS/rg/PROVIDERS/MICROSOFT.DEVICES/IOTHUBS/" + hub,
+			"subject": "devices/" + id, "eventType": "Microsoft.Devices.DeviceDisconnected", "eventTime": at.Format(time.RFC3339Nano),
 			"data":        map[string]any{"deviceConnectionStateEventInfo": map[string]any{"sequenceNumber": "1"}, "hubName": hub, "deviceId": id},
 			"dataVersion": "", "metadataVersion": "1"})
 	}
