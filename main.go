@@ -169,7 +169,7 @@ func wire(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*app, e
 
 	hubClients := map[string]*iothub.Client{}
 	for _, host := range cfg.Hubs.Hosts {
-		opts := &iothub.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: transport}}
+		opts := &iothub.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: transport, Retry: hubRetry(cfg)}}
 		var c *iothub.Client
 		if cfg.Hubs.Credential == config.CredentialConnectionString {
 			c, err = iothub.NewClientFromConnectionString(cfg.Hubs.ConnectionStrings[host].Reveal(), opts)
@@ -198,6 +198,12 @@ func wire(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*app, e
 	if err != nil {
 		return nil, fmt.Errorf("opening the journal (setting %s, tables %s*): %w", config.SettingStorage, cfg.JournalPrefix, err)
 	}
+	bctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	budget, err := journal.NewBudget(bctx, tables, journal.Options{TablePrefix: cfg.JournalPrefix})
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("opening the guardrail budget (setting %s, table %sguard): %w", config.SettingStorage, cfg.JournalPrefix, err)
+	}
 
 	var notifier deprovision.Notifier
 	var pub *outcome.Publisher
@@ -209,21 +215,41 @@ func wire(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*app, e
 		notifier = pub
 	}
 
+	// Group-wide work fans out through the GroupWork queue; every hub call waits for the
+	// hub's budget, shared across instances (main_scale.go).
+	hubs, err := limitHubs(ctx, cfg, tables, adapter.NewHubs(hubClients), logger)
+	if err != nil {
+		return nil, err
+	}
+	work, err := workQueue(ctx, cfg, creds)
+	if err != nil {
+		return nil, err
+	}
+
 	dpsAdapter := adapter.NewDPS(dpsClient)
 	engine := deprovision.NewEngine(deprovision.Deps{
 		Enrollments:   dpsAdapter,
 		Registrations: dpsAdapter,
-		Devices:       adapter.NewHubs(hubClients),
+		Devices:       hubs,
 		Journal:       jrnl,
 		Clock:         deprovision.SystemClock{},
 		Notifier:      notifier,
 		Logger:        logger,
-	}, deprovision.Config{Hubs: cfg.Hubs.Hosts})
+		Budget:        budget,
+		Work:          work,
+	}, deprovision.Config{Hubs: cfg.Hubs.Hosts, Guard: cfg.Guard, GroupPageSize: groupPageSize})
+
+	cleaner, lifecycle, err := wireCleanup(ctx, cfg, tables, cleanupPorts{engine: engine, journal: jrnl,
+		enrollments: dpsAdapter, registrations: dpsAdapter, devices: hubs, publisher: pub}, logger)
+	if err != nil {
+		return nil, err
+	}
 
 	h, err := handler.New(handler.Options{
 		Engine:      engine,
-		GroupWorker: &handler.EngineGroupWorker{Engine: engine, Logger: logger},
-		Cleaner:     &handler.Resumer{Journal: jrnl, Engine: engine, After: cfg.ResumeAfter},
+		GroupWorker: &handler.EngineGroupWorker{Engine: engine, Logger: logger, MaxDequeueCount: int64(cfg.Scale.MaxDequeueCount)},
+		Cleaner:     cleaner,
+		Lifecycle:   lifecycle,
 		Policy:      cfg.Policy,
 		Logger:      logger,
 	})

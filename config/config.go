@@ -20,6 +20,7 @@ import (
 	"github.com/robfig/cron/v3"
 
 	"dpsdeprov/azure/sas"
+	"dpsdeprov/cleanup"
 	"dpsdeprov/deprovision"
 	"dpsdeprov/handler"
 )
@@ -145,6 +146,12 @@ type Config struct {
 	Outcome     Outcome
 	// Emulator is nil unless EMULATOR_ADDRESS is set.
 	Emulator *Emulator
+	// Guard holds operations beyond its limits for approval (guard.go).
+	Guard deprovision.Guardrails
+	// Scale paces and retries group-wide work (scale.go).
+	Scale Scale
+	// Cleanup holds the cleanup passes' settings (cleanupsettings.go).
+	Cleanup cleanup.Options
 }
 
 // SettingError names a setting that is missing or malformed.
@@ -217,7 +224,10 @@ func Load(env map[string]string) (*Config, error) {
 		l.bad(SettingJournalPrefix, "%q cannot start a table name: letters and digits only, starting with a letter, at most 55 characters", c.JournalPrefix)
 	}
 	l.policy(c)
+	l.guard(c)
+	l.scale(c)
 	l.cleanup(c)
+	l.cleanupPasses(c)
 	l.outcome(c)
 	l.emulator(c)
 	if len(l.errs) > 0 {
@@ -429,6 +439,8 @@ func (l *loader) policy(c *Config) {
 		l.bad(SettingEventTypes, "%v", err)
 	}
 	c.Policy.Events = ev
+	// Events naming a hub outside this list are refused before any call (hubs() runs first).
+	c.Policy.Hubs = c.Hubs.Hosts
 	c.Policy.AllowedSources = map[deprovision.Intent][]string{}
 	for _, in := range deprovision.Intents {
 		name := handler.AllowedSourcesSetting(in)

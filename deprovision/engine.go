@@ -23,6 +23,11 @@ type Deps struct {
 	// Notifier may be nil.
 	Notifier Notifier
 	Logger   *slog.Logger
+	// Work, when set, carries group-wide operations' members to queue workers in batches
+	// (fanout.go); nil applies them inline, page by page, in the operation's own invocation.
+	Work WorkQueue
+	// Budget counts destructive operations per hour for Config.Guard; nil: not counted.
+	Budget Budget
 }
 
 // Config tunes the engine. The zero value is usable.
@@ -37,6 +42,8 @@ type Config struct {
 	Hubs []string
 	// ETagRetries bounds the re-read-and-re-decide loop of one step after 412s. Default 5.
 	ETagRetries int
+	// Guard holds operations beyond its limits for a person's approval (guard.go).
+	Guard Guardrails
 }
 
 // Engine resolves, plans and applies requests, journaling every step.
@@ -110,7 +117,7 @@ func (e *Engine) Submit(ctx context.Context, req Request) (*Operation, error) {
 		return e.Reject(ctx, req, r.Reason)
 	}
 	op, err := e.acquire(ctx, req)
-	if err != nil || op.Status.Terminal() {
+	if err != nil || op.Status.Terminal() || op.Status == StatusAwaitingApproval {
 		return op, err
 	}
 	return e.run(ctx, op)
@@ -184,8 +191,8 @@ func (e *Engine) acquire(ctx context.Context, req Request) (*Operation, error) {
 	if created {
 		return stored, nil
 	}
-	if stored.Status.Terminal() {
-		return stored, nil
+	if stored.Status.Terminal() || stored.Status == StatusAwaitingApproval {
+		return stored, nil // waiting on a person, not on a fault: nothing to resume
 	}
 	if stored.LeaseOwner != "" && stored.LeaseUntil.After(now) {
 		return nil, Transient(fmt.Errorf("operation %s is being applied by another delivery until %s: %w",
@@ -212,6 +219,9 @@ func (e *Engine) save(ctx context.Context, op *Operation) error {
 		op.LeaseUntil = now.Add(e.c.LeaseDuration)
 	}
 	if err := e.d.Journal.UpdateOperation(ctx, op); err != nil {
+		if errors.Is(err, ErrPreconditionFailed) && op.Progress.Batches > 0 {
+			return e.saveOverWorkers(ctx, op) // group workers count batches in the same row
+		}
 		if errors.Is(err, ErrPreconditionFailed) {
 			return Transient(fmt.Errorf("operation %s: lease lost to another delivery: %w", op.ID, ErrBusy))
 		}
@@ -277,6 +287,9 @@ func (e *Engine) run(ctx context.Context, op *Operation) (*Operation, error) {
 			return op, asTransient(err)
 		}
 	}
+	if op.Progress.Batches > 0 {
+		return e.awaitBatches(ctx, op) // fanned out: the last batch ends the operation
+	}
 	return e.finish(ctx, op, StatusSucceeded, "")
 }
 
@@ -331,6 +344,9 @@ func (e *Engine) plan(ctx context.Context, op *Operation) (done bool, err error)
 	if req.DryRun {
 		_, err := e.finish(ctx, op, StatusPlanned, "dry run: nothing was changed")
 		return true, err
+	}
+	if held, err := e.guard(ctx, op); held || err != nil {
+		return held, err
 	}
 	if !req.Intent.GroupWide() {
 		ds := prior

@@ -86,7 +86,14 @@ func memberID(m Registration) string {
 // groupMembers pages the group's registration states from where the operation stopped, and
 // applies the hub action to each page, journaling the continuation after every page: a resume
 // starts at the first unfinished page, and a page is never held with another.
+//
+// With a [WorkQueue] configured (Deps.Work) the members go to queue workers instead: see
+// fanOut. Inline application suits small groups and tests; it holds the invocation for as long
+// as the hub's budget needs, which for a large group is longer than a function may run.
 func (e *Engine) groupMembers(ctx context.Context, op *Operation, st Step) stepResult {
+	if e.d.Work != nil {
+		return e.fanOut(ctx, op, st)
+	}
 	gid, action, reason := st.Params[ParamGroupID], Action(st.Params[ParamAction]), st.Params[ParamStatusReason]
 	pr := &op.Progress
 	if pr.Pages > 0 && pr.Continuation == "" {

@@ -65,6 +65,14 @@ type Progress struct {
 	Continuation string
 	// Failures lists the first members that failed ("deviceId: error"), for a person to check.
 	Failures []string
+	// Fan-out through a [WorkQueue] (see fanout.go): Batches counts the batches enqueued,
+	// BatchesDone those a worker has accounted for (applied, or failed for good); Applied is
+	// the set of accounted batch numbers (a bitmap, base64), so that a redelivered batch is
+	// counted once; FannedOut is set when every page is enqueued and the plan's other steps
+	// are done, after which the last batch to be accounted for ends the operation.
+	Batches, BatchesDone int    `json:",omitempty"`
+	FannedOut            bool   `json:",omitempty"`
+	Applied              string `json:",omitempty"`
 }
 
 // StepOutcome is what became of one step.

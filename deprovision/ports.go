@@ -191,3 +191,32 @@ func (SystemClock) Now() time.Time { return time.Now().UTC() }
 type Notifier interface {
 	OperationEnded(ctx context.Context, op *Operation)
 }
+
+// WorkBatch is one batch of a group-wide operation's fan-out: members of the group, all
+// assigned to one hub, to which one hub action applies. It is also the body of a GroupWork
+// queue message, so its JSON names are part of the message contract.
+type WorkBatch struct {
+	OperationID  string `json:"operationId"`
+	Hub          string `json:"hub"`
+	Action       Action `json:"action"`
+	StatusReason string `json:"statusReason,omitempty"`
+	// Seq numbers the batch within its operation, from 1, in the order the fan-out pages the
+	// group; the same page read again after a crash gives the same numbers, so a batch
+	// enqueued twice is still counted once. 0 means a batch the fan-out did not number (one
+	// an operator enqueued by hand): it is applied and journaled, but not counted.
+	Seq     int          `json:"batch,omitempty"`
+	Members []WorkMember `json:"members"`
+}
+
+// WorkMember is one device of a [WorkBatch].
+type WorkMember struct {
+	RegistrationID string `json:"registrationId"`
+	DeviceID       string `json:"deviceId,omitempty"`
+}
+
+// WorkQueue carries the batches of a group-wide operation to the workers that apply them
+// (the GroupWork function). Delivery is at least once: a batch may be applied more than once.
+type WorkQueue interface {
+	// Enqueue adds one batch; an error that is worth retrying is marked [Transient].
+	Enqueue(ctx context.Context, b *WorkBatch) error
+}

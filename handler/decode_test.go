@@ -56,7 +56,7 @@ func TestDecodeJSONForms(t *testing.T) {
 	}
 }
 
-func fixture(t *testing.T, name string) []byte {
+func fixture(t testing.TB, name string) []byte {
 	t.Helper()
 	b, err := os.ReadFile("testdata/" + name)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -24,9 +25,9 @@ func (inv *invocation) binding(name string) (json.RawMessage, error) {
 	if v, ok := inv.Data[name]; ok {
 		return v, nil
 	}
-	for k, v := range inv.Data {
+	for _, k := range sortedKeys(inv.Data) {
 		if strings.EqualFold(k, name) {
-			return v, nil
+			return inv.Data[k], nil
 		}
 	}
 	if len(inv.Data) == 1 {
@@ -44,13 +45,28 @@ func (inv *invocation) binding(name string) (json.RawMessage, error) {
 // meta returns Metadata[name] as text (see decodeText), matching the name case-insensitively
 // as the host's binding data does.
 func (inv *invocation) meta(name string) (string, bool) {
-	for k, v := range inv.Metadata {
+	if v, ok := inv.Metadata[name]; ok {
+		s, err := decodeText(v)
+		return s, err == nil
+	}
+	for _, k := range sortedKeys(inv.Metadata) {
 		if strings.EqualFold(k, name) {
-			s, err := decodeText(v)
+			s, err := decodeText(inv.Metadata[k])
 			return s, err == nil
 		}
 	}
 	return "", false
+}
+
+// sortedKeys returns m's keys in order, so that a case-insensitive lookup among two spellings
+// of a name always picks the same one.
+func sortedKeys(m map[string]json.RawMessage) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 // maxEncodingLevels bounds how many JSON-string wrappings are undone. The host adds one

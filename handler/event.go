@@ -7,12 +7,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/messaging"
 	"github.com/Azure/azure-sdk-for-go/sdk/messaging/eventgrid/azeventgrid"
+
+	"dpsdeprov/deprovision"
 )
 
 // Schema names the envelope an event came in.
@@ -41,18 +44,49 @@ type Event struct {
 // azcore/messaging.CloudEvent, an Event Grid schema event (it has `eventType`) with
 // azeventgrid.Event. On error the returned Event still holds whatever identity could be read,
 // so that the rejection can be journaled under the event's own id and source.
+//
+// The identity it returns is safe to journal (see safeIdentity) and the error names no secret.
 func DecodeEvent(raw json.RawMessage) (Event, error) {
+	ev, err := decodeEvent(raw)
+	if err == nil {
+		if rej := checkIdentity(deprovision.Request{EventID: ev.ID, Source: ev.Source, EventType: ev.Type}); rej != nil {
+			err = rej
+		} else if redact(ev.ID) != ev.ID || redact(ev.Source) != ev.Source {
+			err = errors.New("the event's id or source holds what looks like a secret (a key or SAS token); secrets are never journaled: fix the sender")
+		}
+	}
+	ev.ID, ev.Source, ev.Type = safeIdentity("id", ev.ID), safeIdentity("source", ev.Source), redact(ev.Type)
+	if err != nil {
+		err = errors.New(redact(err.Error()))
+	}
+	return ev, err
+}
+
+func decodeEvent(raw json.RawMessage) (Event, error) {
 	var keys map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &keys); err != nil {
 		return Event{}, fmt.Errorf("the event is not a JSON object: %w", err)
 	}
 	loose := looseIdentity(keys)
+	if len(raw) > MaxEventBytes {
+		// Event Grid refuses events over 1 MB (413), so this one did not come through it.
+		return loose, fmt.Errorf("the event is %d bytes long; Event Grid delivers events of at most %d bytes", len(raw), MaxEventBytes)
+	}
+	if has(keys, "specversion") {
+		// CloudEvents attribute names are lower-case; these are the Event Grid schema's.
+		for _, k := range []string{"eventType", "eventTime", "topic", "dataVersion", "metadataVersion"} {
+			if has(keys, k) {
+				loose.Schema = SchemaCloudEvents
+				return loose, fmt.Errorf("the event mixes schemas: it has CloudEvents `specversion` and Event Grid `%s`; send one schema", k)
+			}
+		}
+	}
 	switch {
 	case has(keys, "specversion"):
 		var ce messaging.CloudEvent
 		if err := json.Unmarshal(raw, &ce); err != nil {
 			loose.Schema = SchemaCloudEvents
-			return loose, fmt.Errorf("the CloudEvent cannot be read: %w", err)
+			return loose, fmt.Errorf("the CloudEvent cannot be read: %w", firstProblem(keys, err, "id", "source", "specversion", "type", "datacontenttype", "dataschema", "subject", "time"))
 		}
 		if ce.SpecVersion != "1.0" {
 			loose.Schema = SchemaCloudEvents
@@ -77,16 +111,17 @@ func DecodeEvent(raw json.RawMessage) (Event, error) {
 		var eg azeventgrid.Event
 		if err := json.Unmarshal(raw, &eg); err != nil {
 			loose.Schema = SchemaEventGrid
-			return loose, fmt.Errorf("the Event Grid event cannot be read: %w", err)
+			return loose, fmt.Errorf("the Event Grid event cannot be read: %w", firstProblem(keys, err, "id", "topic", "subject", "eventType", "eventTime", "dataVersion", "metadataVersion"))
 		}
 		ev := Event{Schema: SchemaEventGrid, ID: deref(eg.ID), Source: deref(eg.Topic), Type: deref(eg.EventType), Subject: deref(eg.Subject)}
 		if eg.EventTime != nil {
 			ev.Time = eg.EventTime.UTC()
 		}
 		var missing []string
-		for name, v := range map[string]string{"id": ev.ID, "eventType": ev.Type} {
-			if strings.TrimSpace(v) == "" {
-				missing = append(missing, name)
+		// In a fixed order: the reason must not change between deliveries (found by FuzzDecodeEvent).
+		for _, f := range []struct{ name, v string }{{"id", ev.ID}, {"eventType", ev.Type}} {
+			if strings.TrimSpace(f.v) == "" {
+				missing = append(missing, f.name)
 			}
 		}
 		if eg.EventTime == nil {
@@ -112,6 +147,28 @@ func DecodeEvent(raw json.RawMessage) (Event, error) {
 	}
 }
 
+// firstProblem names the first attribute, in the order given, that is not a string (or, for
+// a time, not an RFC 3339 time), so that the reason for refusing an event does not depend on
+// the order in which the SDK happened to read its attributes; sdkErr when all are fine.
+func firstProblem(keys map[string]json.RawMessage, sdkErr error, names ...string) error {
+	for _, n := range names {
+		v, ok := keys[n]
+		if !ok || bytes.Equal(bytes.TrimSpace(v), []byte("null")) {
+			continue
+		}
+		var s string
+		if json.Unmarshal(v, &s) != nil {
+			return fmt.Errorf("attribute %s is not a string", n)
+		}
+		if n == "time" || n == "eventTime" {
+			if _, err := time.Parse(time.RFC3339Nano, s); err != nil {
+				return fmt.Errorf("attribute %s %q is not an RFC 3339 time", n, abbreviate(s, 40))
+			}
+		}
+	}
+	return sdkErr
+}
+
 // eventData returns the event's data as a JSON object: an object as is, or the object held in a
 // JSON string (a publisher that serialised its data first; Event Grid passes it through).
 func eventData(b []byte) (json.RawMessage, error) {
@@ -132,14 +189,22 @@ func eventData(b []byte) (json.RawMessage, error) {
 // looseIdentity reads id, source (or topic), type (or eventType) and subject without the
 // schema's rules, for journaling an event the SDK types refuse.
 func looseIdentity(keys map[string]json.RawMessage) Event {
-	get := func(names ...string) string {
-		for _, n := range names {
-			for k, v := range keys {
-				if strings.EqualFold(k, n) {
-					var s string
-					if json.Unmarshal(v, &s) == nil {
-						return s
-					}
+	// Exact names first, then the others in sorted order, so that an event with both "id"
+	// and "ID" is always journaled under the same one.
+	names := make([]string, 0, len(keys))
+	for k := range keys {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	get := func(wanted ...string) string {
+		for _, n := range wanted {
+			var s string
+			if v, ok := keys[n]; ok && json.Unmarshal(v, &s) == nil {
+				return s
+			}
+			for _, k := range names {
+				if strings.EqualFold(k, n) && json.Unmarshal(keys[k], &s) == nil {
+					return s
 				}
 			}
 		}
@@ -191,6 +256,23 @@ func parseFields(data json.RawMessage) (eventFields, error) {
 		"enrollmentgroupid": &f.EnrollmentGroupID, "certificate": &f.Certificate, "reason": &f.Reason,
 		"action": &f.Action, "targethub": &f.TargetHub, "intent": &f.Intent, "type": &f.Type, "eventtype": &f.Type,
 	}
+	seen := make(map[string]string, len(m))
+	for k := range m {
+		lk := strings.ToLower(k)
+		if lk == "eventtype" {
+			lk = "type"
+		}
+		if prev, dup := seen[lk]; dup {
+			// Names are case-insensitive: two spellings of one field would make the outcome
+			// depend on which one is read last.
+			a, b := prev, k
+			if b < a {
+				a, b = b, a
+			}
+			return f, fmt.Errorf("the data has both %s and %s; field names are case-insensitive, so send one", a, b)
+		}
+		seen[lk] = k
+	}
 	for k, v := range m {
 		lk := strings.ToLower(k)
 		if lk == "dryrun" {
@@ -220,7 +302,9 @@ func parseFields(data json.RawMessage) (eventFields, error) {
 		if err != nil {
 			return f, fmt.Errorf("data field %s: %w", k, err)
 		}
-		*p = strings.TrimSpace(s)
+		// Only ASCII blanks are trimmed: a trailing control or Unicode space (U+0085) is refused
+		// by the field's checks rather than silently turned into another id.
+		*p = strings.Trim(s, " \t")
 	}
 	return f, nil
 }

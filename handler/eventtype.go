@@ -93,6 +93,10 @@ func intentList() string {
 // suffix after a `.`, so that a namespace prefix is allowed but a word inside a segment is not
 // taken for a known type.
 func (m EventTypes) Intent(eventType string) (deprovision.Intent, bool) {
+	if len(eventType) > maxIdentityChars {
+		// Each dot costs a pass over the rest: a megabyte of dots would take minutes.
+		return "", false
+	}
 	rest := eventType
 	for {
 		if in, ok := m.byKey[typeKey(rest)]; ok && rest != "" {

@@ -72,6 +72,9 @@ type Options struct {
 	Clock       deprovision.Clock
 	// MaxBodyBytes bounds an invocation body (default 4 MiB: Event Grid events are at most 1 MB).
 	MaxBodyBytes int64
+	// Lifecycle keeps what IoT Hub lifecycle events say (last seen, delete confirmations);
+	// nil acknowledges them without recording.
+	Lifecycle LifecycleRecorder
 }
 
 // Handler is the custom handler's http.Handler.
@@ -245,6 +248,13 @@ func (h *Handler) rejectUnreadable(ctx context.Context, c *call, raw []byte, cau
 }
 
 func (h *Handler) journalRejection(ctx context.Context, c *call, req deprovision.Request, reason string) error {
+	req, conflict, err := h.checkReplay(ctx, req)
+	if err != nil {
+		return err
+	}
+	if conflict != "" {
+		reason = conflict + "; besides, " + reason
+	}
 	op, err := h.o.Engine.Reject(ctx, req, reason)
 	if err != nil {
 		if deprovision.IsTransient(err) {
@@ -271,6 +281,9 @@ func (h *Handler) handleEvent(ctx context.Context, c *call, raw json.RawMessage)
 		}
 		return h.journalRejection(ctx, c, req, err.Error())
 	}
+	if IsLifecycleEvent(ev.Type) {
+		return h.lifecycle(ctx, c, ev)
+	}
 	req, rej := h.o.Policy.Normalize(ev, now)
 	if rej != nil {
 		if strings.TrimSpace(req.Source) == "" {
@@ -283,6 +296,12 @@ func (h *Handler) handleEvent(ctx context.Context, c *call, raw json.RawMessage)
 
 // submit hands req to the engine and logs the outcome. Only a transient failure is returned.
 func (h *Handler) submit(ctx context.Context, c *call, req deprovision.Request) error {
+	if r, conflict, err := h.checkReplay(ctx, req); err != nil || conflict != "" {
+		if err != nil {
+			return err
+		}
+		return h.journalRejection(ctx, c, r, conflict)
+	}
 	op, err := h.o.Engine.Submit(ctx, req)
 	if err != nil {
 		if deprovision.IsTransient(err) {

@@ -42,7 +42,12 @@ func (f *fakeEngine) Submit(ctx context.Context, req deprovision.Request) (*depr
 	if req.DryRun {
 		st = deprovision.StatusPlanned
 	}
-	op := &deprovision.Operation{ID: req.Source + "|" + req.EventID, Request: req, Status: st}
+	// Like the engine: one operation per (source, id); a redelivery returns it.
+	id := deprovision.OperationID(req.Source, req.EventID)
+	if op, ok := f.ops[id]; ok {
+		return op, nil
+	}
+	op := &deprovision.Operation{ID: id, Request: req, Status: st}
 	f.ops[op.ID] = op
 	return op, nil
 }
@@ -53,8 +58,14 @@ func (f *fakeEngine) Reject(ctx context.Context, req deprovision.Request, reason
 	if f.fail != nil {
 		return nil, f.fail
 	}
+	id := deprovision.OperationID(req.Source, req.EventID)
+	if op, ok := f.ops[id]; ok {
+		return op, nil
+	}
 	f.rejected[req.EventID] = reason
-	return &deprovision.Operation{ID: req.Source + "|" + req.EventID, Request: req, Status: deprovision.StatusRejected, Reason: reason}, nil
+	op := &deprovision.Operation{ID: id, Request: req, Status: deprovision.StatusRejected, Reason: reason}
+	f.ops[id] = op
+	return op, nil
 }
 
 func (f *fakeEngine) Operation(ctx context.Context, id string) (*deprovision.Operation, []deprovision.StepRecord, error) {

@@ -20,6 +20,10 @@ type Policy struct {
 	// MaxEventAge rejects events older than this (0: no limit). Event Grid retries for up to
 	// 24 hours, so a limit below that rejects redeliveries of events that failed transiently.
 	MaxEventAge time.Duration
+	// Hubs are the host names of the hubs this deployment manages; an event naming another
+	// hub (iotHub, targetHub) is rejected before any call. Empty: any host name is accepted
+	// here (the engine still refuses a device in a hub it does not manage).
+	Hubs []string
 }
 
 // Rejection is a permanent refusal of an event, with a reason a person can act on.
@@ -66,8 +70,24 @@ func (p *Policy) Normalize(ev Event, now time.Time) (req deprovision.Request, re
 	return p.build(req, f, dry, now)
 }
 
-// build completes req from the fields and applies the checks common to events and HTTP requests.
+// build completes req from the fields and applies the checks common to events and HTTP
+// requests. Whatever the outcome, the request and the reason it returns hold no secret
+// (scrub): both are journaled, logged and published.
 func (p *Policy) build(req deprovision.Request, f eventFields, dryRun bool, now time.Time) (deprovision.Request, *Rejection) {
+	req, rej := p.check(req, f, dryRun, now)
+	if rej == nil {
+		rej = refuseSecrets(req)
+	}
+	if rej != nil {
+		req, rej.Reason = scrub(req, rej.Reason)
+		return req, rej
+	}
+	// An accepted request's ids passed their checks; only the free text may hold a secret.
+	req.Reason = redact(req.Reason)
+	return req, nil
+}
+
+func (p *Policy) check(req deprovision.Request, f eventFields, dryRun bool, now time.Time) (deprovision.Request, *Rejection) {
 	req.RegistrationID = f.RegistrationID
 	req.DeviceID = f.DeviceID
 	req.Hub = f.IoTHub
@@ -80,8 +100,16 @@ func (p *Policy) build(req deprovision.Request, f eventFields, dryRun bool, now 
 	if strings.TrimSpace(req.Source) == "" {
 		return req, reject("the event has no source (CloudEvents `source`, Event Grid `topic`); a source is needed to authorize and to identify the operation")
 	}
+	if rej := checkIdentity(req); rej != nil {
+		return req, rej
+	}
 	if list, ok := p.AllowedSources[req.Intent]; ok && !containsFold(list, req.Source) {
 		return req, reject("source %q is not allowed to ask for %s (allowed: %s; setting %s)", req.Source, req.Intent, strings.Join(list, ", "), AllowedSourcesSetting(req.Intent))
+	}
+	if d := req.EventTime.Sub(now); d > maxClockSkew {
+		// A time in the future would outrank every later event for the device (precedence is
+		// decided by event time), so a forged or broken clock could pin a device's state.
+		return req, reject("the event is from %s, %s in the future (more than the %s allowed for clock skew); check the sender's clock", req.EventTime.Format(time.RFC3339), d.Round(time.Second), maxClockSkew)
 	}
 	if p.MaxEventAge > 0 && !req.EventTime.IsZero() && now.Sub(req.EventTime) > p.MaxEventAge {
 		return req, reject("the event is from %s, %s ago, older than the limit of %s (setting MAX_EVENT_AGE)", req.EventTime.Format(time.RFC3339), now.Sub(req.EventTime).Round(time.Second), p.MaxEventAge)
@@ -99,7 +127,7 @@ func (p *Policy) build(req deprovision.Request, f eventFields, dryRun bool, now 
 		if req.EnrollmentGroupID == "" {
 			return req, reject("a %s event needs the enrollment group: data field enrollmentGroupId, or subject enrollmentGroups/{id}", req.Intent)
 		}
-		if err := checkID("enrollmentGroupId", req.EnrollmentGroupID); err != nil {
+		if err := checkGroupID("enrollmentGroupId", req.EnrollmentGroupID); err != nil {
 			return req, err
 		}
 	} else {
@@ -107,42 +135,45 @@ func (p *Policy) build(req deprovision.Request, f eventFields, dryRun bool, now 
 			return req, reject("a %s event needs the device's registration id: data field registrationId, subject devices/{registrationId}, or a certificate whose CN is the registration id", req.Intent)
 		}
 		if req.RegistrationID != "" {
-			if err := checkID("registrationId", req.RegistrationID); err != nil {
+			if err := checkRegistrationID("registrationId", req.RegistrationID); err != nil {
 				return req, err
 			}
 		}
 	}
 	if req.DeviceID != "" {
-		if err := checkID("deviceId", req.DeviceID); err != nil {
+		if err := checkDeviceID("deviceId", req.DeviceID); err != nil {
 			return req, err
 		}
 	}
 	if req.Intent == deprovision.IntentMoved && req.TargetHub == "" {
 		return req, reject("a moved event needs the hub to move to: data field targetHub")
 	}
-	for name, h := range map[string]string{"iotHub": req.Hub, "targetHub": req.TargetHub} {
-		if h != "" && strings.ContainsAny(h, "/: \t") {
-			return req, reject("%s %q must be a hub host name such as myhub.azure-devices.net", name, h)
+	for _, h := range []struct {
+		name string
+		v    *string
+	}{{"iotHub", &req.Hub}, {"targetHub", &req.TargetHub}} {
+		if *h.v == "" {
+			continue
 		}
+		host, rej := p.checkHub(h.name, *h.v)
+		if rej != nil {
+			return req, rej
+		}
+		*h.v = host
 	}
-	if c := req.CertificatePEM; c != "" && !strings.Contains(c, "-----BEGIN CERTIFICATE-----") {
-		return req, reject("certificate is not a PEM certificate (no -----BEGIN CERTIFICATE----- block)")
+	if req.Reason != "" {
+		r, rej := cleanReason(req.Reason)
+		if rej != nil {
+			return req, rej
+		}
+		req.Reason = r
+	}
+	if req.CertificatePEM != "" {
+		if _, rej := checkCertificate(req.CertificatePEM, req.RegistrationID, !req.Intent.GroupWide()); rej != nil {
+			return req, rej
+		}
 	}
 	return req, nil
-}
-
-// checkID refuses ids that no DPS registration or IoT Hub device can have, before they reach
-// a URL or a journal key.
-func checkID(field, id string) *Rejection {
-	if len(id) > 128 {
-		return reject("%s is %d characters long; at most 128 are allowed", field, len(id))
-	}
-	for _, r := range id {
-		if r < 0x20 || r == 0x7f || r == '/' || r == '\\' {
-			return reject("%s %q contains %q, which no registration or device id may contain", field, id, r)
-		}
-	}
-	return nil
 }
 
 func containsFold(list []string, s string) bool {

@@ -25,7 +25,9 @@ type httpRequest struct {
 	Method string             `json:"Method"`
 	Query  map[string]flexStr `json:"Query"`
 	Params map[string]flexStr `json:"Params"`
-	Body   json.RawMessage    `json:"Body"`
+	// Headers map names to arrays of values (a plain string is taken too).
+	Headers map[string]flexStrs `json:"Headers"`
+	Body    json.RawMessage     `json:"Body"`
 }
 
 // flexStr is a string value that may arrive double-encoded or as another JSON scalar.
@@ -129,8 +131,16 @@ func (h *Handler) operations(ctx context.Context, c *call) error {
 			c.respond(http.StatusBadRequest, apiError{"ask for GET deprovision/operations/{id} (or ?operation=ID) or GET deprovision/devices/{registrationId} (or ?device=ID)"})
 		}
 	case http.MethodPost:
+		if kind == "cleanup" {
+			h.postCleanup(ctx, c, id, r.body())
+			return nil
+		}
+		if kind == "approvals" || kind == "denials" {
+			h.approve(ctx, c, &r, id, kind == "denials")
+			return nil
+		}
 		if kind != "" && kind != "requests" {
-			c.respond(http.StatusNotFound, apiError{fmt.Sprintf("POST goes to deprovision/requests, not deprovision/%s", kind)})
+			c.respond(http.StatusNotFound, apiError{fmt.Sprintf("POST goes to deprovision/requests, deprovision/approvals/{operationId} or deprovision/denials/{operationId}, not deprovision/%s", kind)})
 			return nil
 		}
 		h.postRequest(ctx, c, r.body())
@@ -282,6 +292,15 @@ func (h *Handler) postRequest(ctx context.Context, c *call, body []byte) {
 	}
 	dry := f.DryRun == nil || *f.DryRun
 	req, rej := h.o.Policy.build(req, f, dry, now)
+	// An `id` reused with other content is a conflict, as for events (see checkReplay).
+	r, conflict, err := h.checkReplay(ctx, req)
+	if err != nil {
+		c.respondError("request "+req.EventID, err)
+		return
+	}
+	if conflict != "" {
+		req, rej = r, &Rejection{Reason: conflict}
+	}
 	var op *deprovision.Operation
 	if rej != nil {
 		op, err = h.o.Engine.Reject(ctx, req, rej.Reason)

@@ -58,13 +58,17 @@ func decodeQueueMessage(inv *invocation) (QueueMessage, error) {
 		}
 		m.DequeueCount = n
 	}
-	for name, dst := range map[string]*time.Time{"InsertionTime": &m.InsertionTime, "ExpirationTime": &m.ExpirationTime, "NextVisibleTime": &m.NextVisibleTime} {
-		if s, ok := inv.meta(name); ok && s != "" {
+	// In a fixed order, so that the same bad message always gets the same error.
+	for _, f := range []struct {
+		name string
+		dst  *time.Time
+	}{{"InsertionTime", &m.InsertionTime}, {"ExpirationTime", &m.ExpirationTime}, {"NextVisibleTime", &m.NextVisibleTime}} {
+		if s, ok := inv.meta(f.name); ok && s != "" {
 			t, err := hostTime(s)
 			if err != nil {
-				return m, fmt.Errorf("metadata %s: %w", name, err)
+				return m, fmt.Errorf("metadata %s: %w", f.name, err)
 			}
-			*dst = t
+			*f.dst = t
 		}
 	}
 	return m, nil

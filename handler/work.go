@@ -16,32 +16,32 @@ import (
 // GroupWorkQueue is the Storage queue the GroupWork function reads (GroupWork/function.json).
 const GroupWorkQueue = "deprovision-group-work"
 
+// DefaultMaxDequeueCount is the queue extension's default maxDequeueCount (host.json
+// extensions.queues.maxDequeueCount): the deliveries of a message before it is poisoned.
+const DefaultMaxDequeueCount = 5
+
 // GroupWorkItem is one message of group work: a batch of members of a group-wide operation,
-// all in one hub, to which one hub action applies.
-type GroupWorkItem struct {
-	OperationID  string             `json:"operationId"`
-	Hub          string             `json:"hub"`
-	Action       deprovision.Action `json:"action"`
-	StatusReason string             `json:"statusReason,omitempty"`
-	Members      []GroupWorkMember  `json:"members"`
-}
+// all in one hub, to which one hub action applies. The fan-out enqueues it as JSON, base64
+// encoded (host.json messageEncoding).
+type GroupWorkItem = deprovision.WorkBatch
 
 // GroupWorkMember is one device of a batch.
-type GroupWorkMember struct {
-	RegistrationID string `json:"registrationId"`
-	DeviceID       string `json:"deviceId,omitempty"`
-}
+type GroupWorkMember = deprovision.WorkMember
 
-// MemberApplier is the engine's entry for a batch of group members; *deprovision.Engine
+// BatchApplier is the engine's entry for a batch of group members; *deprovision.Engine
 // satisfies it.
-type MemberApplier interface {
-	ApplyMembers(ctx context.Context, opID, hub string, members []deprovision.Registration, action deprovision.Action, statusReason string) (deprovision.MemberResult, error)
+type BatchApplier interface {
+	ApplyBatch(ctx context.Context, b *deprovision.WorkBatch, o deprovision.BatchOptions) (deprovision.MemberResult, error)
 }
 
 // EngineGroupWorker applies group work messages through the engine.
 type EngineGroupWorker struct {
-	Engine MemberApplier
+	Engine BatchApplier
 	Logger *slog.Logger
+	// MaxDequeueCount must be host.json's extensions.queues.maxDequeueCount (default
+	// [DefaultMaxDequeueCount]): on that delivery a batch that still fails is journaled as
+	// failed members before the host moves the message to the poison queue.
+	MaxDequeueCount int64
 }
 
 // Apply implements GroupWorker. A message that is not a GroupWorkItem is a permanent failure.
@@ -55,16 +55,17 @@ func (w *EngineGroupWorker) Apply(ctx context.Context, msg QueueMessage) error {
 	if item.OperationID == "" || item.Hub == "" || len(item.Members) == 0 {
 		return fmt.Errorf("message %s lacks operationId, hub or members", msg.ID)
 	}
-	regs := make([]deprovision.Registration, len(item.Members))
-	for i, m := range item.Members {
-		regs[i] = deprovision.Registration{RegistrationID: m.RegistrationID, DeviceID: m.DeviceID, AssignedHub: item.Hub}
+	maxDequeue := w.MaxDequeueCount
+	if maxDequeue <= 0 {
+		maxDequeue = DefaultMaxDequeueCount
 	}
-	res, err := w.Engine.ApplyMembers(ctx, item.OperationID, item.Hub, regs, item.Action, item.StatusReason)
+	res, err := w.Engine.ApplyBatch(ctx, &item, deprovision.BatchOptions{LastTry: msg.DequeueCount >= maxDequeue})
 	if err != nil {
 		return err
 	}
 	if w.Logger != nil {
-		w.Logger.InfoContext(ctx, "group work applied", "operation", item.OperationID, "hub", item.Hub, "done", res.Done, "failed", res.Failed)
+		w.Logger.InfoContext(ctx, "group work applied", "operation", item.OperationID, "hub", item.Hub,
+			"batch", item.Seq, "done", res.Done, "failed", res.Failed)
 	}
 	return nil
 }

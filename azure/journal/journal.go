@@ -439,13 +439,7 @@ func (j *Journal) GetDevice(ctx context.Context, rid string) (*deprovision.Devic
 	if err != nil {
 		return nil, err
 	}
-	return &deprovision.DeviceState{
-		RegistrationID: rid, DeviceID: e.str("DeviceID"), Hub: e.str("Hub"),
-		Intent: deprovision.Intent(e.str("Intent")), OperationID: e.str("OperationID"), EventTime: e.time("EventTime"),
-		BlockingEnrollment: e.bool("BlockingEnrollment"), GroupMember: e.bool("GroupMember"), HubAction: e.str("HubAction"),
-		EnrollmentAction: e.str("EnrollmentAction"), PendingOperation: e.str("PendingOperation"),
-		Updated: e.time("Updated"), ETag: string(resp.ETag),
-	}, nil
+	return deviceFrom(rid, e, string(resp.ETag)), nil
 }
 
 // PutDevice creates (ETag "") or replaces (ETag matching) a device row, and sets ds.ETag.

@@ -118,6 +118,11 @@ type stack struct {
 	// queueVisibility, if set, replaces host.json's extensions.queues.visibilityTimeout in the
 	// staged app (tests use it to reach the poison queue without waiting 30 s per retry).
 	queueVisibility string
+	// hubs, emuArgs and settings, if set, replace the emulator's two hubs, add emulator flags
+	// and add or override handler settings (the benchmark: four throttled hubs).
+	hubs     string
+	emuArgs  []string
+	settings map[string]string
 }
 
 // devhostInfo is the part of cmd/devhost's ready line and info file the demo reads.
@@ -233,8 +238,12 @@ func (s *stack) up(ctx context.Context, root string) error {
 
 	// The emulator: DPS and two hubs.
 	emuLog := filepath.Join(s.dir, "emulator.log")
+	hubs := s.hubs
+	if hubs == "" {
+		hubs = "hub1,hub2"
+	}
 	emu, out, err := start("iotemulator", emuLog, nil, filepath.Join(s.bin, "iotemulator"),
-		"-hubs", "hub1,hub2", "-cert-dir", filepath.Join(s.dir, "emulator"), "-log", "warn")
+		append([]string{"-hubs", hubs, "-cert-dir", filepath.Join(s.dir, "emulator"), "-log", "warn"}, s.emuArgs...)...)
 	if err != nil {
 		return err
 	}
@@ -268,6 +277,9 @@ func (s *stack) up(ctx context.Context, root string) error {
 	}
 	for i, h := range s.emu.Hubs {
 		settings[config.SettingHubConnection+strconv.Itoa(i)] = h.ConnectionString
+	}
+	for k, v := range s.settings {
+		settings[k] = v
 	}
 	addr, err := freePort()
 	if err != nil {

@@ -1,0 +1,129 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+
+	"dpsdeprov/azure/adapter"
+	"dpsdeprov/azure/dps"
+	"dpsdeprov/azure/iothub"
+	"dpsdeprov/azure/loopback"
+	"dpsdeprov/deprovision"
+	"dpsdeprov/deprovision/fake"
+	"dpsdeprov/emulator"
+	"dpsdeprov/internal/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// applyAtOnce is a work queue that applies each batch as it is enqueued, so that a group
+// operation ends within Submit (the Storage queue is tested in azure/workqueue and cmd/demo).
+type applyAtOnce struct{ e *deprovision.Engine }
+
+func (q *applyAtOnce) Enqueue(ctx context.Context, b *deprovision.WorkBatch) error {
+	_, err := q.e.ApplyBatch(ctx, b, deprovision.BatchOptions{})
+	return err
+}
+
+// TestRegistryOperationsPerDevice counts, with the emulator's statistics, the identity-registry
+// operations each path charges a hub per device (docs/scale.md lists them next to the
+// minimum each intent needs). The group paths must cost exactly one per member: one item of
+// a bulk call.
+func TestRegistryOperationsPerDevice(t *testing.T) {
+	em := testenv.StartEmulator(t, emulator.Options{Hubs: []string{"hub1", "hub2"}})
+	info := em.Info()
+	ca, err := os.ReadFile(info.CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := loopback.NewClient(info.Addr, ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	co := azcore.ClientOptions{Transport: tr, Retry: policy.RetryOptions{MaxRetries: -1}}
+	dc, err := dps.NewClientFromConnectionString(info.DPS.ConnectionString, &dps.ClientOptions{ClientOptions: co})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hubCs := map[string]*iothub.Client{}
+	for _, h := range info.Hubs {
+		c, err := iothub.NewClientFromConnectionString(h.ConnectionString, &iothub.ClientOptions{ClientOptions: co})
+		if err != nil {
+			t.Fatal(err)
+		}
+		hubCs[h.Host] = c
+	}
+	da := adapter.NewDPS(dc)
+	q := &applyAtOnce{}
+	e := deprovision.NewEngine(deprovision.Deps{Enrollments: da, Registrations: da, Devices: adapter.NewHubs(hubCs),
+		Journal: fake.NewJournal(), Logger: slog.New(slog.DiscardHandler), Work: q}, deprovision.Config{GroupPageSize: 1000})
+	q.e = e
+	ctx := context.Background()
+
+	const members = 400
+	seed := func(prefix string) emulator.SeededGroup {
+		res, err := em.Seed(emulator.SeedSpec{Prefix: prefix, Groups: 1, Registrations: members})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Groups[0]
+	}
+	ops := func() int64 {
+		var n int64
+		for _, h := range em.Stats().Hubs {
+			n += h.RegistryOps
+		}
+		return n
+	}
+	type path struct {
+		name    string
+		req     deprovision.Request
+		devices int
+	}
+	grp := seed("grp")
+	ret := seed("ret")
+	single := seed("one")
+	id := func(g emulator.SeededGroup, i int) string { return fmt.Sprintf("%s-d%d", g.ID, i) }
+	paths := []path{
+		{"group compromised (bulk update, disabled)", deprovision.Request{Intent: deprovision.IntentGroupCompromised, EnrollmentGroupID: grp.ID}, members},
+		{"group retired (bulk delete)", deprovision.Request{Intent: deprovision.IntentGroupRetired, EnrollmentGroupID: ret.ID}, members},
+		{"member compromised (disable)", deprovision.Request{Intent: deprovision.IntentCompromised, RegistrationID: id(single, 1)}, 1},
+		{"member lost (disable)", deprovision.Request{Intent: deprovision.IntentLost, RegistrationID: id(single, 2)}, 1},
+		{"member sold (delete)", deprovision.Request{Intent: deprovision.IntentSold, RegistrationID: id(single, 3)}, 1},
+	}
+	got := map[string]float64{}
+	var table strings.Builder
+	for i, p := range paths {
+		p.req.EventID, p.req.Source, p.req.EventTime = fmt.Sprintf("ops-%d", i), "/security", time.Now()
+		em.ResetStats()
+		op, err := e.Submit(ctx, p.req)
+		if err != nil {
+			t.Fatalf("%s: %v", p.name, err)
+		}
+		if op.Status != deprovision.StatusSucceeded {
+			t.Fatalf("%s: %s (%s)", p.name, op.Status, op.Reason)
+		}
+		per := float64(ops()) / float64(p.devices)
+		got[p.name] = per
+		fmt.Fprintf(&table, "| %s | %.2f |\n", p.name, per)
+	}
+	t.Logf("hub registry operations per device:\n%s", table.String())
+	for _, name := range []string{paths[0].name, paths[1].name} {
+		if got[name] != 1 {
+			t.Errorf("%s costs %.2f registry operations per member, want 1 (one bulk item)", name, got[name])
+		}
+	}
+	for _, p := range paths[2:] {
+		if got[p.name] < 1 {
+			t.Errorf("%s charged no registry operation: the hub identity was not changed", p.name)
+		}
+	}
+}

@@ -1,0 +1,437 @@
+package deprovision
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"math/rand/v2"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// StepGroupBatch is the journal record of one fanned-out batch (not a planned step): its
+// index is batchStepBase + the batch number, its outcome done or failed, its error the
+// members that failed.
+const StepGroupBatch StepKind = "hub.group-batch"
+
+const (
+	// batchStepBase puts batch records after every planned step (plans have a handful).
+	batchStepBase = 1000
+	// unnumberedStepBase is where batches without a number (enqueued by hand) are recorded.
+	unnumberedStepBase = 900000
+	// enqueueParallel bounds the messages of one page enqueued at the same time.
+	enqueueParallel = 8
+	// progressAttempts bounds the re-reads of one ETag-guarded progress update; workers of
+	// one operation update its row concurrently.
+	progressAttempts = 64
+	// maxFailureChars bounds one "deviceId: error" entry of Progress.Failures, so that the
+	// progress (one Table property) stays small.
+	maxFailureChars = 200
+)
+
+// fanOut is the StepGroupMembers step when a [WorkQueue] is configured: it pages the group's
+// registration states from where the operation stopped, splits each page by assigned hub
+// into batches of at most 100 members, enqueues them, and journals the page (continuation,
+// batches enqueued) before reading the next. A crash between the enqueues and the journal
+// write re-reads the same page and enqueues the same batches again under the same numbers,
+// which the workers count once. The step ends when every page is enqueued; the operation
+// stays running until the workers have accounted for every batch (see [Engine.ApplyBatch]).
+func (e *Engine) fanOut(ctx context.Context, op *Operation, st Step) stepResult {
+	gid, action, reason := st.Params[ParamGroupID], Action(st.Params[ParamAction]), st.Params[ParamStatusReason]
+	if action != ActionDisable && action != ActionDelete {
+		return failed(fmt.Errorf("fanning out group %s: the action must be disable or delete, not %q", gid, action))
+	}
+	pr := &op.Progress
+	if pr.Pages > 0 && pr.Continuation == "" {
+		return stepResult{note: fmt.Sprintf("%d members in %d batches enqueued", pr.Total, pr.Batches)}
+	}
+	owner := op.LeaseOwner
+	for page, err := range e.d.Registrations.GroupRegistrations(ctx, gid, pr.Continuation, e.c.GroupPageSize) {
+		if err != nil {
+			return failed(fmt.Errorf("reading registrations of group %s: %w", gid, err))
+		}
+		byHub := map[string][]WorkMember{}
+		unassigned := 0
+		for _, m := range page.Items {
+			if m.AssignedHub == "" {
+				unassigned++ // never assigned: no hub identity to change
+				continue
+			}
+			byHub[m.AssignedHub] = append(byHub[m.AssignedHub], WorkMember{RegistrationID: m.RegistrationID, DeviceID: m.DeviceID})
+		}
+		hubs := make([]string, 0, len(byHub))
+		for h := range byHub {
+			hubs = append(hubs, h)
+		}
+		sort.Strings(hubs) // the batch numbers must not depend on map order
+		var batches []*WorkBatch
+		seq := pr.Batches
+		for _, h := range hubs {
+			ms := byHub[h]
+			for start := 0; start < len(ms); start += maxBulk {
+				seq++
+				batches = append(batches, &WorkBatch{OperationID: op.ID, Hub: h, Action: action, StatusReason: reason,
+					Seq: seq, Members: ms[start:min(start+maxBulk, len(ms))]})
+			}
+		}
+		if err := e.enqueueAll(ctx, batches); err != nil {
+			return failed(fmt.Errorf("operation %s: enqueuing page %d of group %s: %w", op.ID, pr.Pages+1, gid, err))
+		}
+		n, next := len(page.Items), page.Next
+		err := e.updateOperation(ctx, op, owner, func(o *Operation) bool {
+			p := &o.Progress
+			p.Total += n
+			p.Done += unassigned
+			p.Pages++
+			p.Continuation = next
+			p.Batches = seq
+			return true
+		})
+		if err != nil {
+			return failed(err)
+		}
+		if next == "" {
+			break
+		}
+	}
+	return stepResult{changed: true, note: fmt.Sprintf("%d members in %d batches enqueued", pr.Total, pr.Batches)}
+}
+
+// enqueueAll enqueues batches a few at a time; the first error stops it.
+func (e *Engine) enqueueAll(ctx context.Context, batches []*WorkBatch) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+		sem   = make(chan struct{}, enqueueParallel)
+	)
+	for _, b := range batches {
+		sem <- struct{}{}
+		mu.Lock()
+		stop := first != nil
+		mu.Unlock()
+		if stop {
+			<-sem
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if err := e.d.Work.Enqueue(ctx, b); err != nil {
+				mu.Lock()
+				if first == nil {
+					first = fmt.Errorf("batch %d (%s, %d members): %w", b.Seq, b.Hub, len(b.Members), err)
+					cancel()
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return first
+}
+
+// updateOperation applies change to op and writes it with op's ETag; when another writer got
+// there first (412) it reads the operation again and applies change to that, so concurrent
+// changes merge instead of overwriting each other. change returns false when there is nothing
+// to write. owner, when not empty, is the lease the caller holds: if another delivery took
+// the operation over, the update stops with a transient [ErrBusy]; the holder's updates renew
+// the lease. A worker (owner "") never renews it: a crashed fan-out's lease must run out.
+func (e *Engine) updateOperation(ctx context.Context, op *Operation, owner string, change func(*Operation) bool) error {
+	for attempt := 1; ; attempt++ {
+		if !change(op) {
+			return nil
+		}
+		now := e.d.Clock.Now()
+		op.Updated = now
+		if owner != "" && op.LeaseOwner == owner && !op.Status.Terminal() {
+			op.LeaseUntil = now.Add(e.c.LeaseDuration) // only the lease holder renews it
+		}
+		err := e.d.Journal.UpdateOperation(ctx, op)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, ErrPreconditionFailed) {
+			return asTransient(fmt.Errorf("journaling operation %s: %w", op.ID, err))
+		}
+		if attempt >= progressAttempts {
+			return Transient(fmt.Errorf("operation %s kept changing under %d updates: %w", op.ID, attempt, ErrBusy))
+		}
+		fresh, err := e.d.Journal.GetOperation(ctx, op.ID)
+		if err != nil {
+			return asTransient(fmt.Errorf("reading operation %s again: %w", op.ID, err))
+		}
+		if owner != "" && fresh.LeaseOwner != owner {
+			return Transient(fmt.Errorf("operation %s: lease lost to another delivery: %w", op.ID, ErrBusy))
+		}
+		*op = *fresh
+		// Writers that lost a race spread out, so that they do not collide again at once.
+		time.Sleep(time.Duration(rand.IntN(5*min(attempt, 10))+1) * time.Millisecond)
+	}
+}
+
+// saveOverWorkers writes op after a 412 on a fanned-out operation: the other writer may be a
+// group worker counting its batch, which changes only the progress. op is written as it is,
+// with the stored progress, as long as the stored lease is still op's. (A terminal write,
+// whose lease is already cleared, cannot prove that and fails as before.)
+func (e *Engine) saveOverWorkers(ctx context.Context, op *Operation) error {
+	lost := Transient(fmt.Errorf("operation %s: lease lost to another delivery: %w", op.ID, ErrBusy))
+	if op.LeaseOwner == "" {
+		return lost
+	}
+	fresh, err := e.d.Journal.GetOperation(ctx, op.ID)
+	if err != nil {
+		return asTransient(fmt.Errorf("reading operation %s again: %w", op.ID, err))
+	}
+	if fresh.LeaseOwner != op.LeaseOwner {
+		return lost
+	}
+	mine := *op
+	*op = *fresh
+	return e.updateOperation(ctx, op, mine.LeaseOwner, func(o *Operation) bool {
+		progress, etag := o.Progress, o.ETag
+		*o = mine
+		o.Progress, o.ETag = progress, etag
+		return true
+	})
+}
+
+// awaitBatches ends the invocation of a fanned-out operation: every page is enqueued and the
+// plan's steps are done. It marks the fan-out complete and gives the lease back; if the
+// workers have already accounted for every batch, the operation ends here, otherwise the last
+// worker ends it. Both decide on the same ETag-guarded row, so exactly one of them does.
+func (e *Engine) awaitBatches(ctx context.Context, op *Operation) (*Operation, error) {
+	ended := false
+	err := e.updateOperation(ctx, op, op.LeaseOwner, func(o *Operation) bool {
+		if o.Status.Terminal() {
+			return false
+		}
+		o.Progress.FannedOut = true
+		o.LeaseOwner, o.LeaseUntil = "", time.Time{}
+		ended = endIfAccounted(o)
+		return true
+	})
+	if err != nil {
+		e.release(ctx, op)
+		return op, err
+	}
+	if ended {
+		e.ended(ctx, op)
+		return op, nil
+	}
+	e.log.InfoContext(ctx, "group fanned out; workers apply the batches", "operation", op.ID,
+		"members", op.Progress.Total, "batches", op.Progress.Batches, "accounted", op.Progress.BatchesDone)
+	return op, nil
+}
+
+// endIfAccounted makes o terminal when its fan-out is complete and every batch is accounted
+// for; it reports whether it did.
+func endIfAccounted(o *Operation) bool {
+	p := &o.Progress
+	if o.Status.Terminal() || !p.FannedOut || p.BatchesDone < p.Batches {
+		return false
+	}
+	o.LeaseOwner, o.LeaseUntil = "", time.Time{}
+	if p.Failed > 0 {
+		o.Status = StatusFailed
+		o.Reason = fmt.Sprintf("%d of %d members failed (first: %s)", p.Failed, p.Total, strings.Join(p.Failures, "; "))
+	} else {
+		o.Status, o.Reason = StatusSucceeded, ""
+	}
+	return true
+}
+
+func (e *Engine) ended(ctx context.Context, op *Operation) {
+	e.log.InfoContext(ctx, "operation ended", "operation", op.ID, "intent", op.Request.Intent,
+		"status", op.Status, "reason", op.Reason, "members", op.Progress.Total, "done", op.Progress.Done, "failed", op.Progress.Failed)
+	e.notify(ctx, op)
+}
+
+// BatchOptions tune [Engine.ApplyBatch].
+type BatchOptions struct {
+	// LastTry says the queue will not deliver the batch again (its dequeue count reached the
+	// queue's maxDequeueCount): a failure is then journaled as failed members, so that the
+	// batch ends in the journal and not only in the poison queue.
+	LastTry bool
+}
+
+// ApplyBatch applies one fanned-out batch (the GroupWork function's work): one bulk call for
+// its members (through whatever rate limit wraps the Devices port), a journal record of the
+// batch, and the batch's counts added to its operation. A batch the operation has already
+// counted is not applied again. The last batch to be counted ends the operation.
+//
+// An error means "deliver the batch again": the members' outcome is not journaled yet. On
+// the last try, or when the failure is permanent, the members are journaled as failed and
+// counted (the error is still returned on the last try, so that the message goes on to the
+// poison queue for an operator). A member's own failure is not an error: it is counted and
+// listed in the operation's progress.
+func (e *Engine) ApplyBatch(ctx context.Context, b *WorkBatch, o BatchOptions) (MemberResult, error) {
+	var res MemberResult
+	if b.OperationID == "" || b.Hub == "" || len(b.Members) == 0 {
+		return res, errors.New("group work batch lacks operationId, hub or members")
+	}
+	if len(b.Members) > maxBulk {
+		return res, fmt.Errorf("group work batch %d of %s has %d members; at most %d fit one bulk call", b.Seq, b.OperationID, len(b.Members), maxBulk)
+	}
+	op, err := e.d.Journal.GetOperation(ctx, b.OperationID)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		// Only the app writes the queue; a batch whose operation is gone (an operator's hand-made
+		// message, a journal reset) is still applied and journaled under the id it names.
+		e.log.WarnContext(ctx, "group work batch for an operation not in the journal", "operation", b.OperationID, "batch", b.Seq)
+		op = &Operation{ID: b.OperationID}
+		unnumbered := *b
+		unnumbered.Seq = 0 // nothing to count it in
+		b = &unnumbered
+	case err != nil:
+		return res, asTransient(fmt.Errorf("reading operation %s: %w", b.OperationID, err))
+	}
+	if b.Seq > 0 && hasBit(op.Progress.Applied, b.Seq) {
+		e.log.InfoContext(ctx, "group work batch already counted", "operation", b.OperationID, "batch", b.Seq)
+		return res, nil
+	}
+	regs := make([]Registration, len(b.Members))
+	for i, m := range b.Members {
+		regs[i] = Registration{RegistrationID: m.RegistrationID, DeviceID: m.DeviceID, AssignedHub: b.Hub}
+	}
+	start := e.d.Clock.Now()
+	res, applyErr := e.ApplyMembers(ctx, b.OperationID, b.Hub, regs, b.Action, b.StatusReason)
+	if applyErr != nil {
+		if retryable(applyErr) && !o.LastTry {
+			return res, applyErr
+		}
+		// Given up: every member not known to be done is failed, with the batch's error.
+		res = MemberResult{}
+		for _, m := range regs {
+			res.fail(memberID(m), applyErr)
+		}
+	}
+	if err := e.recordBatch(ctx, b, res, applyErr, start); err != nil {
+		return res, err
+	}
+	if err := e.countBatch(ctx, b, res); err != nil {
+		return res, err
+	}
+	if applyErr != nil && o.LastTry && retryable(applyErr) {
+		return res, fmt.Errorf("operation %s: batch %d %w after the last try, its %d members journaled as failed: %w",
+			b.OperationID, b.Seq, ErrBatchGivenUp, len(b.Members), applyErr)
+	}
+	return res, nil
+}
+
+// ErrBatchGivenUp marks the error of a batch's last try that failed: its members are
+// journaled as failed and counted, and only the message is left (for the poison queue).
+var ErrBatchGivenUp = errors.New("given up")
+
+// SettlePoisoned settles a batch found in the poison queue (a sweeper's work): it is applied
+// once more as a last try, so it ends either applied or journaled as failed members, and
+// counted in its operation either way; a batch already counted is left as it is. A nil error
+// means the message may be deleted. It covers a handler that died during the last delivery,
+// before it could journal the batch.
+func (e *Engine) SettlePoisoned(ctx context.Context, b *WorkBatch) error {
+	_, err := e.ApplyBatch(ctx, b, BatchOptions{LastTry: true})
+	if errors.Is(err, ErrBatchGivenUp) {
+		return nil
+	}
+	return err
+}
+
+// recordBatch journals a batch as one step record.
+func (e *Engine) recordBatch(ctx context.Context, b *WorkBatch, res MemberResult, applyErr error, start time.Time) error {
+	end := e.d.Clock.Now()
+	idx := batchStepBase + b.Seq
+	if b.Seq <= 0 {
+		h := fnv.New32a()
+		for _, m := range b.Members {
+			h.Write([]byte(m.RegistrationID + "\x00"))
+		}
+		idx = unnumberedStepBase + int(h.Sum32()%90000)
+	}
+	rec := StepRecord{OperationID: b.OperationID, Index: idx, Kind: StepGroupBatch,
+		Target: fmt.Sprintf("hubs/%s/batches/%d", b.Hub, b.Seq), Outcome: StepDone,
+		Error: fmt.Sprintf("%s: %d members, %d done, %d failed", b.Action, len(b.Members), res.Done, res.Failed),
+		Time:  end, Duration: end.Sub(start)}
+	if res.Failed > 0 {
+		rec.Outcome = StepFailed
+		rec.Error += ": " + strings.Join(res.Failures, "; ")
+		if applyErr != nil {
+			rec.HTTPStatus, rec.ErrorCode = ServiceStatus(applyErr)
+		}
+	}
+	if err := e.d.Journal.RecordStep(context.WithoutCancel(ctx), rec); err != nil {
+		return asTransient(fmt.Errorf("journaling batch %d of %s: %w", b.Seq, b.OperationID, err))
+	}
+	return nil
+}
+
+// countBatch adds a numbered batch's counts to its operation, once, and ends the operation
+// when it was the last batch of a complete fan-out.
+func (e *Engine) countBatch(ctx context.Context, b *WorkBatch, res MemberResult) error {
+	if b.Seq <= 0 {
+		return nil
+	}
+	op, err := e.d.Journal.GetOperation(ctx, b.OperationID)
+	if err != nil {
+		return asTransient(fmt.Errorf("reading operation %s: %w", b.OperationID, err))
+	}
+	ended := false
+	err = e.updateOperation(context.WithoutCancel(ctx), op, "", func(o *Operation) bool {
+		applied, ok := setBit(o.Progress.Applied, b.Seq)
+		if !ok {
+			return false // counted by an earlier delivery
+		}
+		p := &o.Progress
+		p.Applied = applied
+		p.BatchesDone++
+		p.Done += res.Done
+		p.Failed += res.Failed
+		for _, f := range res.Failures {
+			if len(p.Failures) < maxFailures {
+				p.Failures = append(p.Failures, truncateRunes(f, maxFailureChars))
+			}
+		}
+		ended = endIfAccounted(o)
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	if ended {
+		e.ended(ctx, op)
+	}
+	return nil
+}
+
+// hasBit reports whether batch seq (from 1) is in the base64 bitmap.
+func hasBit(bitmap string, seq int) bool {
+	b, err := base64.RawStdEncoding.DecodeString(bitmap)
+	i := seq - 1
+	return err == nil && i >= 0 && i/8 < len(b) && b[i/8]&(1<<(i%8)) != 0
+}
+
+// setBit adds batch seq to the bitmap; ok is false when it was already there.
+func setBit(bitmap string, seq int) (string, bool) {
+	b, _ := base64.RawStdEncoding.DecodeString(bitmap)
+	i := seq - 1
+	if i/8 >= len(b) {
+		b = append(b, make([]byte, i/8+1-len(b))...)
+	}
+	if b[i/8]&(1<<(i%8)) != 0 {
+		return bitmap, false
+	}
+	b[i/8] |= 1 << (i % 8)
+	return base64.RawStdEncoding.EncodeToString(b), true
+}
+
+func truncateRunes(s string, n int) string {
+	if r := []rune(s); len(r) > n {
+		return string(r[:n-1]) + "…"
+	}
+	return s
+}

@@ -1,0 +1,59 @@
+package handler
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"dpsdeprov/deprovision"
+)
+
+type recordingApplier struct {
+	got  []deprovision.WorkBatch
+	opts []deprovision.BatchOptions
+	err  error
+}
+
+func (r *recordingApplier) ApplyBatch(_ context.Context, b *deprovision.WorkBatch, o deprovision.BatchOptions) (deprovision.MemberResult, error) {
+	r.got = append(r.got, *b)
+	r.opts = append(r.opts, o)
+	return deprovision.MemberResult{Done: len(b.Members)}, r.err
+}
+
+// The group worker hands the engine the batch as enqueued, and says when the queue will not
+// deliver it again (the dequeue count at host.json's maxDequeueCount), so that the engine can
+// journal a failing batch before it is poisoned.
+func TestGroupWorkerPassesTheBatchAndTheLastTry(t *testing.T) {
+	body := `{"operationId":"op-1","hub":"hub1.azure-devices.net","action":"disable","batch":3,"statusReason":"r",
+		"members":[{"registrationId":"a","deviceId":"A"},{"registrationId":"b"}]}`
+	for _, c := range []struct {
+		max, dequeue int64
+		last         bool
+	}{{0, 1, false}, {0, 4, false}, {0, 5, true}, {8, 5, false}, {8, 8, true}, {2, 3, true}} {
+		r := &recordingApplier{}
+		w := &EngineGroupWorker{Engine: r, MaxDequeueCount: c.max}
+		if err := w.Apply(context.Background(), QueueMessage{Body: []byte(body), ID: "m1", DequeueCount: c.dequeue}); err != nil {
+			t.Fatal(err)
+		}
+		if len(r.got) != 1 || r.opts[0].LastTry != c.last {
+			t.Fatalf("max %d, dequeue %d: last try %v, want %v", c.max, c.dequeue, r.opts[0].LastTry, c.last)
+		}
+		b := r.got[0]
+		if b.OperationID != "op-1" || b.Seq != 3 || b.Action != deprovision.ActionDisable || len(b.Members) != 2 || b.Members[0].DeviceID != "A" {
+			t.Fatalf("batch %+v", b)
+		}
+	}
+	r := &recordingApplier{err: deprovision.Transient(errors.New("503"))}
+	w := &EngineGroupWorker{Engine: r}
+	if err := w.Apply(context.Background(), QueueMessage{Body: []byte(body), ID: "m1", DequeueCount: 1}); !deprovision.IsTransient(err) {
+		t.Fatalf("a failing batch: %v, want the engine's transient error", err)
+	}
+	for _, bad := range []string{`{"operationId":"op-1","hub":"h","action":"disable","members":[],"batch":1}`,
+		`{"operationId":"op-1","hub":"h","action":"disable","members":[{"registrationId":"a"}],"extra":1}`, `not json`} {
+		err := w.Apply(context.Background(), QueueMessage{Body: []byte(bad), ID: "m2", DequeueCount: 1})
+		if err == nil || !strings.Contains(err.Error(), "m2") {
+			t.Errorf("message %s: %v, want an error naming the message", bad, err)
+		}
+	}
+}
