@@ -56,8 +56,8 @@ func limitHubs(ctx context.Context, cfg *config.Config, tables *aztables.Service
 	return ratelimit.NewDevices(hubs, lim, nil), nil
 }
 
-// workQueue opens (creating it if needed) the queue the GroupWork function reads.
-func workQueue(ctx context.Context, cfg *config.Config, creds *credentials) (*workqueue.Queue, error) {
+// queueService is the Queue Storage client of the app's storage account.
+func queueService(cfg *config.Config, creds *credentials) (*azqueue.ServiceClient, error) {
 	var svc *azqueue.ServiceClient
 	var err error
 	if cs := cfg.Storage.ConnectionString; cs != "" {
@@ -71,6 +71,15 @@ func workQueue(ctx context.Context, cfg *config.Config, creds *credentials) (*wo
 	}
 	if err != nil {
 		return nil, fmt.Errorf("Queue Storage client (%s): %w", config.SettingStorage, err)
+	}
+	return svc, nil
+}
+
+// workQueue opens (creating it if needed) the queue the GroupWork function reads.
+func workQueue(ctx context.Context, cfg *config.Config, creds *credentials) (*workqueue.Queue, error) {
+	svc, err := queueService(cfg, creds)
+	if err != nil {
+		return nil, err
 	}
 	qctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()

@@ -1,14 +1,15 @@
 // Package cleanup is the scheduled cleanup the Cleanup timer runs: passes that resume
-// operations left half done, escalate lost or stolen devices past their grace period, find
-// devices and enrollments re-enabled behind this system's back (drift), retire devices not seen
-// for a long time, and delete registration records orphaned by deleted enrollment groups.
+// operations left half done, settle group work left in the poison queue, escalate lost or
+// stolen devices past their grace period, find devices and enrollments re-enabled behind this
+// system's back (drift), retire devices not seen for a long time, and delete registration
+// records orphaned by deleted enrollment groups.
 //
 // Every pass is bounded by one operations budget per run, shared in a fixed order (resume
 // first, so that finishing what was started comes before anything new); every pass keeps a
-// cursor in the journal, so the next run carries on where the last one stopped; every request
-// a pass makes goes through the engine with a deterministic event id and source "cleanup", so
-// it is journaled like any other operation and a re-run finds it instead of repeating it; and
-// every destructive pass has a dry-run setting. docs/cleanup.md is the user's guide.
+// cursor in the journal (the poison queue is its own), so the next run carries on where the
+// last one stopped; every request a pass makes goes through the engine with a deterministic
+// event id and source "cleanup", so it is journaled like any other operation and a re-run
+// finds it instead of repeating it; and every destructive pass has a dry-run setting. docs/cleanup.md is the user's guide.
 package cleanup
 
 import (
@@ -31,6 +32,7 @@ const Source = "cleanup"
 // Pass names, in the order a run takes them.
 const (
 	PassResume      = "resume"
+	PassPoison      = "poison"
 	PassGrace       = "grace"
 	PassDrift       = "drift"
 	PassDriftGroups = "drift-groups"
@@ -39,7 +41,7 @@ const (
 )
 
 // Passes lists the passes in the order a run takes them.
-var Passes = []string{PassResume, PassGrace, PassDrift, PassDriftGroups, PassStale, PassOrphans}
+var Passes = []string{PassResume, PassPoison, PassGrace, PassDrift, PassDriftGroups, PassStale, PassOrphans}
 
 // Submitter is the engine's entry; *deprovision.Engine satisfies it.
 type Submitter interface {
@@ -51,11 +53,32 @@ type OpenOperations interface {
 	OpenOperations(ctx context.Context, olderThan time.Time) iter.Seq2[*deprovision.Operation, error]
 }
 
-// Deps are the ports the passes work through. Seen and Reporter may be nil (no stale pass,
-// no drift events).
+// PoisonSweeper settles group-work batches that reached the poison queue without being
+// journaled (the handler died during their last delivery): each is applied once more as a
+// last try, so that it ends in the journal as done or failed members and is counted in its
+// operation. The app adapts the group-work queue's poison sweeper to it.
+type PoisonSweeper interface {
+	// Sweep reads at most max messages of the poison queue.
+	Sweep(ctx context.Context, max int) (PoisonSweep, error)
+}
+
+// PoisonSweep counts what one sweep of the poison queue did.
+type PoisonSweep struct {
+	// Settled batches ended in the journal and left the poison queue.
+	Settled int
+	// Kept messages stay for an operator (not a batch, or the batch could not be settled),
+	// hidden for a while so that the next sweep moves on.
+	Kept int
+	// Young messages arrived too recently and were left for a later sweep.
+	Young int
+}
+
+// Deps are the ports the passes work through. Seen, Reporter and Poison may be nil (no stale
+// pass, no drift events, no poison pass).
 type Deps struct {
 	Engine        Submitter
 	Operations    OpenOperations
+	Poison        PoisonSweeper
 	Journal       deprovision.CleanupJournal
 	Seen          deprovision.LastSeenStore
 	Enrollments   deprovision.Enrollments
@@ -71,8 +94,8 @@ type Deps struct {
 // plans without applying until ApplyGrace or ApplyStale says otherwise.
 type Options struct {
 	// Budget bounds the work of one run, shared by the passes in order: one unit per
-	// operation resumed, per device or record checked against DPS or a hub, per request
-	// submitted, per record deleted. Default 100.
+	// operation resumed, per poisoned batch settled or kept, per device or record checked
+	// against DPS or a hub, per request submitted, per record deleted. Default 100.
 	Budget int
 	// ResumeAfter is how long an operation must stand still before it is resumed. Default 10m.
 	ResumeAfter time.Duration
@@ -199,8 +222,11 @@ func (r Report) String() string {
 			continue
 		}
 		s := fmt.Sprintf("%s: checked %d, findings %d, submitted %d, failed %d", p.Pass, p.Checked, p.Findings, p.Submitted, p.Failed)
-		if p.Pass == PassResume {
+		switch p.Pass {
+		case PassResume:
 			s = fmt.Sprintf("%s: resumed %d open operations, %d could not be resumed", p.Pass, p.Submitted, p.Failed)
+		case PassPoison:
+			s = fmt.Sprintf("%s: checked %d poisoned messages, settled %d, kept %d", p.Pass, p.Checked, p.Submitted, p.Failed)
 		}
 		if p.DryRun {
 			s += " (dry run)"
@@ -227,6 +253,9 @@ type run struct {
 
 // left reports whether n more units fit the run's budget and the current pass's share of it.
 func (x *run) left(n int) bool { return x.spent+n <= x.budget && x.spent+n <= x.share }
+
+// room is the units the current pass may still spend.
+func (x *run) room() int { return max(0, min(x.budget, x.share)-x.spent) }
 
 // spend uses n units of the run's budget for pass p.
 func (x *run) spend(p *PassReport, n int) {
@@ -337,6 +366,12 @@ func (x *run) pass(ctx context.Context, name string) (PassReport, error) {
 		p.Skipped = "its cursor cannot be read"
 		return p, err
 	}
+	if name == PassPoison && x.dry != nil && *x.dry {
+		// Settling a batch is applying it: there is nothing to plan, and the poison queue
+		// cannot be listed without taking its messages.
+		p.Skipped = "dry run (poisoned batches are settled by live runs only)"
+		return p, nil
+	}
 	p.Ran = true
 	p.DryRun = x.dry != nil && *x.dry
 	var after string
@@ -344,6 +379,8 @@ func (x *run) pass(ctx context.Context, name string) (PassReport, error) {
 	switch name {
 	case PassResume:
 		after, complete, err = x.resume(ctx, &p, cur.After)
+	case PassPoison:
+		after, complete, err = x.poison(ctx, &p)
 	case PassGrace:
 		p.DryRun = x.dryRun(!x.o.ApplyGrace) && x.o.GraceIntent != ""
 		after, complete, err = x.grace(ctx, &p, cur.After)
@@ -389,6 +426,10 @@ func (x *run) pass(ctx context.Context, name string) (PassReport, error) {
 // off says why a pass does not run with these settings ("" when it runs).
 func (x *run) off(name string) string {
 	switch name {
+	case PassPoison:
+		if x.d.Poison == nil {
+			return "off (no poison queue)"
+		}
 	case PassGrace:
 		if x.o.GraceAfter <= 0 {
 			return "off (no grace period set)"

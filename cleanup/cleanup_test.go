@@ -568,3 +568,129 @@ func TestDriftFindsEnabledMembersOfDisabledGroups(t *testing.T) {
 		t.Fatalf("drift reported during the group's own fan-out: %+v", fs)
 	}
 }
+
+// poisonQueue is a poison queue below the cleanup's own port: each message settles (true) or
+// is kept for an operator (false); both leave the visible queue, as Hold hides a kept one.
+type poisonQueue struct {
+	mu   sync.Mutex
+	msgs []bool
+	asks []int
+}
+
+func (q *poisonQueue) Sweep(_ context.Context, max int) (cleanup.PoisonSweep, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.asks = append(q.asks, max)
+	var res cleanup.PoisonSweep
+	for len(q.msgs) > 0 && res.Settled+res.Kept < max {
+		if q.msgs[0] {
+			res.Settled++
+		} else {
+			res.Kept++
+		}
+		q.msgs = q.msgs[1:]
+	}
+	return res, nil
+}
+
+// The poison pass comes right after resume, takes its even share of the budget like the
+// passes after it, counts settled and kept messages, and only a live run touches the queue.
+func TestPoisonPassSettlesWithinItsShareOfTheBudget(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	q := &poisonQueue{msgs: []bool{true, false, true, true, true}}
+	r, err := cleanup.New(cleanup.Deps{Engine: w.engine, Operations: w.j, Journal: w.hk, Poison: q,
+		Enrollments: w.dps, Registrations: w.dps, Devices: w.hubs, Clock: w.clock}, cleanup.Options{Budget: 8, Hubs: []string{hub1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cleanup.Passes[1] != cleanup.PassPoison {
+		t.Fatalf("passes run in the order %v; poison must follow resume", cleanup.Passes)
+	}
+	// A hand-run dry run (the endpoint's default) leaves the queue alone.
+	dry := true
+	rep, err := r.RunPass(ctx, cleanup.PassPoison, cleanup.Overrides{DryRun: &dry})
+	if err != nil || rep.Passes[0].Ran || len(q.asks) != 0 {
+		t.Fatalf("dry run: %+v %v, sweeper asked %v", rep, err, q.asks)
+	}
+	// Budget 8, nothing to resume, grace and stale off: poison, drift, drift-groups and
+	// orphans share it, 2 units each.
+	rep, err = r.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := passReport(t, rep, cleanup.PassPoison)
+	if !p.Ran || p.Submitted != 1 || p.Failed != 1 || p.Spent != 2 || p.Complete || len(p.Errors) != 1 {
+		t.Fatalf("first run's poison pass: %+v", p)
+	}
+	if len(q.asks) != 1 || q.asks[0] != 2 {
+		t.Fatalf("the sweeper was asked for %v messages, want [2] (its share of the budget)", q.asks)
+	}
+	if !strings.Contains(rep.String(), "poison: checked 2 poisoned messages, settled 1, kept 1") {
+		t.Errorf("summary %q does not say what the poison pass did", rep.String())
+	}
+	for range 2 {
+		if rep, err = r.Run(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p = passReport(t, rep, cleanup.PassPoison)
+	if p.Submitted != 1 || p.Checked != 1 || !p.Complete || len(q.msgs) != 0 {
+		t.Fatalf("third run's poison pass: %+v, %d messages left", p, len(q.msgs))
+	}
+	cur, err := w.hk.GetCursor(ctx, cleanup.PassPoison)
+	if err != nil || cur.Sweeps != 1 {
+		t.Fatalf("poison cursor after the queue was emptied: %+v %v", cur, err)
+	}
+	// Without a poison queue the pass is off, and its share goes to the others.
+	r2 := w.runner(cleanup.Options{Budget: 8})
+	rep, err = r2.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := passReport(t, rep, cleanup.PassPoison); p.Ran || !strings.Contains(p.Skipped, "no poison queue") {
+		t.Fatalf("poison pass without a sweeper: %+v", p)
+	}
+}
+
+// Resume is bounded by the run's budget (the bound the timer's old resumer had as its Max):
+// what it does not reach waits behind its cursor for the next run, and every operation is
+// resumed once.
+func TestResumeIsBoundedByTheBudgetAndCarriesOn(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	ids := []string{"r-1", "r-2", "r-3"}
+	var ops []*deprovision.Operation
+	for _, id := range ids {
+		w.device(id)
+		w.hubs.fail = 1
+		op, err := w.engine.Submit(ctx, deprovision.Request{EventID: "ev-" + id, Source: "urn:test", Intent: deprovision.IntentStolen, RegistrationID: id})
+		if !deprovision.IsTransient(err) || op.Status.Terminal() {
+			t.Fatalf("want the hub failure to leave %s open: %v %+v", id, err, op)
+		}
+		ops = append(ops, op)
+	}
+	w.clock.add(11 * time.Minute)
+	r := w.runner(cleanup.Options{Budget: 2})
+	rep, err := r.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := passReport(t, rep, cleanup.PassResume)
+	if p.Submitted != 2 || p.Spent != 2 || p.Complete || p.Cursor == "" || rep.Spent != 2 {
+		t.Fatalf("first run: resume %+v, run spent %d of 2", p, rep.Spent)
+	}
+	rep, err = r.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := passReport(t, rep, cleanup.PassResume); p.Submitted != 1 || !p.Complete {
+		t.Fatalf("second run: resume %+v", p)
+	}
+	for _, op := range ops {
+		got, _, err := w.engine.Operation(ctx, op.ID)
+		if err != nil || got.Status != deprovision.StatusSucceeded {
+			t.Fatalf("operation %s after two runs: %+v %v", op.ID, got, err)
+		}
+	}
+}

@@ -68,6 +68,29 @@ func (x *run) resume(ctx context.Context, p *PassReport, after string) (string, 
 	return "", true, nil
 }
 
+// poison settles group-work batches left in the poison queue without a journal record, one
+// unit per batch settled or kept (a settled batch is one bulk hub call). It has no cursor: the
+// queue is its own, settled messages leave it and kept ones are hidden from the next sweeps.
+// The sweep is complete when the queue had fewer messages than the pass could take.
+func (x *run) poison(ctx context.Context, p *PassReport) (string, bool, error) {
+	n := x.room()
+	res, err := x.d.Poison.Sweep(ctx, n)
+	p.Checked += res.Settled + res.Kept + res.Young
+	p.Submitted += res.Settled
+	p.Failed += res.Kept
+	x.spend(p, res.Settled+res.Kept)
+	if res.Kept > 0 {
+		p.note(fmt.Errorf("%d poisoned messages could not be settled and stay in the poison queue for an operator", res.Kept))
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("sweeping the poison queue: %w", err)
+	}
+	if res.Settled > 0 || res.Kept > 0 {
+		x.log.InfoContext(ctx, "cleanup swept the poison queue", "run", x.id, "settled", res.Settled, "kept", res.Kept, "young", res.Young)
+	}
+	return "", p.Checked < n, nil
+}
+
 // grace escalates devices this system revoked as lost or stolen longer than GraceAfter ago,
 // to GraceIntent, or only reports them when no intent is set. The cursor is a registration id.
 func (x *run) grace(ctx context.Context, p *PassReport, after string) (string, bool, error) {

@@ -3,12 +3,9 @@ package handler
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"iter"
 	"log/slog"
 	"strings"
-	"time"
 
 	"dpsdeprov/deprovision"
 )
@@ -68,60 +65,4 @@ func (w *EngineGroupWorker) Apply(ctx context.Context, msg QueueMessage) error {
 			"batch", item.Seq, "done", res.Done, "failed", res.Failed)
 	}
 	return nil
-}
-
-// OpenOperations lists operations left unfinished; deprovision.Journal satisfies it.
-type OpenOperations interface {
-	OpenOperations(ctx context.Context, olderThan time.Time) iter.Seq2[*deprovision.Operation, error]
-}
-
-// Resumer is the Cleaner that resumes operations which stopped half way (a crash, or Event
-// Grid giving up): each is submitted again, and the engine carries on at its first unfinished
-// step. Later issues add grace periods, drift and stale-device cleanup.
-type Resumer struct {
-	Journal OpenOperations
-	Engine  Engine
-	Clock   deprovision.Clock
-	// After is how long an operation must have stood still before it is resumed, so that the
-	// timer does not race an invocation still working on it.
-	After time.Duration
-	// Max bounds the operations resumed per run (default 100); the rest wait for the next run.
-	Max int
-}
-
-// Run implements Cleaner.
-func (r *Resumer) Run(ctx context.Context, t TimerInfo) (string, error) {
-	max := r.Max
-	if max <= 0 {
-		max = 100
-	}
-	clock := r.Clock
-	if clock == nil {
-		clock = deprovision.SystemClock{}
-	}
-	var resumed, finished, failed int
-	var errs []error
-	for op, err := range r.Journal.OpenOperations(ctx, clock.Now().Add(-r.After)) {
-		if err != nil {
-			return "", fmt.Errorf("listing open operations: %w", err)
-		}
-		if resumed+failed >= max {
-			break
-		}
-		got, err := r.Engine.Submit(ctx, op.Request)
-		if err != nil {
-			failed++
-			errs = append(errs, fmt.Errorf("resuming %s: %w", op.ID, err))
-			continue
-		}
-		resumed++
-		if got.Status.Terminal() {
-			finished++
-		}
-	}
-	summary := fmt.Sprintf("resumed %d open operations (%d finished), %d could not be resumed", resumed, finished, failed)
-	if len(errs) > 0 && resumed == 0 {
-		return summary, errors.Join(errs...)
-	}
-	return summary, nil
 }

@@ -125,6 +125,11 @@ type stack struct {
 	settings map[string]string
 }
 
+// demoThrottle is each emulated hub's identity-registry budget in the demo, operations a
+// minute: an S3 unit's 5,000 scaled up a little, so the demo's thousand-member group shows the
+// rate limiter at work and still finishes in seconds. The benchmark sets its own.
+const demoThrottle = 6000
+
 // devhostInfo is the part of cmd/devhost's ready line and info file the demo reads.
 type devhostInfo struct {
 	URL          string            `json:"url"`
@@ -243,7 +248,7 @@ func (s *stack) up(ctx context.Context, root string) error {
 		hubs = "hub1,hub2"
 	}
 	emu, out, err := start("iotemulator", emuLog, nil, filepath.Join(s.bin, "iotemulator"),
-		append([]string{"-hubs", hubs, "-cert-dir", filepath.Join(s.dir, "emulator"), "-log", "warn"}, s.emuArgs...)...)
+		append([]string{"-hubs", hubs, "-cert-dir", filepath.Join(s.dir, "emulator"), "-log", "warn", "-throttle", strconv.Itoa(demoThrottle)}, s.emuArgs...)...)
 	if err != nil {
 		return err
 	}
@@ -278,6 +283,10 @@ func (s *stack) up(ctx context.Context, root string) error {
 	for i, h := range s.emu.Hubs {
 		settings[config.SettingHubConnection+strconv.Itoa(i)] = h.ConnectionString
 	}
+	// The handler's per-hub budget matches the emulator's throttle (demoThrottle), as it should
+	// match the hubs' tier in Azure; the default (S1's 100 a minute) would take the demo's
+	// thousand-member group five minutes.
+	settings[config.SettingHubOpsPerMinute] = strconv.Itoa(demoThrottle)
 	for k, v := range s.settings {
 		settings[k] = v
 	}
