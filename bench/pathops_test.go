@@ -36,7 +36,10 @@ func (q *applyAtOnce) Enqueue(ctx context.Context, b *deprovision.WorkBatch) err
 // TestRegistryOperationsPerDevice counts, with the emulator's statistics, the identity-registry
 // operations each path charges a hub per device (docs/scale.md lists them next to the
 // minimum each intent needs). The group paths must cost exactly one per member: one item of
-// a bulk call.
+// a bulk call. A single-device disable must cost 2, the floor for a reversible disable (the
+// read that gives the whole identity and its ETag, then the write carrying it), and a
+// single-device delete 2 (resolution's read, which classifies the device and states what
+// the plan changes, then the DELETE, which needs no read of its own).
 func TestRegistryOperationsPerDevice(t *testing.T) {
 	em := testenv.StartEmulator(t, emulator.Options{Hubs: []string{"hub1", "hub2"}})
 	info := em.Info()
@@ -87,17 +90,18 @@ func TestRegistryOperationsPerDevice(t *testing.T) {
 		name    string
 		req     deprovision.Request
 		devices int
+		want    float64 // registry operations per device
 	}
 	grp := seed("grp")
 	ret := seed("ret")
 	single := seed("one")
 	id := func(g emulator.SeededGroup, i int) string { return fmt.Sprintf("%s-d%d", g.ID, i) }
 	paths := []path{
-		{"group compromised (bulk update, disabled)", deprovision.Request{Intent: deprovision.IntentGroupCompromised, EnrollmentGroupID: grp.ID}, members},
-		{"group retired (bulk delete)", deprovision.Request{Intent: deprovision.IntentGroupRetired, EnrollmentGroupID: ret.ID}, members},
-		{"member compromised (disable)", deprovision.Request{Intent: deprovision.IntentCompromised, RegistrationID: id(single, 1)}, 1},
-		{"member lost (disable)", deprovision.Request{Intent: deprovision.IntentLost, RegistrationID: id(single, 2)}, 1},
-		{"member sold (delete)", deprovision.Request{Intent: deprovision.IntentSold, RegistrationID: id(single, 3)}, 1},
+		{"group compromised (bulk update, disabled)", deprovision.Request{Intent: deprovision.IntentGroupCompromised, EnrollmentGroupID: grp.ID}, members, 1},
+		{"group retired (bulk delete)", deprovision.Request{Intent: deprovision.IntentGroupRetired, EnrollmentGroupID: ret.ID}, members, 1},
+		{"member compromised (disable)", deprovision.Request{Intent: deprovision.IntentCompromised, RegistrationID: id(single, 1)}, 1, 2},
+		{"member lost (disable)", deprovision.Request{Intent: deprovision.IntentLost, RegistrationID: id(single, 2)}, 1, 2},
+		{"member sold (delete)", deprovision.Request{Intent: deprovision.IntentSold, RegistrationID: id(single, 3)}, 1, 2},
 	}
 	got := map[string]float64{}
 	var table strings.Builder
@@ -116,14 +120,9 @@ func TestRegistryOperationsPerDevice(t *testing.T) {
 		fmt.Fprintf(&table, "| %s | %.2f |\n", p.name, per)
 	}
 	t.Logf("hub registry operations per device:\n%s", table.String())
-	for _, name := range []string{paths[0].name, paths[1].name} {
-		if got[name] != 1 {
-			t.Errorf("%s costs %.2f registry operations per member, want 1 (one bulk item)", name, got[name])
-		}
-	}
-	for _, p := range paths[2:] {
-		if got[p.name] < 1 {
-			t.Errorf("%s charged no registry operation: the hub identity was not changed", p.name)
+	for _, p := range paths {
+		if got[p.name] != p.want {
+			t.Errorf("%s costs %.2f registry operations per device, want %.0f", p.name, got[p.name], p.want)
 		}
 	}
 }

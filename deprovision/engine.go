@@ -110,7 +110,9 @@ func asTransient(err error) error {
 // delivery again later"; a refusal is not an error: the operation comes back rejected, with a
 // Reason. A redelivery of the same (Source, EventID) resumes the stored operation at its first
 // unfinished step (or returns it if terminal); a concurrent duplicate that finds a live lease
-// gets a transient [ErrBusy] and runs nothing.
+// gets a transient [ErrBusy] and runs nothing. Another event reusing the (Source, EventID) of
+// a stored operation with different content ([RequestDiff]) runs nothing either: it comes
+// back as its own rejected operation, journaled under a conflict id ([ReplayConflict]).
 func (e *Engine) Submit(ctx context.Context, req Request) (*Operation, error) {
 	if err := req.Validate(); err != nil {
 		r, _ := AsRefusal(err)
@@ -124,7 +126,9 @@ func (e *Engine) Submit(ctx context.Context, req Request) (*Operation, error) {
 }
 
 // Reject journals a request refused before policy (malformed event, unauthorized source) as a
-// terminal, rejected operation. A second delivery returns the stored operation.
+// terminal, rejected operation. A second delivery returns the stored operation; another event
+// reusing the (source, id) of a stored operation is journaled as a conflict (see
+// [ReplayConflict]), its reason followed by reason, and that operation is returned.
 func (e *Engine) Reject(ctx context.Context, req Request, reason string) (*Operation, error) {
 	now := e.d.Clock.Now()
 	if n := len(req.CertificatePEM); n > maxRejectedCertificate {
@@ -134,13 +138,13 @@ func (e *Engine) Reject(ctx context.Context, req Request, reason string) (*Opera
 	}
 	op := &Operation{ID: OperationID(req.Source, req.EventID), Request: req, Status: StatusRejected,
 		Reason: reason, Created: now, Updated: now}
-	stored, created, err := e.d.Journal.CreateOperation(ctx, op)
+	stored, created, conflict, err := e.createOrConflict(ctx, op, reason)
 	if err != nil {
 		// The journal marks what is worth retrying (store unavailable); anything else is kept
 		// as it is, so that the caller does not retry what can never be journaled.
 		return nil, fmt.Errorf("journaling rejected operation %s: %w", op.ID, err)
 	}
-	if !created {
+	if !created || conflict {
 		return stored, nil
 	}
 	e.log.InfoContext(ctx, "operation rejected", "operation", op.ID, "intent", req.Intent, "reason", reason)
@@ -179,17 +183,18 @@ func (e *Engine) DeviceHistory(ctx context.Context, registrationID string) (*Dev
 	return ds, hist, nil
 }
 
-// acquire creates the operation or takes over a stored one whose lease has run out.
+// acquire creates the operation or takes over a stored one whose lease has run out. Another
+// event reusing the operation's (source, id) gets its own rejected operation instead.
 func (e *Engine) acquire(ctx context.Context, req Request) (*Operation, error) {
 	now := e.d.Clock.Now()
 	op := &Operation{ID: OperationID(req.Source, req.EventID), Request: req, Status: StatusRunning,
 		Created: now, Updated: now, LeaseOwner: newOwner(), LeaseUntil: now.Add(e.c.LeaseDuration)}
-	stored, created, err := e.d.Journal.CreateOperation(ctx, op)
+	stored, created, conflict, err := e.createOrConflict(ctx, op, "")
 	if err != nil {
 		return nil, fmt.Errorf("journaling operation %s: %w", op.ID, err)
 	}
-	if created {
-		return stored, nil
+	if created || conflict {
+		return stored, nil // a conflict comes back rejected (terminal): nothing runs
 	}
 	if stored.Status.Terminal() || stored.Status == StatusAwaitingApproval {
 		return stored, nil // waiting on a person, not on a fault: nothing to resume
@@ -259,8 +264,9 @@ func (e *Engine) notify(ctx context.Context, op *Operation) {
 
 // run plans op if it has no plan yet, then applies its unfinished steps.
 func (e *Engine) run(ctx context.Context, op *Operation) (*Operation, error) {
+	var planned *deviceRead
 	if op.Plan == nil {
-		done, err := e.plan(ctx, op)
+		res, done, err := e.plan(ctx, op)
 		if err != nil {
 			if retryable(err) {
 				e.release(ctx, op)
@@ -271,8 +277,11 @@ func (e *Engine) run(ctx context.Context, op *Operation) (*Operation, error) {
 		if done {
 			return op, nil
 		}
+		if res.Device != nil {
+			planned = &deviceRead{hub: res.Hub, id: res.DeviceID, d: res.Device}
+		}
 	}
-	if err := e.execute(ctx, op); err != nil {
+	if err := e.execute(ctx, op, planned); err != nil {
 		if retryable(err) {
 			e.release(ctx, op)
 			e.log.WarnContext(ctx, "operation interrupted; a redelivery resumes it", "operation", op.ID, "err", err)
@@ -293,18 +302,24 @@ func (e *Engine) run(ctx context.Context, op *Operation) (*Operation, error) {
 	return e.finish(ctx, op, StatusSucceeded, "")
 }
 
-// plan resolves and plans op and journals the plan. done is true when op became terminal
-// (rejected, or planned for a dry run).
-func (e *Engine) plan(ctx context.Context, op *Operation) (done bool, err error) {
-	req := op.Request
-	res, err := Resolve(ctx, e.d.Enrollments, e.d.Registrations, e.d.Devices, req)
+// plan resolves and plans op and journals the plan, and returns what resolution read. done is
+// true when op became terminal (rejected, held for approval, or planned for a dry run).
+func (e *Engine) plan(ctx context.Context, op *Operation) (res *Resolved, done bool, err error) {
+	res, err = Resolve(ctx, e.d.Enrollments, e.d.Registrations, e.d.Devices, op.Request)
 	if r, ok := AsRefusal(err); ok {
 		_, err := e.finish(ctx, op, StatusRejected, r.Reason)
-		return true, err
+		return nil, true, err
 	}
 	if err != nil {
-		return false, err
+		return nil, false, err
 	}
+	done, err = e.planResolved(ctx, op, res)
+	return res, done, err
+}
+
+// planResolved is plan after resolution.
+func (e *Engine) planResolved(ctx context.Context, op *Operation, res *Resolved) (done bool, err error) {
+	req := op.Request
 	if req.RegistrationID == "" && res.RegistrationID != "" {
 		op.Request.RegistrationID = res.RegistrationID
 		req = op.Request
@@ -382,8 +397,28 @@ func (e *Engine) checkHubs(r *Resolved, req Request) error {
 	return nil
 }
 
-// execute applies every unfinished step in order, journaling before and after each.
-func (e *Engine) execute(ctx context.Context, op *Operation) error {
+// deviceRead is the hub identity resolution read in this invocation. The device step decides
+// and writes on it instead of reading the identity again (every read is a registry operation
+// charged to the hub's budget); its ETag still guards the write, and a 412 leads to a fresh
+// read and a new decision. A resumed operation has none: its step reads for itself.
+type deviceRead struct {
+	hub, id string
+	d       *Device
+}
+
+// take returns a copy of the read if it is of the device hub/id, once.
+func (r *deviceRead) take(hub, id string) *Device {
+	if r == nil || r.d == nil || !strings.EqualFold(r.hub, hub) || r.id != id {
+		return nil
+	}
+	d := *r.d
+	r.d = nil
+	return &d
+}
+
+// execute applies every unfinished step in order, journaling before and after each. planned,
+// when not nil, is the hub identity read while planning in this invocation.
+func (e *Engine) execute(ctx context.Context, op *Operation, planned *deviceRead) error {
 	recs, err := e.d.Journal.Steps(ctx, op.ID)
 	if err != nil {
 		return asTransient(fmt.Errorf("reading steps of %s: %w", op.ID, err))
@@ -402,7 +437,7 @@ func (e *Engine) execute(ctx context.Context, op *Operation) error {
 		if err := e.d.Journal.RecordStep(ctx, rec); err != nil {
 			return asTransient(fmt.Errorf("journaling start of step %d: %w", i+1, err))
 		}
-		res := e.apply(ctx, op, st)
+		res := e.apply(ctx, op, st, planned)
 		end := e.d.Clock.Now()
 		rec.Duration, rec.Time = end.Sub(start), end
 		rec.HTTPStatus, rec.ErrorCode = res.status, res.code

@@ -108,6 +108,20 @@ type Device struct {
 	// symmetric-key group, "sas". The engine uses it to classify a group member.
 	AuthType string
 	ETag     string
+	// Identity is the whole identity as the Devices implementation read it (for a hub: keys
+	// and thumbprints included), opaque to the engine: PutDevice writes it back with Enabled
+	// and StatusReason changed, so an update of a device just read costs no second read
+	// (see [PutDeviceReads]). It may hold secrets: never log, journal or publish it.
+	Identity any `json:"-"`
+}
+
+// PutDeviceReads reports whether PutDevice(d, etag) must read the identity before writing it
+// (a rate limit counts that read too): an update (etag not "") that is unconditional ("*"),
+// or of a device that does not carry the Identity read with that very etag. An update of a
+// device as GetDevice returned it, with its own ETag, is the write alone: one registry
+// operation, guarded by the etag of the read that decided it.
+func PutDeviceReads(d *Device, etag string) bool {
+	return etag != "" && (etag == "*" || d == nil || d.Identity == nil || etag != d.ETag)
 }
 
 // BulkMode is what a bulk hub operation does to each device.
@@ -169,9 +183,13 @@ type RegistrationPage struct {
 
 // Devices is the IoT Hub identity registry of every configured hub.
 type Devices interface {
+	// GetDevice reads a device identity; the Device carries the whole identity read (Identity).
 	GetDevice(ctx context.Context, hub, deviceID string) (*Device, error)
-	// PutDevice replaces the device's status and statusReason (etag as for PutEnrollment, "*" unconditional).
+	// PutDevice replaces the device's status and statusReason (etag as for PutEnrollment, "*"
+	// unconditional), keeping the rest of the identity: written back from d.Identity when d
+	// was read with etag, otherwise read first ([PutDeviceReads]).
 	PutDevice(ctx context.Context, d *Device, etag string) (*Device, error)
+	// DeleteDevice deletes a device identity (etag "" or "*" = unconditional); ErrNotFound when missing.
 	DeleteDevice(ctx context.Context, hub, deviceID, etag string) error
 	// Bulk applies mode to up to 100 devices of one hub in one call, with one result per item.
 	Bulk(ctx context.Context, hub string, mode BulkMode, items []BulkItem) ([]BulkItemResult, error)

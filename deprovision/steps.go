@@ -28,9 +28,10 @@ func gone(what string, err error) stepResult {
 	return stepResult{status: s, code: c, note: what + " not found: nothing to change"}
 }
 
-// apply runs one step. Every step re-reads its target and decides from what it finds, so a
-// step that already happened is a no-change, and a 412 leads to another read, not an overwrite.
-func (e *Engine) apply(ctx context.Context, op *Operation, st Step) stepResult {
+// apply runs one step. Every step decides from a read of its target taken in this invocation
+// (its own, or for a hub identity the one resolution took: seen), so a step that already
+// happened is a no-change, and a 412 leads to another read, not an overwrite.
+func (e *Engine) apply(ctx context.Context, op *Operation, st Step, seen *deviceRead) stepResult {
 	rid := strings.TrimPrefix(st.Target, "dps/enrollments/")
 	p := st.Params
 	switch st.Kind {
@@ -65,9 +66,9 @@ func (e *Engine) apply(ctx context.Context, op *Operation, st Step) stepResult {
 	case StepDeleteGroupRegistrations:
 		return e.deleteGroupRegistrations(ctx, p[ParamGroupID])
 	case StepDisableDevice:
-		return e.setDevice(ctx, p[ParamHub], p[ParamDeviceID], false, p[ParamStatusReason])
+		return e.setDevice(ctx, p[ParamHub], p[ParamDeviceID], false, p[ParamStatusReason], seen.take(p[ParamHub], p[ParamDeviceID]))
 	case StepEnableDevice:
-		return e.setDevice(ctx, p[ParamHub], p[ParamDeviceID], true, "dpsdeprov recovered")
+		return e.setDevice(ctx, p[ParamHub], p[ParamDeviceID], true, "dpsdeprov recovered", seen.take(p[ParamHub], p[ParamDeviceID]))
 	case StepDeleteDevice:
 		return e.deleteDevice(ctx, p[ParamHub], p[ParamDeviceID])
 	}
@@ -282,10 +283,19 @@ func (e *Engine) deleteGroup(ctx context.Context, gid string) stepResult {
 	})
 }
 
-func (e *Engine) setDevice(ctx context.Context, hub, id string, enabled bool, reason string) stepResult {
+// setDevice enables or disables a hub identity. read, when not nil, is the identity as this
+// invocation read it while planning: the first decision and write use it, so that a disable
+// costs two registry operations in all (that read and the write: a write needs the whole
+// identity, or the device's keys would be replaced), and a 412 re-reads as always.
+func (e *Engine) setDevice(ctx context.Context, hub, id string, enabled bool, reason string, read *Device) stepResult {
 	verb := map[bool]string{true: "enabling", false: "disabling"}[enabled]
 	return e.etagLoop(verb+" device "+id+" in "+hub, func() (stepResult, bool) {
-		d, err := e.d.Devices.GetDevice(ctx, hub, id)
+		d := read
+		read = nil // a retry after a 412 reads afresh
+		var err error
+		if d == nil {
+			d, err = e.d.Devices.GetDevice(ctx, hub, id)
+		}
 		if errors.Is(err, ErrNotFound) {
 			return gone("hub identity", err), false
 		}
@@ -310,26 +320,19 @@ func (e *Engine) setDevice(ctx context.Context, hub, id string, enabled bool, re
 	})
 }
 
+// deleteDevice deletes a hub identity with one registry operation: an unconditional DELETE
+// ("*", as the service SDKs send). Unlike a disable, the step has nothing to decide from the
+// identity's state (it deletes whatever identity is there), so a read and an etag would only
+// turn a concurrent change into a 412, a re-read and the same DELETE.
 func (e *Engine) deleteDevice(ctx context.Context, hub, id string) stepResult {
-	return e.etagLoop("deleting device "+id+" in "+hub, func() (stepResult, bool) {
-		d, err := e.d.Devices.GetDevice(ctx, hub, id)
-		if errors.Is(err, ErrNotFound) {
-			return gone("hub identity", err), false
-		}
-		if err != nil {
-			return failed(fmt.Errorf("reading device %s in %s: %w", id, hub, err)), false
-		}
-		err = e.d.Devices.DeleteDevice(ctx, hub, id, d.ETag)
-		switch {
-		case errors.Is(err, ErrPreconditionFailed):
-			return stepResult{}, true
-		case errors.Is(err, ErrNotFound):
-			return gone("hub identity", err), false
-		case err != nil:
-			return failed(fmt.Errorf("deleting device %s in %s: %w", id, hub, err)), false
-		}
-		return stepResult{changed: true}, false
-	})
+	err := e.d.Devices.DeleteDevice(ctx, hub, id, "*")
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return gone("hub identity", err)
+	case err != nil:
+		return failed(fmt.Errorf("deleting device %s in %s: %w", id, hub, err))
+	}
+	return stepResult{changed: true}
 }
 
 // DeriveDeviceKey derives a group member's symmetric key from its group's key, as DPS does:

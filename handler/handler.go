@@ -41,9 +41,12 @@ const (
 // satisfies it.
 type Engine interface {
 	// Submit starts or resumes the operation of req. A refusal comes back as an operation
-	// with status rejected; an error is a failure to decide (transient when IsTransient).
+	// with status rejected; an error is a failure to decide (transient when IsTransient). A
+	// request reusing the (source, id) of another event comes back as its own rejected
+	// conflict operation (deprovision.ReplayConflict), whose ID is not OperationID(source, id).
 	Submit(ctx context.Context, req deprovision.Request) (*deprovision.Operation, error)
-	// Reject journals req as rejected for reason, before policy ever sees it.
+	// Reject journals req as rejected for reason, before policy ever sees it (a conflict too,
+	// as for Submit).
 	Reject(ctx context.Context, req deprovision.Request, reason string) (*deprovision.Operation, error)
 	// Operation returns an operation and its step records (ErrNotFound when unknown).
 	Operation(ctx context.Context, id string) (*deprovision.Operation, []deprovision.StepRecord, error)
@@ -247,14 +250,10 @@ func (h *Handler) rejectUnreadable(ctx context.Context, c *call, raw []byte, cau
 	return h.journalRejection(ctx, c, req, cause.Error())
 }
 
+// journalRejection journals req as rejected for reason. An event reusing the id of another
+// is journaled by the engine as a conflict under its own name (deprovision.ReplayConflict),
+// and logged with that operation's reason.
 func (h *Handler) journalRejection(ctx context.Context, c *call, req deprovision.Request, reason string) error {
-	req, conflict, err := h.checkReplay(ctx, req)
-	if err != nil {
-		return err
-	}
-	if conflict != "" {
-		reason = conflict + "; besides, " + reason
-	}
 	op, err := h.o.Engine.Reject(ctx, req, reason)
 	if err != nil {
 		if deprovision.IsTransient(err) {
@@ -263,6 +262,9 @@ func (h *Handler) journalRejection(ctx context.Context, c *call, req deprovision
 		// Not even the journal takes it: fail the invocation so that Event Grid keeps it
 		// (and dead-letters it in the end) rather than lose it here.
 		return fmt.Errorf("journaling the rejection of event %s from %s (%s): %w", req.EventID, req.Source, reason, err)
+	}
+	if op.ID != deprovision.OperationID(req.Source, req.EventID) {
+		reason = op.Reason // a conflict: the engine's reason says with what
 	}
 	c.logf(slog.LevelWarn, "event %s from %s rejected: %s (operation %s)", req.EventID, req.Source, reason, op.ID)
 	return nil
@@ -296,18 +298,17 @@ func (h *Handler) handleEvent(ctx context.Context, c *call, raw json.RawMessage)
 
 // submit hands req to the engine and logs the outcome. Only a transient failure is returned.
 func (h *Handler) submit(ctx context.Context, c *call, req deprovision.Request) error {
-	if r, conflict, err := h.checkReplay(ctx, req); err != nil || conflict != "" {
-		if err != nil {
-			return err
-		}
-		return h.journalRejection(ctx, c, r, conflict)
-	}
 	op, err := h.o.Engine.Submit(ctx, req)
 	if err != nil {
 		if deprovision.IsTransient(err) {
 			return fmt.Errorf("event %s from %s (%s %s): %w", req.EventID, req.Source, req.Intent, subjectOf(req), err)
 		}
 		return h.journalRejection(ctx, c, req, err.Error())
+	}
+	if op.ID != deprovision.OperationID(req.Source, req.EventID) {
+		// The id was already another event's: the engine journaled this one as a conflict.
+		c.logf(slog.LevelWarn, "event %s from %s rejected: %s (operation %s)", req.EventID, req.Source, op.Reason, op.ID)
+		return nil
 	}
 	level := slog.LevelInfo
 	if op.Status == deprovision.StatusRejected || op.Status == deprovision.StatusFailed {

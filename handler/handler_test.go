@@ -37,15 +37,20 @@ func (f *fakeEngine) Submit(ctx context.Context, req deprovision.Request) (*depr
 	if f.fail != nil {
 		return nil, f.fail
 	}
+	// Like the engine: one operation per (source, id); a redelivery returns it, and another
+	// event reusing the id is journaled as a conflict and runs nothing.
+	id := deprovision.OperationID(req.Source, req.EventID)
+	if op, ok := f.ops[id]; ok {
+		if c, ok := f.conflict(op, req, ""); ok {
+			return c, nil
+		}
+		f.submitted = append(f.submitted, req)
+		return op, nil
+	}
 	f.submitted = append(f.submitted, req)
 	st := deprovision.StatusSucceeded
 	if req.DryRun {
 		st = deprovision.StatusPlanned
-	}
-	// Like the engine: one operation per (source, id); a redelivery returns it.
-	id := deprovision.OperationID(req.Source, req.EventID)
-	if op, ok := f.ops[id]; ok {
-		return op, nil
 	}
 	op := &deprovision.Operation{ID: id, Request: req, Status: st}
 	f.ops[op.ID] = op
@@ -60,12 +65,35 @@ func (f *fakeEngine) Reject(ctx context.Context, req deprovision.Request, reason
 	}
 	id := deprovision.OperationID(req.Source, req.EventID)
 	if op, ok := f.ops[id]; ok {
+		if c, ok := f.conflict(op, req, reason); ok {
+			return c, nil
+		}
 		return op, nil
 	}
 	f.rejected[req.EventID] = reason
 	op := &deprovision.Operation{ID: id, Request: req, Status: deprovision.StatusRejected, Reason: reason}
 	f.ops[id] = op
 	return op, nil
+}
+
+// conflict does what the engine does when req reuses the id of stored with other content
+// (deprovision.ReplayConflict); f.mu is held.
+func (f *fakeEngine) conflict(stored *deprovision.Operation, req deprovision.Request, extra string) (*deprovision.Operation, bool) {
+	creq, reason, ok := deprovision.ReplayConflict(stored, req)
+	if !ok {
+		return nil, false
+	}
+	if extra != "" {
+		reason += "; besides, " + extra
+	}
+	id := deprovision.OperationID(creq.Source, creq.EventID)
+	if op, ok := f.ops[id]; ok {
+		return op, true
+	}
+	f.rejected[creq.EventID] = reason
+	op := &deprovision.Operation{ID: id, Request: creq, Status: deprovision.StatusRejected, Reason: reason}
+	f.ops[id] = op
+	return op, true
 }
 
 func (f *fakeEngine) Operation(ctx context.Context, id string) (*deprovision.Operation, []deprovision.StepRecord, error) {

@@ -292,15 +292,9 @@ func (h *Handler) postRequest(ctx context.Context, c *call, body []byte) {
 	}
 	dry := f.DryRun == nil || *f.DryRun
 	req, rej := h.o.Policy.build(req, f, dry, now)
-	// An `id` reused with other content is a conflict, as for events (see checkReplay).
-	r, conflict, err := h.checkReplay(ctx, req)
-	if err != nil {
-		c.respondError("request "+req.EventID, err)
-		return
-	}
-	if conflict != "" {
-		req, rej = r, &Rejection{Reason: conflict}
-	}
+	// An `id` reused with other content (a dry run, then the same id with "dryRun": false) is
+	// a conflict: the engine journals it as rejected under its own id and returns that
+	// operation, answered 422 like any rejection. The real run needs a new id.
 	var op *deprovision.Operation
 	if rej != nil {
 		op, err = h.o.Engine.Reject(ctx, req, rej.Reason)

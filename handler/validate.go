@@ -1,13 +1,11 @@
 package handler
 
 import (
-	"context"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"regexp"
 	"strings"
@@ -354,53 +352,4 @@ func describeRune(r rune) string {
 // become a megabyte of reason.
 func quote(s string) string {
 	return fmt.Sprintf("%q", abbreviate(s, 80))
-}
-
-// checkReplay looks for an operation already journaled for req's (source, id). A redelivery
-// carries the same content and goes on to the engine, which resumes or returns the operation.
-// An event that reuses the id with different content is not that event: the engine would
-// silently return the other event's operation, so it is rejected here as a conflict, and
-// journaled under a name derived from its content (the original id would only find the
-// stored operation). The returned request is the one to journal; conflict is "" when there is
-// none. A journal read that fails is returned as an error (transient when the journal is).
-func (h *Handler) checkReplay(ctx context.Context, req deprovision.Request) (deprovision.Request, string, error) {
-	stored, _, err := h.o.Engine.Operation(ctx, deprovision.OperationID(req.Source, req.EventID))
-	if errors.Is(err, deprovision.ErrNotFound) {
-		return req, "", nil
-	}
-	if err != nil {
-		return req, "", fmt.Errorf("reading the operation of event %s from %s: %w", req.EventID, req.Source, err)
-	}
-	diff := requestDiff(stored.Request, req)
-	if len(diff) == 0 {
-		return req, "", nil
-	}
-	sum := sha256.Sum256(fmt.Appendf(nil, "%#v", req))
-	opID := stored.ID
-	conflict := req
-	conflict.EventID = abbreviate(req.EventID, 200) + "~conflict-" + hex.EncodeToString(sum[:8])
-	return conflict, fmt.Sprintf("event id %s from %s was already received with different content (operation %s; differs in %s); an event id names one event: give a new event its own id", quote(req.EventID), quote(req.Source), opID, strings.Join(diff, ", ")), nil
-}
-
-// requestDiff names the fields in which b differs from a. EventTime is left out: a CloudEvent
-// without `time` is stamped with its time of receipt, which differs on every delivery.
-func requestDiff(a, b deprovision.Request) []string {
-	var d []string
-	add := func(name string, same bool) {
-		if !same {
-			d = append(d, name)
-		}
-	}
-	add("type", a.EventType == b.EventType)
-	add("intent", a.Intent == b.Intent)
-	add("registrationId", strings.EqualFold(a.RegistrationID, b.RegistrationID))
-	add("deviceId", a.DeviceID == b.DeviceID)
-	add("iotHub", strings.EqualFold(a.Hub, b.Hub))
-	add("enrollmentGroupId", strings.EqualFold(a.EnrollmentGroupID, b.EnrollmentGroupID))
-	add("certificate", strings.TrimSpace(a.CertificatePEM) == strings.TrimSpace(b.CertificatePEM))
-	add("reason", a.Reason == b.Reason)
-	add("action", a.Action == b.Action)
-	add("targetHub", strings.EqualFold(a.TargetHub, b.TargetHub))
-	add("dryRun", a.DryRun == b.DryRun)
-	return d
 }

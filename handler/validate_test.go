@@ -2,6 +2,7 @@ package handler
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -10,6 +11,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"math/big"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -226,7 +228,8 @@ func TestNormalizeScrubsSecrets(t *testing.T) {
 }
 
 // A replay with the same content goes on (the engine resumes it); one with other content is
-// journaled as a conflict under its own name and the engine never sees it.
+// journaled by the engine as a conflict under its own name and runs nothing.
+// TestReplayConflictRealEngine does the same through the real engine.
 func TestReplayConflict(t *testing.T) {
 	eng := newFakeEngine()
 	now := time.Date(2024, 5, 1, 12, 0, 1, 0, time.UTC)
@@ -289,5 +292,68 @@ func TestOperationsReplayConflict(t *testing.T) {
 	}
 	if len(eng.submitted) != 1 {
 		t.Fatalf("the conflicting request reached the engine: %+v", eng.submitted)
+	}
+}
+
+// The replay cases through the real engine (over in-memory DPS, hubs and journal): the
+// conflict is decided where the operation is created or found, so what the handler journals
+// and answers comes from the engine, and the first event's device is the only one changed.
+func TestReplayConflictRealEngine(t *testing.T) {
+	const hub = "hub1.azure-devices.net"
+	dps, hubs, j := fake.NewDPS(), fake.NewHubs(hub), fake.NewJournal()
+	for _, rid := range []string{"sensor-a", "sensor-b", "sensor-042"} {
+		dps.AddEnrollment(deprovision.Enrollment{RegistrationID: rid, Attestation: deprovision.AttestationTPM, Enabled: true})
+		dps.AddRegistration(deprovision.Registration{RegistrationID: rid, DeviceID: rid, AssignedHub: hub}, "")
+		hubs.AddDevice(deprovision.Device{Hub: hub, DeviceID: rid, Enabled: true, AuthType: "sas"})
+	}
+	now := time.Date(2024, 5, 1, 12, 0, 1, 0, time.UTC)
+	eng := deprovision.NewEngine(deprovision.Deps{Enrollments: dps, Registrations: dps, Devices: hubs, Journal: j, Clock: fixedClock(now)}, deprovision.Config{})
+	h, err := New(Options{Engine: eng, Clock: fixedClock(now)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	ctx := context.Background()
+
+	ev := func(rid string) []byte {
+		return hostileEnvelope(t, json.RawMessage(`{"specversion":"1.0","type":"device-lost","source":"/a","id":"same","data":{"registrationId":"`+rid+`"}}`), nil)
+	}
+	for _, rid := range []string{"sensor-a", "sensor-a", "sensor-b"} {
+		if status, res := post(t, srv, FunctionDeviceEvents, ev(rid)); status != 200 {
+			t.Fatalf("%s: %d %v", rid, status, res.Logs)
+		}
+	}
+	first, _, err := eng.Operation(ctx, deprovision.OperationID("/a", "same"))
+	if err != nil || first.Request.RegistrationID != "sensor-a" || first.Status != deprovision.StatusSucceeded {
+		t.Fatalf("the first event's operation: %+v %v", first, err)
+	}
+	if en, _ := dps.Enrollment("sensor-b"); !en.Enabled {
+		t.Fatal("the conflicting event disabled sensor-b")
+	}
+	status, res := post(t, srv, FunctionDeviceEvents, ev("sensor-b"))
+	m := operationInLog.FindStringSubmatch(strings.Join(res.Logs, "\n"))
+	if status != 200 || m == nil {
+		t.Fatalf("the conflict redelivered: %d %v", status, res.Logs)
+	}
+	c, _, err := eng.Operation(ctx, m[1])
+	if err != nil || c.Status != deprovision.StatusRejected || !strings.HasPrefix(c.Request.EventID, "same~conflict-") ||
+		!strings.Contains(c.Reason, "already received with different content") || !strings.Contains(c.Reason, "differs in registrationId") {
+		t.Fatalf("conflict operation: %+v %v", c, err)
+	}
+
+	// The Operations endpoint: a dry run, then the same id with "dryRun": false, is answered 422.
+	withID := bytes.Replace(fixture(t, "http-post.json"), []byte(`\"reason\":\"audit finding\"`), []byte(`\"reason\":\"audit finding\",\"id\":\"req-9\"`), 1)
+	if _, r := post(t, srv, FunctionOperations, withID); func() int { c, _ := httpRes(t, r); return c }() != 200 {
+		t.Fatalf("the dry run failed: %v", r.Logs)
+	}
+	real := bytes.Replace(withID, []byte(`\"id\":\"req-9\"`), []byte(`\"id\":\"req-9\",\"dryRun\":false`), 1)
+	_, r := post(t, srv, FunctionOperations, real)
+	code, body := httpRes(t, r)
+	if code != 422 || !strings.Contains(body["reason"].(string), "differs in dryRun") {
+		t.Fatalf("res %d %v", code, body)
+	}
+	if en, _ := dps.Enrollment("sensor-042"); !en.Enabled {
+		t.Fatal("the conflicting real run changed sensor-042")
 	}
 }

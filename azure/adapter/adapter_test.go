@@ -492,3 +492,90 @@ func TestTPMEnrollmentSurvivesDisable(t *testing.T) {
 		t.Fatalf("the endorsement key did not survive the disable: %+v %v", am.TPM, err)
 	}
 }
+
+// A device written back as GetDevice returned it costs the write alone (the identity it
+// carries is written, keys included, guarded by its etag); any other update reads first. The
+// counts are the emulator's registry operations, as the hub charges them.
+func TestDeviceUpdateRegistryOperations(t *testing.T) {
+	e := newEnv(t, emulator.Options{})
+	ctx := context.Background()
+	hub := e.info.Hubs[0].Host
+	ops := func() int64 {
+		var n int64
+		for _, h := range e.em.Stats().Hubs {
+			n += h.RegistryOps
+		}
+		return n
+	}
+	if _, err := e.hubs.PutDevice(ctx, &deprovision.Device{Hub: hub, DeviceID: "dev-2", Enabled: true}, ""); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := e.hubCs[hub].GetDevice(ctx, "dev-2", nil)
+
+	got, err := e.hubs.GetDevice(ctx, hub, "dev-2")
+	if err != nil || got.Identity == nil {
+		t.Fatalf("read %+v %v: the device must carry its identity", got, err)
+	}
+	if s := fmt.Sprintf("%+v %v", *got, got); strings.Contains(s, before.Authentication.SymmetricKey.PrimaryKey) {
+		t.Fatalf("printing a device shows its key: %s", s)
+	}
+	if deprovision.PutDeviceReads(got, got.ETag) {
+		t.Fatal("an update of the device as read with its own etag is said to read it again")
+	}
+	got.Enabled, got.StatusReason = false, "stolen"
+	e.em.ResetStats()
+	dis, err := e.hubs.PutDevice(ctx, got, got.ETag)
+	if err != nil || dis.Enabled || dis.StatusReason != "stolen" {
+		t.Fatalf("disable as read: %+v %v", dis, err)
+	}
+	if n := ops(); n != 1 {
+		t.Fatalf("an update of the device as read cost %d registry operations, want 1", n)
+	}
+	after, _ := e.hubCs[hub].GetDevice(ctx, "dev-2", nil)
+	if after.Authentication.SymmetricKey.PrimaryKey != before.Authentication.SymmetricKey.PrimaryKey ||
+		after.Authentication.SymmetricKey.SecondaryKey != before.Authentication.SymmetricKey.SecondaryKey {
+		t.Fatal("writing the device back as read changed its keys")
+	}
+
+	// The read is stale now: 412, and nothing written.
+	got.Enabled = true
+	e.em.ResetStats()
+	if _, err := e.hubs.PutDevice(ctx, got, got.ETag); !errors.Is(err, deprovision.ErrPreconditionFailed) {
+		t.Fatalf("update of a stale read: %v, want ErrPreconditionFailed", err)
+	}
+	if now, _ := e.hubCs[hub].GetDevice(ctx, "dev-2", nil); now.Status != iothub.DeviceStatusDisabled || ops() != 2 {
+		t.Fatalf("after a stale update: status %s, %d registry operations (want disabled, the write and this read)", now.Status, ops())
+	}
+
+	// Without the identity as read (built by hand, or "*"), an update reads first: two.
+	for _, c := range []struct {
+		name string
+		d    *deprovision.Device
+		etag string
+	}{
+		{"no identity", &deprovision.Device{Hub: hub, DeviceID: "dev-2", Enabled: true}, after.ETag},
+		{"unconditional", dis, "*"},
+	} {
+		e.em.ResetStats()
+		w, err := e.hubs.PutDevice(ctx, c.d, c.etag)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if n := ops(); n != 2 {
+			t.Fatalf("%s: %d registry operations, want 2 (read, write)", c.name, n)
+		}
+		after, _ = e.hubCs[hub].GetDevice(ctx, "dev-2", nil)
+		if after.Authentication.SymmetricKey.PrimaryKey != before.Authentication.SymmetricKey.PrimaryKey {
+			t.Fatalf("%s: the update changed the keys", c.name)
+		}
+		dis = w
+	}
+
+	e.em.ResetStats()
+	if err := e.hubs.DeleteDevice(ctx, hub, "dev-2", "*"); err != nil || ops() != 1 {
+		t.Fatalf("unconditional delete: %v, %d registry operations", err, ops())
+	}
+	if err := e.hubs.DeleteDevice(ctx, hub, "dev-2", "*"); !errors.Is(err, deprovision.ErrNotFound) {
+		t.Fatalf("second delete: %v", err)
+	}
+}

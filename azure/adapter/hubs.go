@@ -60,8 +60,11 @@ func (h *Hubs) GetDevice(ctx context.Context, hub, deviceID string) (*deprovisio
 }
 
 // PutDevice sets a device's status and status reason. With etag "" it creates the device
-// (the hub generates SAS keys unless AuthType says otherwise). An update reads the identity
-// and writes it back changed, so its keys and thumbprints stay; with "*" the etag just read
+// (the hub generates SAS keys unless AuthType says otherwise). An update writes the whole
+// identity back changed, so its keys and thumbprints stay (a PUT replaces the identity): when
+// d is a device GetDevice returned and etag its ETag, the identity it carries is written at
+// once, guarded by that etag (one registry operation; a 412 is the caller's to re-read and
+// re-decide); otherwise the identity is read first (two), and with "*" the etag just read
 // guards the write, retried a few times if another writer races it.
 func (h *Hubs) PutDevice(ctx context.Context, d *deprovision.Device, etag string) (*deprovision.Device, error) {
 	if d == nil || d.DeviceID == "" {
@@ -82,6 +85,16 @@ func (h *Hubs) PutDevice(ctx context.Context, d *deprovision.Device, etag string
 		r, err := c.CreateOrUpdateDevice(ctx, body, nil)
 		if err != nil {
 			return nil, mapError(err, "creating device %s in %s", d.DeviceID, d.Hub)
+		}
+		return deviceFromHub(c.HostName(), &r.Device), nil
+	}
+	if cur, ok := d.Identity.(*iothub.Device); ok && !deprovision.PutDeviceReads(d, etag) && cur.DeviceID == d.DeviceID {
+		body := *cur
+		body.Status, body.StatusReason = hubStatus(d.Enabled), d.StatusReason
+		match := azcore.ETag(etag)
+		r, err := c.CreateOrUpdateDevice(ctx, body, &iothub.CreateOrUpdateDeviceOptions{IfMatch: &match})
+		if err != nil {
+			return nil, mapError(err, "updating device %s in %s", d.DeviceID, d.Hub)
 		}
 		return deviceFromHub(c.HostName(), &r.Device), nil
 	}
@@ -207,6 +220,8 @@ func deviceFromHub(host string, d *iothub.Device) *deprovision.Device {
 		StatusReason: d.StatusReason,
 		ETag:         d.ETag,
 	}
+	whole := *d
+	out.Identity = &whole // written back by PutDevice without another read
 	if d.Authentication != nil {
 		out.AuthType = string(d.Authentication.Type)
 	}

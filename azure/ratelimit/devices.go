@@ -25,10 +25,10 @@ type DevicesOptions struct {
 }
 
 // Devices makes a deprovision.Devices wait for its hub's budget before each call: a
-// single-device call costs one operation (an update two, see [Devices.PutDevice]), a bulk
-// call one per device. When the hub answers
-// 429 it records the pause with [Limiter.Observe429] and tries again after it, a bounded
-// number of times. The engine does not know it is there.
+// single-device call costs one operation (an update not given the device as read two, see
+// [Devices.PutDevice]), a bulk call one per device. When the hub answers 429 it records the
+// pause with [Limiter.Observe429] and tries again after it, a bounded number of times. The
+// engine does not know it is there.
 type Devices struct {
 	inner    deprovision.Devices
 	l        *Limiter
@@ -72,15 +72,16 @@ func (d *Devices) GetDevice(ctx context.Context, hub, deviceID string) (*deprovi
 	return out, err
 }
 
-// PutDevice writes a device identity within the hub's budget. An update (etag not "") costs
-// two operations: the hub adapter reads the identity and writes it back changed, so that its
-// keys stay; a create costs one.
+// PutDevice writes a device identity within the hub's budget. A create, or an update of a
+// device as GetDevice read it (with its own etag), costs one operation; any other update two:
+// the hub adapter reads the identity first and writes it back changed, so that its keys stay
+// ([deprovision.PutDeviceReads]).
 func (d *Devices) PutDevice(ctx context.Context, dev *deprovision.Device, etag string) (*deprovision.Device, error) {
 	if dev == nil {
 		return d.inner.PutDevice(ctx, dev, etag)
 	}
 	cost := 1
-	if etag != "" {
+	if deprovision.PutDeviceReads(dev, etag) {
 		cost = 2
 	}
 	var out *deprovision.Device
