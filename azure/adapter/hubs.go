@@ -4,16 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	"dpsdeprov/azure/iothub"
 	"dpsdeprov/deprovision"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 )
-
-// hubDomain is the public IoT Hub domain; a hub named without it is looked up with it.
-const hubDomain = ".azure-devices.net"
 
 // Hubs adapts one *iothub.Client per hub to deprovision.Devices.
 type Hubs struct {
@@ -27,21 +23,15 @@ var _ deprovision.Devices = (*Hubs)(nil)
 func NewHubs(clients map[string]*iothub.Client) *Hubs {
 	h := &Hubs{clients: make(map[string]*iothub.Client, len(clients))}
 	for host, c := range clients {
-		h.clients[strings.ToLower(host)] = c
+		h.clients[iothub.CanonicalHost(host)] = c
 	}
 	return h
 }
 
 // client finds the hub's client by host name, or by bare name.
 func (h *Hubs) client(hub string) (*iothub.Client, error) {
-	k := strings.ToLower(strings.TrimSpace(hub))
-	if c, ok := h.clients[k]; ok {
+	if c, ok := h.clients[iothub.CanonicalHost(hub)]; ok {
 		return c, nil
-	}
-	if !strings.Contains(k, ".") {
-		if c, ok := h.clients[k+hubDomain]; ok {
-			return c, nil
-		}
 	}
 	return nil, fmt.Errorf("hub %q is not configured", hub)
 }

@@ -36,6 +36,19 @@ const (
 	moduleVersion = "v0.1.0"
 )
 
+// Domain is the public IoT Hub DNS suffix, which a hub named without one is given.
+const Domain = ".azure-devices.net"
+
+// CanonicalHost names a hub by its lower-case host name: DPS reports a device's hub as
+// "hub1.azure-devices.net", events and settings may say "HUB1" or "hub1", and all are one hub.
+func CanonicalHost(hub string) string {
+	h := strings.ToLower(strings.TrimSpace(hub))
+	if h != "" && !strings.Contains(h, ".") {
+		h += Domain
+	}
+	return h
+}
+
 // ClientOptions configures a [Client]. The embedded azcore.ClientOptions set the transport,
 // retries, logging and telemetry as for any Azure SDK client.
 type ClientOptions struct {

@@ -16,11 +16,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"dpsdeprov/azure/iothub"
 	"dpsdeprov/azure/journal"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -29,9 +29,6 @@ import (
 
 // errInvalid marks a bad argument: waiting again cannot help.
 var errInvalid = errors.New("invalid argument")
-
-// hubDomain is the public IoT Hub domain: a hub named without it is the same hub as with it.
-const hubDomain = ".azure-devices.net"
 
 // Options configure a [Limiter]. Every instance sharing a table must use the same Window and
 // should use the same budgets: the first instance to open a window fixes its capacity.
@@ -141,7 +138,7 @@ func New(table *aztables.Client, o *Options) (*Limiter, error) {
 		if n <= 0 {
 			return nil, fmt.Errorf("rate limiter: budget %d for hub %q must be positive", n, h)
 		}
-		k := normalizeHub(h)
+		k := iothub.CanonicalHost(h)
 		if k == "" {
 			return nil, errors.New("rate limiter: a hub budget names no hub")
 		}
@@ -279,7 +276,7 @@ func (l *Limiter) Stats() Stats {
 
 // PerMinute returns the budget the limiter applies to hub.
 func (l *Limiter) PerMinute(hub string) int {
-	if n, ok := l.opts.HubPerMinute[normalizeHub(hub)]; ok {
+	if n, ok := l.opts.HubPerMinute[iothub.CanonicalHost(hub)]; ok {
 		return n
 	}
 	return l.opts.PerMinute
@@ -291,7 +288,7 @@ func (l *Limiter) newShared() hubShared {
 
 // hub returns the hub's limiter, creating it on first use.
 func (l *Limiter) hub(name string) (*hubLimiter, error) {
-	k := normalizeHub(name)
+	k := iothub.CanonicalHost(name)
 	if k == "" {
 		return nil, fmt.Errorf("rate limit: no hub named: %w", errInvalid)
 	}
@@ -307,16 +304,6 @@ func (l *Limiter) hub(name string) (*hubLimiter, error) {
 	h := newHubLimiter(l, k, pk)
 	l.hubs[k] = h
 	return h, nil
-}
-
-// normalizeHub names a hub by its lower-case host name: DPS reports "hub1.azure-devices.net",
-// and a bare "hub1" is the same hub.
-func normalizeHub(h string) string {
-	h = strings.ToLower(strings.TrimSpace(h))
-	if h != "" && !strings.Contains(h, ".") {
-		h += hubDomain
-	}
-	return h
 }
 
 func isTableExists(err error) bool {
