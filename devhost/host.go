@@ -133,15 +133,7 @@ func Start(ctx context.Context, app *App, opts Options) (*Host, error) {
 		}
 		h.eg = eg
 	}
-	port := app.Host.CustomHandler.Port
-	if port == 0 {
-		p, err := freePort()
-		if err != nil {
-			return nil, err
-		}
-		port = p
-	}
-	h.worker = &worker{h: h, port: port}
+	h.worker = &worker{h: h, fixedPort: app.Host.CustomHandler.Port}
 	if err := h.worker.start(ctx); err != nil {
 		h.Close()
 		return nil, err
@@ -197,7 +189,7 @@ func Start(ctx context.Context, app *App, opts Options) (*Host, error) {
 			}
 		}
 	}
-	h.log.Info("devhost running", "url", h.URL(), "functions", len(app.Functions), "handlerPort", port)
+	h.log.Info("devhost running", "url", h.URL(), "functions", len(app.Functions), "handlerPort", h.worker.currentPort())
 	return h, nil
 }
 

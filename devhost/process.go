@@ -19,16 +19,25 @@ import (
 
 // worker is the running handler process (reference §1).
 type worker struct {
-	h       *Host
-	port    int
-	mu      sync.Mutex
-	cmd     *exec.Cmd
-	exited  chan struct{}
-	stopped bool
-	crashes []time.Time
+	h *Host
+	// fixedPort is customHandler.port from host.json; 0 means a free port for every start, as
+	// the host picks one (a port reused across restarts can be taken in between).
+	fixedPort int
+	port      int // the running handler's, guarded by mu
+	mu        sync.Mutex
+	cmd       *exec.Cmd
+	exited    chan struct{}
+	stopped   bool
+	crashes   []time.Time
 }
 
-func (w *worker) baseURL() string { return "http://127.0.0.1:" + strconv.Itoa(w.port) }
+func (w *worker) currentPort() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.port
+}
+
+func (w *worker) baseURL() string { return "http://127.0.0.1:" + strconv.Itoa(w.currentPort()) }
 
 // executable resolves defaultExecutablePath as the host does: a relative path that names a file
 // under the app root is taken from there; anything else is looked up on PATH.
@@ -90,7 +99,16 @@ func (w *worker) start(ctx context.Context) error {
 	for k, v := range h.settings {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	port := strconv.Itoa(w.port)
+	portNum := w.fixedPort
+	if portNum == 0 {
+		if portNum, err = freePort(); err != nil {
+			return err
+		}
+	}
+	w.mu.Lock()
+	w.port = portNum
+	w.mu.Unlock()
+	port := strconv.Itoa(portNum)
 	cmd.Env = append(cmd.Env,
 		"FUNCTIONS_CUSTOMHANDLER_PORT="+port,
 		"FUNCTIONS_CUSTOMHANDLER_WORKER_ID="+workerID,
@@ -141,13 +159,13 @@ func (w *worker) waitReady(ctx context.Context, exited chan struct{}) error {
 		}
 		select {
 		case <-exited:
-			return fmt.Errorf("handler exited before it answered GET / on port %d", w.port)
+			return fmt.Errorf("handler exited before it answered GET / on port %d", w.currentPort())
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(25 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("handler did not answer GET / on port %d within %s", w.port, w.h.initTimeout)
+			return fmt.Errorf("handler did not answer GET / on port %d within %s", w.currentPort(), w.h.initTimeout)
 		}
 	}
 }
