@@ -43,14 +43,19 @@ const (
 // Passes lists the passes in the order a run takes them.
 var Passes = []string{PassResume, PassPoison, PassGrace, PassDrift, PassDriftGroups, PassStale, PassOrphans}
 
-// Submitter is the engine's entry; *deprovision.Engine satisfies it.
+// Submitter is the engine's entries; *deprovision.Engine satisfies it.
 type Submitter interface {
 	Submit(ctx context.Context, req deprovision.Request) (*deprovision.Operation, error)
+	// Announce announces an operation whose end (or hold) was journaled but never handed to
+	// the notifier, and reports whether it did.
+	Announce(ctx context.Context, id string) (*deprovision.Operation, bool, error)
 }
 
-// OpenOperations lists unfinished operations; deprovision.Journal satisfies it.
+// OpenOperations lists unfinished operations, and those whose announcement was lost;
+// deprovision.Journal satisfies it.
 type OpenOperations interface {
 	OpenOperations(ctx context.Context, olderThan time.Time) iter.Seq2[*deprovision.Operation, error]
+	UnannouncedOperations(ctx context.Context, olderThan time.Time) iter.Seq2[*deprovision.Operation, error]
 }
 
 // PoisonSweeper settles group-work batches that reached the poison queue without being
@@ -99,6 +104,10 @@ type Options struct {
 	Budget int
 	// ResumeAfter is how long an operation must stand still before it is resumed. Default 10m.
 	ResumeAfter time.Duration
+	// AnnounceAfter is how long an operation journaled as ended (or held for approval) may
+	// stay unannounced before the resume pass announces it: the engine announces right after
+	// the journal write, so only a process that died in between leaves one. Default 2m.
+	AnnounceAfter time.Duration
 	// GraceAfter is how long a device stays lost or stolen before it is escalated; 0 turns
 	// the grace pass off.
 	GraceAfter time.Duration
@@ -160,6 +169,9 @@ func New(d Deps, o Options) (*Runner, error) {
 	if o.ResumeAfter <= 0 {
 		o.ResumeAfter = 10 * time.Minute
 	}
+	if o.AnnounceAfter <= 0 {
+		o.AnnounceAfter = 2 * time.Minute
+	}
 	if o.StaleMax <= 0 {
 		o.StaleMax = 10
 	}
@@ -196,6 +208,8 @@ type PassReport struct {
 	Checked   int `json:"checked"`
 	Findings  int `json:"findings"`
 	Submitted int `json:"submitted"`
+	// Announced counts the operations whose lost announcement the resume pass made.
+	Announced int `json:"announced,omitempty"`
 	Failed    int `json:"failed"`
 	Spent     int `json:"spent"`
 	// Complete is true when the pass reached the end of its sweep; otherwise Cursor is where

@@ -28,10 +28,15 @@ func fatal(err error) bool {
 	return deprovision.IsTransient(err) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 
-// resume submits every operation that has stood unfinished longer than ResumeAfter again:
-// the engine carries on at its first unfinished step. Operations awaiting approval wait for
-// a person, not for the timer. The cursor is the id of the last operation resumed.
+// resume first announces the operations whose end (or hold) was journaled but never
+// announced, AnnounceAfter ago or more (see announce), then submits every operation that has
+// stood unfinished longer than ResumeAfter again: the engine carries on at its first
+// unfinished step. Operations awaiting approval wait for a person, not for the timer. The
+// cursor is the id of the last operation resumed.
 func (x *run) resume(ctx context.Context, p *PassReport, after string) (string, bool, error) {
+	if done, err := x.announce(ctx, p); err != nil || !done {
+		return after, false, err
+	}
 	last := after
 	for op, err := range x.d.Operations.OpenOperations(ctx, x.now.Add(-x.o.ResumeAfter)) {
 		if err != nil {
@@ -66,6 +71,44 @@ func (x *run) resume(ctx context.Context, p *PassReport, after string) (string, 
 		last = op.ID
 	}
 	return "", true, nil
+}
+
+// announce makes the announcements that a process dying between an operation's terminal
+// (or awaiting-approval) journal write and its notifier call lost, one unit each. It needs no
+// cursor: an operation announced leaves the list. done is false when the budget ran out.
+func (x *run) announce(ctx context.Context, p *PassReport) (done bool, err error) {
+	for op, err := range x.d.Operations.UnannouncedOperations(ctx, x.now.Add(-x.o.AnnounceAfter)) {
+		if err != nil {
+			if op == nil && fatal(err) {
+				return false, fmt.Errorf("listing unannounced operations: %w", err)
+			}
+			p.note(err)
+			p.Failed++
+			continue
+		}
+		if !x.left(1) {
+			return false, nil
+		}
+		p.Checked++
+		if x.dry != nil && *x.dry {
+			continue // a dry run by hand only counts what a real run would announce
+		}
+		x.spend(p, 1)
+		got, did, err := x.d.Engine.Announce(ctx, op.ID)
+		if err != nil {
+			p.Failed++
+			p.note(fmt.Errorf("announcing %s: %w", op.ID, err))
+			if fatal(err) && !did {
+				return false, fmt.Errorf("announcing %s: %w", op.ID, err)
+			}
+			continue
+		}
+		if did {
+			p.Announced++
+			x.log.InfoContext(ctx, "cleanup announced an operation whose announcement was lost", "run", x.id, "operation", op.ID, "status", got.Status)
+		}
+	}
+	return true, nil
 }
 
 // poison settles group-work batches left in the poison queue without a journal record, one

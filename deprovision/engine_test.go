@@ -28,6 +28,14 @@ func (c *clock) Advance(dt time.Duration) { c.mu.Lock(); defer c.mu.Unlock(); c.
 type notifier struct {
 	mu  sync.Mutex
 	ops []string
+	// held records ApprovalRequired announcements, apart from the outcomes in ops.
+	held []string
+}
+
+func (n *notifier) ApprovalRequired(_ context.Context, op *d.Operation) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.held = append(n.held, op.ID+" "+string(op.Status))
 }
 
 func (n *notifier) OperationEnded(_ context.Context, op *d.Operation) {

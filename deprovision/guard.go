@@ -87,6 +87,7 @@ func (e *Engine) guard(ctx context.Context, op *Operation) (held bool, err error
 	}
 	req := op.Request
 	var reason string
+	var hold *Hold
 	if req.Intent.GroupWide() && g.MaxGroupDevices > 0 {
 		n, err := e.countGroup(ctx, req.EnrollmentGroupID, g.MaxGroupDevices)
 		if err != nil {
@@ -95,6 +96,7 @@ func (e *Engine) guard(ctx context.Context, op *Operation) (held bool, err error
 		if n > g.MaxGroupDevices {
 			reason = fmt.Sprintf("group %s has more than %d registered devices (counting stopped at %d), above the limit of %d per group operation (MAX_GROUP_DEVICES)",
 				req.EnrollmentGroupID, g.MaxGroupDevices, n, g.MaxGroupDevices)
+			hold = &Hold{Limit: "MAX_GROUP_DEVICES", Max: g.MaxGroupDevices, Count: n}
 		}
 	}
 	if reason == "" && g.MaxDestructivePerHour > 0 && e.d.Budget != nil && !(req.Intent == IntentCompromised) {
@@ -106,6 +108,7 @@ func (e *Engine) guard(ctx context.Context, op *Operation) (held bool, err error
 		if !ok {
 			reason = fmt.Sprintf("%d destructive operations already started in the hour %s UTC, the limit (MAX_DESTRUCTIVE_PER_HOUR)",
 				n, e.d.Clock.Now().UTC().Truncate(time.Hour).Format("2006-01-02 15:04"))
+			hold = &Hold{Limit: "MAX_DESTRUCTIVE_PER_HOUR", Max: g.MaxDestructivePerHour, Count: n}
 		}
 	}
 	if reason == "" {
@@ -119,6 +122,7 @@ func (e *Engine) guard(ctx context.Context, op *Operation) (held bool, err error
 	}
 	op.Status = StatusAwaitingApproval
 	op.Reason = "awaiting approval: " + reason
+	op.Hold, op.Announced = hold, time.Time{}
 	op.LeaseOwner, op.LeaseUntil, op.Updated = "", time.Time{}, e.d.Clock.Now()
 	if err := e.d.Journal.UpdateOperation(ctx, op); err != nil {
 		if errors.Is(err, ErrPreconditionFailed) {
@@ -128,6 +132,9 @@ func (e *Engine) guard(ctx context.Context, op *Operation) (held bool, err error
 	}
 	e.log.WarnContext(ctx, "operation held for approval", "operation", op.ID, "intent", req.Intent,
 		"registrationId", req.RegistrationID, "enrollmentGroupId", req.EnrollmentGroupID, "reason", reason)
+	// Only here, on the way into awaiting-approval: a redelivery of a held event finds it
+	// held (acquire) and announces nothing.
+	e.announce(ctx, op)
 	return true, nil
 }
 
@@ -203,6 +210,7 @@ func (e *Engine) Approve(ctx context.Context, id string, a Approval) (*Operation
 		return nil, asTransient(fmt.Errorf("journaling the approval of %s: %w", id, err))
 	}
 	op.Status, op.Reason, op.Plan, op.Updated = StatusRunning, "", nil, now
+	op.Hold, op.Announced = nil, time.Time{}
 	op.LeaseOwner, op.LeaseUntil = newOwner(), now.Add(e.c.LeaseDuration)
 	if err := e.d.Journal.UpdateOperation(ctx, op); err != nil {
 		if errors.Is(err, ErrPreconditionFailed) {

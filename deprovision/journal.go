@@ -53,7 +53,29 @@ type Operation struct {
 	// concurrent deliveries of one event cannot both run it.
 	LeaseOwner string
 	LeaseUntil time.Time
-	ETag       string
+	// Hold says which guardrail holds an operation awaiting approval (nil otherwise).
+	Hold *Hold `json:",omitempty"`
+	// Announced is when the operation's present state (terminal, or awaiting approval) was
+	// handed to the notifier; zero until then. It is written after the state itself, so a
+	// process that dies in between leaves the operation [Operation.Unannounced] and the
+	// cleanup's resume pass announces it ([Engine.Announce]).
+	Announced time.Time `json:",omitzero"`
+	ETag      string
+}
+
+// Hold is the guardrail that holds an operation for a person's approval.
+type Hold struct {
+	// Limit is the setting that holds it: MAX_GROUP_DEVICES or MAX_DESTRUCTIVE_PER_HOUR.
+	Limit string
+	// Max is the limit's value; Count what was counted against it (for a group, where
+	// counting stopped, just above Max).
+	Max, Count int
+}
+
+// Unannounced reports whether op is in a state that is announced (terminal, or awaiting
+// approval) and has not been handed to the notifier yet.
+func (op *Operation) Unannounced() bool {
+	return (op.Status.Terminal() || op.Status == StatusAwaitingApproval) && op.Announced.IsZero()
 }
 
 // Progress counts the members of a group-wide operation.
@@ -73,6 +95,13 @@ type Progress struct {
 	Batches, BatchesDone int    `json:",omitempty"`
 	FannedOut            bool   `json:",omitempty"`
 	Applied              string `json:",omitempty"`
+	// PageBatches counts the batches of the page after Continuation that inline application
+	// (no WorkQueue) has applied and counted: journaled with each bulk call's outcome, so that
+	// a resume sends none of them again.
+	PageBatches int `json:",omitempty"`
+	// Enqueuing is the number of the page (Pages+1) whose batches the fan-out has begun to
+	// enqueue: a resume that finds it enqueues that page's batches marked WorkBatch.Again.
+	Enqueuing int `json:",omitempty"`
 }
 
 // StepOutcome is what became of one step.
@@ -162,4 +191,7 @@ type Journal interface {
 	DeviceHistory(ctx context.Context, registrationID string) ([]OperationSummary, error)
 	// OpenOperations lists operations not in a terminal state last updated before olderThan.
 	OpenOperations(ctx context.Context, olderThan time.Time) iter.Seq2[*Operation, error]
+	// UnannouncedOperations lists operations for which [Operation.Unannounced] is true, last
+	// updated before olderThan.
+	UnannouncedOperations(ctx context.Context, olderThan time.Time) iter.Seq2[*Operation, error]
 }

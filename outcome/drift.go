@@ -60,22 +60,10 @@ func (p *Publisher) DriftDetected(ctx context.Context, f deprovision.Finding) {
 		p.o.Logger.Error("building the drift event", "finding", f.ID, "error", err)
 		return
 	}
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		p.o.Logger.Error("drift event not published: the publisher is closed", "finding", f.ID)
-		return
-	}
-	p.wg.Add(1)
-	p.mu.Unlock()
 	// Without a re-revocation, a failed publish is journaled under the run.
 	opID := f.OperationID
 	if opID == "" {
 		opID = "drift-" + f.RunID
 	}
-	bg := context.WithoutCancel(ctx)
-	go func() {
-		defer p.wg.Done()
-		p.publish(bg, opID, ev)
-	}()
+	p.send(ctx, opID, ev)
 }

@@ -55,7 +55,8 @@ type PublisherOptions struct {
 	Clock   deprovision.Clock
 }
 
-// Publisher is a deprovision.Notifier that publishes one CloudEvent per ended operation. It
+// Publisher is a deprovision.Notifier (and deprovision.ApprovalNotifier) that publishes one
+// CloudEvent per ended operation, and one per operation held for approval. It
 // publishes in the background so that a slow or failing topic never delays or fails an
 // operation; Close waits for publishes in flight.
 type Publisher struct {
@@ -117,12 +118,7 @@ func NewEvent(source string, op *deprovision.Operation, now time.Time) (messagin
 	if !ok {
 		return messaging.CloudEvent{}, false, nil
 	}
-	subject := "operations/" + op.ID
-	if op.Request.RegistrationID != "" {
-		subject = "devices/" + op.Request.RegistrationID
-	} else if op.Request.EnrollmentGroupID != "" {
-		subject = "enrollmentGroups/" + op.Request.EnrollmentGroupID
-	}
+	subject := subjectOf(op)
 	ct := "application/json"
 	ev, err := messaging.NewCloudEvent(source, typ, Summarize(op), &messaging.CloudEventOptions{Subject: &subject, DataContentType: &ct, Time: &now})
 	if err != nil {
@@ -130,6 +126,17 @@ func NewEvent(source string, op *deprovision.Operation, now time.Time) (messagin
 	}
 	ev.ID = op.ID + "/" + string(op.Status)
 	return ev, true, nil
+}
+
+// subjectOf is the CloudEvents subject of op's events: the device, else the group.
+func subjectOf(op *deprovision.Operation) string {
+	switch {
+	case op.Request.RegistrationID != "":
+		return "devices/" + op.Request.RegistrationID
+	case op.Request.EnrollmentGroupID != "":
+		return "enrollmentGroups/" + op.Request.EnrollmentGroupID
+	}
+	return "operations/" + op.ID
 }
 
 // OperationEnded implements deprovision.Notifier.
@@ -142,20 +149,24 @@ func (p *Publisher) OperationEnded(ctx context.Context, op *deprovision.Operatio
 	if !ok {
 		return
 	}
+	p.send(ctx, op.ID, ev)
+}
+
+// send publishes ev of operation opID in the background. The publish outlives the invocation
+// that handed it over, but not the process: Close waits for it.
+func (p *Publisher) send(ctx context.Context, opID string, ev messaging.CloudEvent) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
-		p.o.Logger.Error("outcome event not published: the publisher is closed", "operationId", op.ID, "type", ev.Type)
+		p.o.Logger.Error("outcome event not published: the publisher is closed", "operationId", opID, "type", ev.Type)
 		return
 	}
 	p.wg.Add(1)
 	p.mu.Unlock()
-	// The publish outlives the invocation that ended the operation, but not the process:
-	// Close waits for it.
 	bg := context.WithoutCancel(ctx)
 	go func() {
 		defer p.wg.Done()
-		p.publish(bg, op.ID, ev)
+		p.publish(bg, opID, ev)
 	}()
 }
 

@@ -221,6 +221,12 @@ func opEntity(op *deprovision.Operation) (entity, error) {
 		"Reason": truncate(op.Reason, maxReasonChars), "Progress": truncate(string(prog), maxErrorChars),
 		"Created": stamp(op.Created), "Updated": stamp(op.Updated),
 		"LeaseOwner": op.LeaseOwner, "LeaseUntil": stamp(op.LeaseUntil),
+		// Unannounced is queried as Open is; rows written before it existed lack it and are
+		// not listed, as their announcements, made or lost, are long past.
+		"Announced": stamp(op.Announced), "Unannounced": op.Unannounced(),
+	}
+	if h := op.Hold; h != nil {
+		e["HoldLimit"], e["HoldMax"], e["HoldCount"] = h.Limit, h.Max, h.Count
 	}
 	if units(string(reqJSON)) > maxPlanChars {
 		return nil, fmt.Errorf("operation %s: the request is %d characters; at most %d fit a journal row", op.ID, units(string(reqJSON)), maxPlanChars)
@@ -247,7 +253,10 @@ func opFrom(e entity, etag azcore.ETag) (*deprovision.Operation, error) {
 	op := &deprovision.Operation{
 		ID: e.str("PartitionKey"), Status: deprovision.Status(e.str("Status")), Reason: e.str("Reason"),
 		Created: e.time("Created"), Updated: e.time("Updated"),
-		LeaseOwner: e.str("LeaseOwner"), LeaseUntil: e.time("LeaseUntil"), ETag: string(etag),
+		LeaseOwner: e.str("LeaseOwner"), LeaseUntil: e.time("LeaseUntil"), Announced: e.time("Announced"), ETag: string(etag),
+	}
+	if l := e.str("HoldLimit"); l != "" {
+		op.Hold = &deprovision.Hold{Limit: l, Max: e.int("HoldMax"), Count: e.int("HoldCount")}
 	}
 	if err := json.Unmarshal([]byte(e.chunks("Request")), &op.Request); err != nil {
 		return nil, fmt.Errorf("operation %s: stored request unreadable: %w", op.ID, err)
@@ -500,13 +509,23 @@ func (j *Journal) DeviceHistory(ctx context.Context, rid string) ([]deprovision.
 
 // OpenOperations lists operations not in a terminal state last updated before olderThan.
 func (j *Journal) OpenOperations(ctx context.Context, olderThan time.Time) iter.Seq2[*deprovision.Operation, error] {
+	return j.listOps(ctx, "Open eq true", "open", olderThan)
+}
+
+// UnannouncedOperations lists operations whose present state (terminal, or awaiting
+// approval) was not handed to the notifier, last updated before olderThan.
+func (j *Journal) UnannouncedOperations(ctx context.Context, olderThan time.Time) iter.Seq2[*deprovision.Operation, error] {
+	return j.listOps(ctx, "Unannounced eq true", "unannounced", olderThan)
+}
+
+// listOps lists the operation rows that filter selects, last updated before olderThan.
+func (j *Journal) listOps(ctx context.Context, filter, what string, olderThan time.Time) iter.Seq2[*deprovision.Operation, error] {
 	return func(yield func(*deprovision.Operation, error) bool) {
-		filter := "Open eq true"
 		pager := j.ops.NewListEntitiesPager(&aztables.ListEntitiesOptions{Filter: &filter})
 		for pager.More() {
 			page, err := pager.NextPage(ctx)
 			if err != nil {
-				yield(nil, fmt.Errorf("listing open operations: %w", classify(err)))
+				yield(nil, fmt.Errorf("listing %s operations: %w", what, classify(err)))
 				return
 			}
 			for _, raw := range page.Entities {

@@ -156,11 +156,21 @@ func (j *Journal) DeviceHistory(_ context.Context, rid string) ([]deprovision.Op
 
 // OpenOperations implements deprovision.Journal.
 func (j *Journal) OpenOperations(_ context.Context, olderThan time.Time) iter.Seq2[*deprovision.Operation, error] {
+	return j.listOps(func(op *deprovision.Operation) bool { return !op.Status.Terminal() && op.Updated.Before(olderThan) })
+}
+
+// UnannouncedOperations implements deprovision.Journal.
+func (j *Journal) UnannouncedOperations(_ context.Context, olderThan time.Time) iter.Seq2[*deprovision.Operation, error] {
+	return j.listOps(func(op *deprovision.Operation) bool { return op.Unannounced() && op.Updated.Before(olderThan) })
+}
+
+// listOps lists the operations keep selects, in id order, as the Table journal does.
+func (j *Journal) listOps(keep func(*deprovision.Operation) bool) iter.Seq2[*deprovision.Operation, error] {
 	j.mu.Lock()
 	var open []*deprovision.Operation
 	for _, b := range j.ops {
 		op := clone[deprovision.Operation](b)
-		if !op.Status.Terminal() && op.Updated.Before(olderThan) {
+		if keep(op) {
 			open = append(open, op)
 		}
 	}
