@@ -247,6 +247,7 @@ func (e *Engine) release(ctx context.Context, op *Operation) {
 func (e *Engine) finish(ctx context.Context, op *Operation, st Status, reason string) (*Operation, error) {
 	op.Status, op.Reason = st, reason
 	op.LeaseOwner, op.LeaseUntil = "", time.Time{}
+	op.Hold, op.Announced = nil, time.Time{} // the terminal write leaves it unannounced (announce.go)
 	if err := e.save(ctx, op); err != nil {
 		return op, err
 	}
@@ -256,10 +257,9 @@ func (e *Engine) finish(ctx context.Context, op *Operation, st Status, reason st
 	return op, nil
 }
 
+// notify announces op, just journaled terminal, and marks it announced (announce.go).
 func (e *Engine) notify(ctx context.Context, op *Operation) {
-	if e.d.Notifier != nil {
-		e.d.Notifier.OperationEnded(context.WithoutCancel(ctx), op)
-	}
+	e.announce(ctx, op)
 }
 
 // run plans op if it has no plan yet, then applies its unfinished steps.

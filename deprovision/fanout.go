@@ -38,8 +38,10 @@ const (
 // into batches of at most 100 members, enqueues them, and journals the page (continuation,
 // batches enqueued) before reading the next. A crash between the enqueues and the journal
 // write re-reads the same page and enqueues the same batches again under the same numbers,
-// which the workers count once. The step ends when every page is enqueued; the operation
-// stays running until the workers have accounted for every batch (see [Engine.ApplyBatch]).
+// which the workers count once, and marked Again, so that a copy whose twin was already
+// applied and journaled is counted from the journal without a second bulk call. The step
+// ends when every page is enqueued; the operation stays running until the workers have
+// accounted for every batch (see [Engine.ApplyBatch]).
 func (e *Engine) fanOut(ctx context.Context, op *Operation, st Step) stepResult {
 	gid, action, reason := st.Params[ParamGroupID], Action(st.Params[ParamAction]), st.Params[ParamStatusReason]
 	if action != ActionDisable && action != ActionDelete {
@@ -77,6 +79,20 @@ func (e *Engine) fanOut(ctx context.Context, op *Operation, st Step) stepResult 
 				batches = append(batches, &WorkBatch{OperationID: op.ID, Hub: h, Action: action, StatusReason: reason,
 					Seq: seq, Members: ms[start:min(start+maxBulk, len(ms))]})
 			}
+		}
+		// Journal that this page's enqueueing begins: a delivery that finds the mark (an earlier
+		// one died between the enqueues and the page's journal write) enqueues the page's
+		// batches again marked Again, so that a worker looks for an earlier copy's journaled
+		// outcome before calling the hub. One Table write a page, no hub operation.
+		if pr.Enqueuing == pr.Pages+1 {
+			for _, b := range batches {
+				b.Again = true
+			}
+		} else if err := e.updateOperation(ctx, op, owner, func(o *Operation) bool {
+			o.Progress.Enqueuing = o.Progress.Pages + 1
+			return true
+		}); err != nil {
+			return failed(err)
 		}
 		if err := e.enqueueAll(ctx, batches); err != nil {
 			return failed(fmt.Errorf("operation %s: enqueuing page %d of group %s: %w", op.ID, pr.Pages+1, gid, err))
@@ -259,6 +275,11 @@ type BatchOptions struct {
 	// queue's maxDequeueCount): a failure is then journaled as failed members, so that the
 	// batch ends in the journal and not only in the poison queue.
 	LastTry bool
+	// Redelivered says the batch may have been handled before (the message's DequeueCount is
+	// above 1, or it is settled from the poison queue; a batch marked WorkBatch.Again is
+	// treated the same): a batch journaled by an earlier delivery that died before counting
+	// it is then counted from its journal record, without a second bulk call.
+	Redelivered bool
 }
 
 // ApplyBatch applies one fanned-out batch (the GroupWork function's work): one bulk call for
@@ -295,6 +316,22 @@ func (e *Engine) ApplyBatch(ctx context.Context, b *WorkBatch, o BatchOptions) (
 	if b.Seq > 0 && hasBit(op.Progress.Applied, b.Seq) {
 		e.log.InfoContext(ctx, "group work batch already counted", "operation", b.OperationID, "batch", b.Seq)
 		return res, nil
+	}
+	if b.Seq > 0 && (o.Redelivered || b.Again) {
+		// The step record is the bulk call's outcome, journaled right after the call returns
+		// and before the count: an earlier delivery that got that far must not call the hub
+		// again. Only a death between the hub's answer and that record re-sends the batch.
+		rec, err := e.batchRecord(ctx, b)
+		if err != nil {
+			return res, err
+		}
+		if rec != nil {
+			if res, ok := recordedResult(*rec); ok {
+				e.log.InfoContext(ctx, "group work batch journaled by an earlier delivery; counting it without a hub call",
+					"operation", b.OperationID, "batch", b.Seq)
+				return res, e.countBatch(ctx, b, res)
+			}
+		}
 	}
 	regs := make([]Registration, len(b.Members))
 	for i, m := range b.Members {
@@ -335,14 +372,56 @@ var ErrBatchGivenUp = errors.New("given up")
 // means the message may be deleted. It covers a handler that died during the last delivery,
 // before it could journal the batch.
 func (e *Engine) SettlePoisoned(ctx context.Context, b *WorkBatch) error {
-	_, err := e.ApplyBatch(ctx, b, BatchOptions{LastTry: true})
+	_, err := e.ApplyBatch(ctx, b, BatchOptions{LastTry: true, Redelivered: true})
 	if errors.Is(err, ErrBatchGivenUp) {
 		return nil
 	}
 	return err
 }
 
-// recordBatch journals a batch as one step record.
+// batchRecord returns the journal record of a numbered batch, or nil when there is none.
+// The Journal port has no read of a single step, so it lists the operation's steps; only a
+// redelivered batch pays for that (Table reads, no hub budget).
+func (e *Engine) batchRecord(ctx context.Context, b *WorkBatch) (*StepRecord, error) {
+	steps, err := e.d.Journal.Steps(ctx, b.OperationID)
+	if err != nil {
+		return nil, asTransient(fmt.Errorf("reading the journal of batch %d of %s: %w", b.Seq, b.OperationID, err))
+	}
+	for i := range steps {
+		s := &steps[i]
+		if s.Kind == StepGroupBatch && s.Index == batchStepBase+b.Seq && (s.Outcome == StepDone || s.Outcome == StepFailed) {
+			return s, nil
+		}
+	}
+	return nil, nil
+}
+
+// batchCounts is the start of a batch record's text, which [recordedResult] reads back.
+const batchCounts = "%d members, %d done, %d failed"
+
+// recordedResult reads a batch's result back from its record (written by recordBatch:
+// "action: N members, D done, F failed[: failures]"). The counts are exact; the failures are
+// split on "; ", which an error text containing "; " splits too (they are for a person).
+func recordedResult(rec StepRecord) (MemberResult, bool) {
+	var res MemberResult
+	_, rest, ok := strings.Cut(rec.Error, ": ")
+	if !ok {
+		return res, false
+	}
+	counts, failures, _ := strings.Cut(rest, ": ")
+	var n int
+	if _, err := fmt.Sscanf(counts, batchCounts, &n, &res.Done, &res.Failed); err != nil {
+		return MemberResult{}, false
+	}
+	if failures != "" {
+		fs := strings.Split(failures, "; ")
+		res.Failures = fs[:min(len(fs), maxFailures)]
+	}
+	return res, true
+}
+
+// recordBatch journals a batch as one step record. For a numbered batch it is also the bulk
+// call's outcome: a redelivery that finds it counts the batch from it (see ApplyBatch).
 func (e *Engine) recordBatch(ctx context.Context, b *WorkBatch, res MemberResult, applyErr error, start time.Time) error {
 	end := e.d.Clock.Now()
 	idx := batchStepBase + b.Seq
@@ -355,7 +434,7 @@ func (e *Engine) recordBatch(ctx context.Context, b *WorkBatch, res MemberResult
 	}
 	rec := StepRecord{OperationID: b.OperationID, Index: idx, Kind: StepGroupBatch,
 		Target: fmt.Sprintf("hubs/%s/batches/%d", b.Hub, b.Seq), Outcome: StepDone,
-		Error: fmt.Sprintf("%s: %d members, %d done, %d failed", b.Action, len(b.Members), res.Done, res.Failed),
+		Error: fmt.Sprintf("%s: "+batchCounts, b.Action, len(b.Members), res.Done, res.Failed),
 		Time:  end, Duration: end.Sub(start)}
 	if res.Failed > 0 {
 		rec.Outcome = StepFailed

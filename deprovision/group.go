@@ -87,6 +87,14 @@ func memberID(m Registration) string {
 // applies the hub action to each page, journaling the continuation after every page: a resume
 // starts at the first unfinished page, and a page is never held with another.
 //
+// A page is applied in batches (by hub, in hub order, at most 100 members: one bulk call
+// each), and each batch's outcome is journaled as soon as the bulk call returns, together
+// with its counts (Progress.PageBatches); a resume re-reads the page from the same
+// continuation (the group is disabled, so it reads the same members) and skips the batches
+// already journaled. Only a death between the hub's answer and that journal write sends a
+// bulk call again. Reading the devices back to find out instead would cost as many registry
+// operations as the re-sent call, so the journal write is the cheapest guard.
+//
 // With a [WorkQueue] configured (Deps.Work) the members go to queue workers instead: see
 // fanOut. Inline application suits small groups and tests; it holds the invocation for as long
 // as the hub's budget needs, which for a large group is longer than a function may run.
@@ -99,14 +107,19 @@ func (e *Engine) groupMembers(ctx context.Context, op *Operation, st Step) stepR
 	if pr.Pages > 0 && pr.Continuation == "" {
 		return stepResult{note: fmt.Sprintf("%d members: %d done, %d failed", pr.Total, pr.Done, pr.Failed)}
 	}
+	type batch struct {
+		hub     string
+		members []Registration
+	}
 	for page, err := range e.d.Registrations.GroupRegistrations(ctx, gid, pr.Continuation, e.c.GroupPageSize) {
 		if err != nil {
 			return failed(fmt.Errorf("reading registrations of group %s: %w", gid, err))
 		}
 		byHub := map[string][]Registration{}
+		unassigned := 0
 		for _, m := range page.Items {
 			if m.AssignedHub == "" {
-				pr.Done++ // never assigned: no hub identity to change
+				unassigned++ // never assigned: no hub identity to change
 				continue
 			}
 			byHub[m.AssignedHub] = append(byHub[m.AssignedHub], m)
@@ -115,9 +128,19 @@ func (e *Engine) groupMembers(ctx context.Context, op *Operation, st Step) stepR
 		for h := range byHub {
 			hubs = append(hubs, h)
 		}
-		sort.Strings(hubs)
+		sort.Strings(hubs) // a resume must split the page into the same batches
+		var batches []batch
 		for _, h := range hubs {
-			r, err := e.ApplyMembers(ctx, op.ID, h, byHub[h], action, reason)
+			ms := byHub[h]
+			for start := 0; start < len(ms); start += maxBulk {
+				batches = append(batches, batch{h, ms[start:min(start+maxBulk, len(ms))]})
+			}
+		}
+		for i, b := range batches {
+			if i < pr.PageBatches {
+				continue // applied and journaled before the process died
+			}
+			r, err := e.ApplyMembers(ctx, op.ID, b.hub, b.members, action, reason)
 			if err != nil {
 				return failed(err)
 			}
@@ -128,10 +151,18 @@ func (e *Engine) groupMembers(ctx context.Context, op *Operation, st Step) stepR
 					pr.Failures = append(pr.Failures, f)
 				}
 			}
+			pr.PageBatches = i + 1
+			if i+1 < len(batches) { // the page's last batch is journaled with the page below
+				if err := e.save(ctx, op); err != nil {
+					return failed(err)
+				}
+			}
 		}
+		pr.Done += unassigned
 		pr.Total += len(page.Items)
 		pr.Pages++
 		pr.Continuation = page.Next
+		pr.PageBatches = 0
 		if err := e.save(ctx, op); err != nil {
 			return failed(err)
 		}

@@ -224,6 +224,10 @@ type WorkBatch struct {
 	// an operator enqueued by hand): it is applied and journaled, but not counted.
 	Seq     int          `json:"batch,omitempty"`
 	Members []WorkMember `json:"members"`
+	// Again says the fan-out enqueued this batch a second time (it died after enqueuing the
+	// page before journaling it): the worker first looks for the journaled outcome of the
+	// first copy, and counts that instead of calling the hub again.
+	Again bool `json:"again,omitempty"`
 }
 
 // WorkMember is one device of a [WorkBatch].

@@ -56,7 +56,7 @@ func (w *EngineGroupWorker) Apply(ctx context.Context, msg QueueMessage) error {
 	if maxDequeue <= 0 {
 		maxDequeue = DefaultMaxDequeueCount
 	}
-	res, err := w.Engine.ApplyBatch(ctx, &item, deprovision.BatchOptions{LastTry: msg.DequeueCount >= maxDequeue})
+	res, err := w.Engine.ApplyBatch(ctx, &item, deprovision.BatchOptions{LastTry: msg.DequeueCount >= maxDequeue, Redelivered: msg.DequeueCount > 1})
 	if err != nil {
 		return err
 	}

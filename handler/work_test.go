@@ -39,6 +39,10 @@ func TestGroupWorkerPassesTheBatchAndTheLastTry(t *testing.T) {
 		if len(r.got) != 1 || r.opts[0].LastTry != c.last {
 			t.Fatalf("max %d, dequeue %d: last try %v, want %v", c.max, c.dequeue, r.opts[0].LastTry, c.last)
 		}
+		// A message seen before may have been applied and journaled: the engine looks first.
+		if r.opts[0].Redelivered != (c.dequeue > 1) {
+			t.Fatalf("dequeue %d: redelivered %v", c.dequeue, r.opts[0].Redelivered)
+		}
 		b := r.got[0]
 		if b.OperationID != "op-1" || b.Seq != 3 || b.Action != deprovision.ActionDisable || len(b.Members) != 2 || b.Members[0].DeviceID != "A" {
 			t.Fatalf("batch %+v", b)
