@@ -269,6 +269,10 @@ func (h *Host) writeHTTPOutput(w http.ResponseWriter, f *Function, res *Result) 
 // forwardHTTP sends the original request to the handler with the host's headers and returns the
 // handler's response as it is (reference §4).
 func (h *Host) forwardHTTP(w http.ResponseWriter, r *http.Request, f *Function) {
+	if err := h.worker.awaitReady(r.Context()); err != nil {
+		http.Error(w, "function invocation failed: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
 	target, _ := url.Parse(h.worker.baseURL())
 	invID := newGUID()
 	proxy := &httputil.ReverseProxy{

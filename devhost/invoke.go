@@ -170,6 +170,9 @@ func (h *Host) send(ctx context.Context, inv *Invocation) (*Result, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, h.functionTimeout)
 	defer cancel()
+	if err := h.worker.awaitReady(ctx); err != nil {
+		return nil, &InvocationError{Function: inv.Function, Err: err}
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.worker.baseURL()+"/"+inv.Function, bytes.NewReader(body))
 	if err != nil {
 		return nil, &InvocationError{Function: inv.Function, Err: err}

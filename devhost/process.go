@@ -27,7 +27,10 @@ type worker struct {
 	mu        sync.Mutex
 	cmd       *exec.Cmd
 	exited    chan struct{}
-	stopped   bool
+	// ready is closed once the running handler answered GET /; a new one is made for every
+	// start. Invocations wait on it, as the host dispatches nothing to a worker not yet ready.
+	ready   chan struct{}
+	stopped bool
 	crashes   []time.Time
 }
 
@@ -35,6 +38,16 @@ func (w *worker) currentPort() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.port
+}
+
+// exitState describes how the current handler process ended, for error messages.
+func (w *worker) exitState() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.cmd == nil || w.cmd.ProcessState == nil {
+		return "no exit status"
+	}
+	return w.cmd.ProcessState.String()
 }
 
 func (w *worker) baseURL() string { return "http://127.0.0.1:" + strconv.Itoa(w.currentPort()) }
@@ -105,8 +118,10 @@ func (w *worker) start(ctx context.Context) error {
 			return err
 		}
 	}
+	ready := make(chan struct{})
 	w.mu.Lock()
 	w.port = portNum
+	w.ready = ready
 	w.mu.Unlock()
 	port := strconv.Itoa(portNum)
 	cmd.Env = append(cmd.Env,
@@ -137,7 +152,30 @@ func (w *worker) start(ctx context.Context) error {
 		close(exited)
 		w.onExit(err)
 	}()
-	return w.waitReady(ctx, exited)
+	if err := w.waitReady(ctx, exited); err != nil {
+		return err
+	}
+	close(ready)
+	return nil
+}
+
+// awaitReady waits until the current handler answered GET /, the host failed, or ctx ends.
+// A handler restarting after a crash gets its invocations once it is up again.
+func (w *worker) awaitReady(ctx context.Context) error {
+	w.mu.Lock()
+	ready := w.ready
+	w.mu.Unlock()
+	if ready == nil {
+		return errors.New("the handler has not been started")
+	}
+	select {
+	case <-ready:
+		return nil
+	case <-w.h.failed:
+		return fmt.Errorf("the host stopped: %w", w.h.Err())
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for the handler to be ready: %w", ctx.Err())
+	}
 }
 
 // waitReady polls GET / every 25 ms until any HTTP answer (a 404 counts), as the host's
@@ -159,7 +197,7 @@ func (w *worker) waitReady(ctx context.Context, exited chan struct{}) error {
 		}
 		select {
 		case <-exited:
-			return fmt.Errorf("handler exited before it answered GET / on port %d", w.currentPort())
+			return fmt.Errorf("handler exited before it answered GET / on port %d (%s)", w.currentPort(), w.exitState())
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(25 * time.Millisecond):
