@@ -31,7 +31,7 @@ type worker struct {
 	// start. Invocations wait on it, as the host dispatches nothing to a worker not yet ready.
 	ready   chan struct{}
 	stopped bool
-	crashes   []time.Time
+	crashes []time.Time
 }
 
 func (w *worker) currentPort() int {
