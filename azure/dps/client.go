@@ -109,19 +109,6 @@ func newResponseError(resp *http.Response) error {
 	return runtime.NewResponseErrorWithErrorCode(resp, code)
 }
 
-// idempotentWrite reports whether a write with this If-Match may be repeated safely: only an
-// unconditional replace ("*") can; a create-only write (no If-Match) or an etag-conditional
-// one would answer 409 or 412 on a repeat after an unnoticed success.
-func idempotentWrite(ifMatch *azcore.ETag) bool {
-	return ifMatch != nil && *ifMatch == azcore.ETagAny
-}
-
-// idempotentDelete reports whether a delete may be repeated safely: an unconditional one can
-// (a repeat answers 404, which callers treat as done); a conditional one cannot.
-func idempotentDelete(ifMatch *azcore.ETag) bool {
-	return ifMatch == nil || *ifMatch == azcore.ETagAny
-}
-
 // IsNotFound reports whether err is a 404 answer: the enrollment, group or registration
 // state does not exist.
 func IsNotFound(err error) bool { return rest.HasStatus(err, http.StatusNotFound) }

@@ -285,7 +285,7 @@ func TestQueryPagers(t *testing.T) {
 	if len(seen) != 23 || pages != 5 {
 		t.Fatalf("saw %d enrollments in %d pages, want 23 in 5", len(seen), pages)
 	}
-	if n := count(rec, http.MethodPost, "/enrollments/query"); n != 5 {
+	if n := rec.Count(http.MethodPost, "/enrollments/query"); n != 5 {
 		t.Fatalf("%d query calls, want 5", n)
 	}
 	// Resuming from the first page's token yields the other 18.
@@ -382,7 +382,7 @@ func TestRetries(t *testing.T) {
 	if _, err := c.GetEnrollment(ctx, "r-1", nil); err != nil {
 		t.Fatalf("429 then success: %v", err)
 	}
-	if n := count(rec, http.MethodGet, "/enrollments/r-1"); n != 2 {
+	if n := rec.Count(http.MethodGet, "/enrollments/r-1"); n != 2 {
 		t.Fatalf("%d GET attempts, want 2", n)
 	}
 
@@ -392,7 +392,7 @@ func TestRetries(t *testing.T) {
 	if _, err := c.CreateOrUpdateEnrollment(ctx, symEnrollment("r-2"), nil); err != nil {
 		t.Fatalf("throttled create was not retried: %v", err)
 	}
-	if n := count(rec, http.MethodPut, "/enrollments/r-2"); n != 2 {
+	if n := rec.Count(http.MethodPut, "/enrollments/r-2"); n != 2 {
 		t.Fatalf("%d PUT attempts, want 2", n)
 	}
 
@@ -404,7 +404,7 @@ func TestRetries(t *testing.T) {
 	if !errors.As(err, &re) || re.StatusCode != 500 {
 		t.Fatalf("create after a 500: %v, want the 500 back", err)
 	}
-	if n := count(rec, http.MethodPut, "/enrollments/r-3"); n != 1 {
+	if n := rec.Count(http.MethodPut, "/enrollments/r-3"); n != 1 {
 		t.Fatalf("create-only PUT sent %d times after a 500, want once", n)
 	}
 

@@ -63,7 +63,7 @@ func (c *Client) CreateOrUpdateEnrollment(ctx context.Context, enrollment Indivi
 	}
 	enrollment.RegistrationState, enrollment.CreatedDateTimeUTC, enrollment.LastUpdatedDateTimeUTC = nil, nil, nil
 	resp, err := c.conn.Do(ctx, rest.Request{Method: http.MethodPut, Path: "/enrollments/" + rest.Escape(enrollment.RegistrationID), Body: enrollment,
-		IfMatch: ifMatch, Idempotent: idempotentWrite(ifMatch), OK: []int{http.StatusOK, http.StatusCreated}})
+		IfMatch: ifMatch, Idempotent: rest.IdempotentWrite(ifMatch), OK: []int{http.StatusOK, http.StatusCreated}})
 	if err != nil {
 		return out, err
 	}
@@ -88,7 +88,7 @@ func (c *Client) DeleteEnrollment(ctx context.Context, registrationID string, op
 		ifMatch = options.IfMatch
 	}
 	_, err := c.conn.Do(ctx, rest.Request{Method: http.MethodDelete, Path: "/enrollments/" + rest.Escape(registrationID), IfMatch: ifMatch,
-		Idempotent: idempotentDelete(ifMatch), OK: []int{http.StatusNoContent, http.StatusOK}})
+		Idempotent: rest.IdempotentDelete(ifMatch), OK: []int{http.StatusNoContent, http.StatusOK}})
 	return DeleteEnrollmentResponse{}, err
 }
 

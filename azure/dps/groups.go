@@ -57,7 +57,7 @@ func (c *Client) CreateOrUpdateEnrollmentGroup(ctx context.Context, group Enroll
 	}
 	group.CreatedDateTimeUTC, group.LastUpdatedDateTimeUTC = nil, nil
 	resp, err := c.conn.Do(ctx, rest.Request{Method: http.MethodPut, Path: "/enrollmentGroups/" + rest.Escape(group.EnrollmentGroupID), Body: group,
-		IfMatch: ifMatch, Idempotent: idempotentWrite(ifMatch), OK: []int{http.StatusOK, http.StatusCreated}})
+		IfMatch: ifMatch, Idempotent: rest.IdempotentWrite(ifMatch), OK: []int{http.StatusOK, http.StatusCreated}})
 	if err != nil {
 		return out, err
 	}
@@ -82,7 +82,7 @@ func (c *Client) DeleteEnrollmentGroup(ctx context.Context, enrollmentGroupID st
 		ifMatch = options.IfMatch
 	}
 	_, err := c.conn.Do(ctx, rest.Request{Method: http.MethodDelete, Path: "/enrollmentGroups/" + rest.Escape(enrollmentGroupID), IfMatch: ifMatch,
-		Idempotent: idempotentDelete(ifMatch), OK: []int{http.StatusNoContent, http.StatusOK}})
+		Idempotent: rest.IdempotentDelete(ifMatch), OK: []int{http.StatusNoContent, http.StatusOK}})
 	return DeleteEnrollmentGroupResponse{}, err
 }
 

@@ -47,7 +47,7 @@ func (c *Client) DeleteRegistrationState(ctx context.Context, registrationID str
 		ifMatch = options.IfMatch
 	}
 	_, err := c.conn.Do(ctx, rest.Request{Method: http.MethodDelete, Path: "/registrations/" + rest.Escape(registrationID), IfMatch: ifMatch,
-		Idempotent: idempotentDelete(ifMatch), OK: []int{http.StatusNoContent, http.StatusOK}})
+		Idempotent: rest.IdempotentDelete(ifMatch), OK: []int{http.StatusNoContent, http.StatusOK}})
 	return DeleteRegistrationStateResponse{}, err
 }
 

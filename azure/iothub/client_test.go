@@ -164,7 +164,7 @@ func TestQueryPager(t *testing.T) {
 	if len(seen) != 27 || pages != 7 {
 		t.Fatalf("%d twins in %d pages, want 27 in 7", len(seen), pages)
 	}
-	if n := count(rec, http.MethodPost, "/devices/query"); n != 7 {
+	if n := rec.Count(http.MethodPost, "/devices/query"); n != 7 {
 		t.Fatalf("%d query calls, want 7", n)
 	}
 	rest := 0
@@ -194,7 +194,7 @@ func TestRetries(t *testing.T) {
 	if err != nil || !r.IsSuccessful {
 		t.Fatalf("429 then success: %+v %v", r, err)
 	}
-	if n := count(rec, http.MethodPost, "/devices"); n != 2 {
+	if n := rec.Count(http.MethodPost, "/devices"); n != 2 {
 		t.Fatalf("%d bulk attempts, want 2", n)
 	}
 	if err := e.em.AddFault(emulator.Fault{Op: "hub.devices.bulk", Status: 503, Count: 1}); err != nil {
@@ -205,7 +205,7 @@ func TestRetries(t *testing.T) {
 	if !errors.As(err, &re) || re.StatusCode != 503 || re.ErrorCode != "ServiceUnavailable" {
 		t.Fatalf("bulk after a 503: %v, want the 503 back", err)
 	}
-	if n := count(rec, http.MethodPost, "/devices"); n != 3 {
+	if n := rec.Count(http.MethodPost, "/devices"); n != 3 {
 		t.Fatalf("bulk sent %d times in all, want 3 (no blind retry of the 503)", n)
 	}
 	if err := e.em.AddFault(emulator.Fault{Op: "hub.devices.get", Status: 503, Count: 1}); err != nil {

@@ -57,9 +57,8 @@ func (c *Client) CreateOrUpdateDevice(ctx context.Context, device Device, option
 	if options != nil {
 		ifMatch = options.IfMatch
 	}
-	idem := ifMatch != nil && *ifMatch == azcore.ETagAny
 	resp, err := c.conn.Do(ctx, rest.Request{Method: http.MethodPut, Path: "/devices/" + rest.Escape(device.DeviceID), Body: device, IfMatch: ifMatch,
-		Idempotent: idem, OK: []int{http.StatusOK, http.StatusCreated}})
+		Idempotent: rest.IdempotentWrite(ifMatch), OK: []int{http.StatusOK, http.StatusCreated}})
 	if err != nil {
 		return out, err
 	}
@@ -84,7 +83,7 @@ func (c *Client) DeleteDevice(ctx context.Context, deviceID string, options *Del
 		ifMatch = *options.IfMatch
 	}
 	_, err := c.conn.Do(ctx, rest.Request{Method: http.MethodDelete, Path: "/devices/" + rest.Escape(deviceID), IfMatch: &ifMatch,
-		Idempotent: ifMatch == azcore.ETagAny, OK: []int{http.StatusNoContent, http.StatusOK}})
+		Idempotent: rest.IdempotentDelete(&ifMatch), OK: []int{http.StatusNoContent, http.StatusOK}})
 	return DeleteDeviceResponse{}, err
 }
 

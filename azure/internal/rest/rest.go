@@ -149,6 +149,19 @@ func (c *Conn) Do(ctx context.Context, r Request) (*http.Response, error) {
 	return resp, nil
 }
 
+// IdempotentWrite reports whether a write with this If-Match may be repeated safely: only an
+// unconditional replace ("*") can; a create-only write (no If-Match) or an etag-conditional
+// one would answer 409 or 412 on a repeat after an unnoticed success.
+func IdempotentWrite(ifMatch *azcore.ETag) bool {
+	return ifMatch != nil && *ifMatch == azcore.ETagAny
+}
+
+// IdempotentDelete reports whether a delete may be repeated safely: an unconditional one can
+// (a repeat answers 404, which callers treat as done); a conditional one cannot.
+func IdempotentDelete(ifMatch *azcore.ETag) bool {
+	return ifMatch == nil || *ifMatch == azcore.ETagAny
+}
+
 // Escape escapes an id for use as one path segment.
 func Escape(id string) string { return url.PathEscape(id) }
 

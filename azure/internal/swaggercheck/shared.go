@@ -5,7 +5,13 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+
+	"dpsdeprov/azure/loopback"
+	"dpsdeprov/emulator"
 	"dpsdeprov/internal/testenv"
 )
 
@@ -47,4 +53,35 @@ func CheckAtEnd(tb testing.TB, rec *Recorder, file string) {
 			}
 		}
 	})
+}
+
+// EmulatorOptions returns client options that reach em over its loopback transport, retry
+// quickly, and, when rec is not nil, record every request for the check against file that
+// [CheckAtEnd] runs when tb ends. Both clients' tests build their clients on it.
+func EmulatorOptions(tb testing.TB, em *emulator.Emulator, rec *Recorder, file string) azcore.ClientOptions {
+	tb.Helper()
+	tr, err := loopback.NewClient(em.Info().Addr, em.CACertPEM())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	o := azcore.ClientOptions{
+		Transport: tr,
+		Retry:     policy.RetryOptions{MaxRetries: 3, RetryDelay: 20 * time.Millisecond, MaxRetryDelay: 3 * time.Second},
+	}
+	if rec != nil {
+		o.PerRetryPolicies = []policy.Policy{rec}
+		CheckAtEnd(tb, rec, file)
+	}
+	return o
+}
+
+// Count returns how many recorded requests have method and path.
+func (rec *Recorder) Count(method, path string) int {
+	n := 0
+	for _, r := range rec.Requests() {
+		if r.Method == method && r.URL.Path == path {
+			n++
+		}
+	}
+	return n
 }
