@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 NPM ?= npm
 
-.PHONY: all deps test vet unit demo run bench package fuzz clean
+.PHONY: all deps tidy test vet unit demo run bench package fuzz clean
 
 all: test
 
@@ -20,9 +20,14 @@ deps: node_modules/.package-lock.json
 vet:
 	$(GO) vet ./...
 
+# go.mod and go.sum must be what `go mod tidy` would write: every direct requirement in the
+# direct block, nothing unused. Fails (printing the diff) when they are not; fix with `go mod tidy`.
+tidy:
+	$(GO) mod tidy -diff
+
 # Every Go test (they start Azurite and the emulator themselves), then the conformance suite
 # that drives the emulator with Microsoft's official Node SDKs.
-test: deps vet
+test: deps tidy vet
 	$(GO) test -count=1 -timeout 30m ./...
 
 clean:
