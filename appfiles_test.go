@@ -126,7 +126,9 @@ func TestAppFilesMatchSchemas(t *testing.T) {
 		}
 		env[k], _ = v.(string)
 	}
-	if _, err := config.Load(env); err != nil {
+	if cfg, err := config.Load(env); err != nil {
+		t.Errorf("the example's Values do not start the handler: %v", err)
+	} else if _, err := newSettings(cfg); err != nil {
 		t.Errorf("the example's Values do not start the handler: %v", err)
 	}
 

@@ -49,7 +49,7 @@ func main() {
 }
 
 func run() error {
-	cfg, err := config.FromOS()
+	cfg, err := loadSettings(os.Environ())
 	if err != nil {
 		return fmt.Errorf("the app settings are not usable:\n%w", err)
 	}
@@ -80,7 +80,7 @@ func run() error {
 		return err
 	}
 	gate.open(app.handler)
-	logger.Info("handler ready", append([]any{"address", ln.Addr().String()}, cfg.Summary()...)...)
+	logger.Info("handler ready", append([]any{"address", ln.Addr().String()}, cfg.summary()...)...)
 
 	select {
 	case err := <-served:
@@ -140,7 +140,7 @@ type app struct {
 	publisher *outcome.Publisher
 }
 
-func wire(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*app, error) {
+func wire(ctx context.Context, cfg *settings, logger *slog.Logger) (*app, error) {
 	var transport policy.Transporter
 	if cfg.Emulator != nil {
 		c, err := loopback.NewClient(cfg.Emulator.Address, cfg.Emulator.CAPEM)
@@ -160,7 +160,7 @@ func wire(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*app, e
 	} else {
 		var cred azcore.TokenCredential
 		if cred, err = creds.get(cfg.DPS.Credential); err == nil {
-			dpsClient, err = dps.NewClient(cfg.DPS.Endpoint, cred, dpsOpts)
+			dpsClient, err = dps.NewClient(cfg.dpsEndpoint, cred, dpsOpts)
 		}
 	}
 	if err != nil {
@@ -168,11 +168,11 @@ func wire(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*app, e
 	}
 
 	hubClients := map[string]*iothub.Client{}
-	for _, host := range cfg.Hubs.Hosts {
-		opts := &iothub.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: transport, Retry: hubRetry(cfg)}}
+	for _, host := range cfg.hubHosts {
+		opts := &iothub.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: transport, Retry: hubRetry(cfg.Config)}}
 		var c *iothub.Client
 		if cfg.Hubs.Credential == config.CredentialConnectionString {
-			c, err = iothub.NewClientFromConnectionString(cfg.Hubs.ConnectionStrings[host].Reveal(), opts)
+			c, err = iothub.NewClientFromConnectionString(cfg.hubConnections[host].Reveal(), opts)
 		} else {
 			var cred azcore.TokenCredential
 			if cred, err = creds.get(cfg.Hubs.Credential); err == nil {
@@ -185,7 +185,7 @@ func wire(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*app, e
 		hubClients[host] = c
 	}
 
-	tables, err := tableService(cfg, creds)
+	tables, err := tableService(cfg.Config, creds)
 	if err != nil {
 		return nil, fmt.Errorf("Table Storage client (%s): %w", config.SettingStorage, err)
 	}
@@ -208,7 +208,7 @@ func wire(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*app, e
 	var notifier deprovision.Notifier
 	var pub *outcome.Publisher
 	if cfg.Outcome.Endpoint != "" {
-		pub, err = publisher(cfg, creds, jrnl, logger)
+		pub, err = publisher(cfg.Config, creds, jrnl, logger)
 		if err != nil {
 			return nil, fmt.Errorf("outcome publisher (%s): %w", config.SettingOutcomeEndpoint, err)
 		}
@@ -217,11 +217,11 @@ func wire(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*app, e
 
 	// Group-wide work fans out through the GroupWork queue; every hub call waits for the
 	// hub's budget, shared across instances (main_scale.go).
-	hubs, err := limitHubs(ctx, cfg, tables, adapter.NewHubs(hubClients), logger)
+	hubs, err := limitHubs(ctx, cfg.Config, tables, adapter.NewHubs(hubClients), logger)
 	if err != nil {
 		return nil, err
 	}
-	work, err := workQueue(ctx, cfg, creds)
+	work, err := workQueue(ctx, cfg.Config, creds)
 	if err != nil {
 		return nil, err
 	}
@@ -237,7 +237,7 @@ func wire(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*app, e
 		Logger:        logger,
 		Budget:        budget,
 		Work:          work,
-	}, deprovision.Config{Hubs: cfg.Hubs.Hosts, Guard: cfg.Guard, GroupPageSize: groupPageSize})
+	}, deprovision.Config{Hubs: cfg.hubHosts, Guard: cfg.guard, GroupPageSize: groupPageSize})
 
 	cleaner, lifecycle, err := wireCleanup(ctx, cfg, tables, cleanupPorts{engine: engine, journal: jrnl,
 		enrollments: dpsAdapter, registrations: dpsAdapter, devices: hubs, publisher: pub}, logger)
@@ -250,7 +250,7 @@ func wire(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*app, e
 		GroupWorker: &handler.EngineGroupWorker{Engine: engine, Logger: logger, MaxDequeueCount: int64(cfg.Scale.MaxDequeueCount)},
 		Cleaner:     cleaner,
 		Lifecycle:   lifecycle,
-		Policy:      cfg.Policy,
+		Policy:      cfg.policy,
 		Logger:      logger,
 	})
 	if err != nil {

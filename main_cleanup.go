@@ -34,7 +34,7 @@ type cleanupPorts struct {
 
 // wireCleanup opens the cleanup's tables and returns the Cleanup timer's Cleaner and the
 // recorder of IoT Hub lifecycle events (docs/cleanup.md).
-func wireCleanup(ctx context.Context, cfg *config.Config, tables *aztables.ServiceClient, p cleanupPorts, logger *slog.Logger) (*handler.Cleanup, *cleanup.Lifecycle, error) {
+func wireCleanup(ctx context.Context, cfg *settings, tables *aztables.ServiceClient, p cleanupPorts, logger *slog.Logger) (*handler.Cleanup, *cleanup.Lifecycle, error) {
 	hctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	hk, err := journal.NewHousekeeping(hctx, tables, journal.Options{TablePrefix: cfg.JournalPrefix})
 	cancel()
@@ -45,7 +45,7 @@ func wireCleanup(ctx context.Context, cfg *config.Config, tables *aztables.Servi
 	if queues == nil {
 		// The storage account's managed identity takes no cached state from the other
 		// credentials, so a fresh set serves as well as the app's.
-		if queues, err = queueService(cfg, &credentials{clientID: cfg.ClientID}); err != nil {
+		if queues, err = queueService(cfg.Config, &credentials{clientID: cfg.ClientID}); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -58,9 +58,7 @@ func wireCleanup(ctx context.Context, cfg *config.Config, tables *aztables.Servi
 	if p.publisher != nil {
 		d.Reporter = p.publisher
 	}
-	o := cfg.Cleanup
-	o.ResumeAfter, o.Hubs = cfg.ResumeAfter, cfg.Hubs.Hosts
-	runner, err := cleanup.New(d, o)
+	runner, err := cleanup.New(d, cfg.cleanup)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -83,7 +83,7 @@ func baseEnv() []string {
 // Each setting missing or malformed stops the real binary before it listens, with a message
 // naming the setting (and never a secret).
 func TestStartupFailsNamingTheSetting(t *testing.T) {
-	for _, c := range configtest.BadSettingCases() {
+	for _, c := range append(configtest.BadSettingCases(), configtest.BuiltSettingCases()...) {
 		t.Run(c.Name, func(t *testing.T) {
 			settings := configtest.Valid()
 			c.Apply(settings)

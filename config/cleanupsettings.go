@@ -4,9 +4,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"dpsdeprov/cleanup"
-	"dpsdeprov/deprovision"
 )
 
 // Settings of the cleanup passes (docs/cleanup.md). CLEANUP_SCHEDULE and CLEANUP_RESUME_AFTER
@@ -27,18 +24,45 @@ const (
 
 // Defaults of the cleanup settings. Destructive passes default to dry run.
 const (
-	DefaultCleanupBudget      = cleanup.DefaultBudget
+	DefaultCleanupBudget      = 100
 	DefaultCleanupGracePeriod = 30 * 24 * time.Hour
 	DefaultCleanupStaleAfter  = 90 * 24 * time.Hour
 	DefaultCleanupStaleMax    = 10
 )
 
+// Cleanup holds the settings of the cleanup passes. Each "Apply" or "Delete" field is the
+// inverse of its *_DRY_RUN setting, so that the zero value plans without applying.
+type Cleanup struct {
+	// Budget bounds the work of one run.
+	Budget int
+	// GraceAfter is how long a device stays lost or stolen before it is escalated (0: off).
+	GraceAfter time.Duration
+	// GraceIntent is the intent a device past its grace period gets, "retired" or "sold";
+	// "" only reports it (CLEANUP_GRACE_ESCALATE=report).
+	GraceIntent string
+	// ApplyGrace applies the escalations (CLEANUP_GRACE_DRY_RUN=false).
+	ApplyGrace bool
+	// DriftDryRun plans the re-revocation of drifted devices without applying it.
+	DriftDryRun bool
+	// StaleAfter is how long a device may go unseen before it is retired (0: off).
+	StaleAfter time.Duration
+	// StaleMax caps the retirements requested per run.
+	StaleMax int
+	// StaleAllow lists device ids (or patterns) never retired as stale.
+	StaleAllow []string
+	// ApplyStale applies the stale retirements (CLEANUP_STALE_DRY_RUN=false).
+	ApplyStale bool
+	// DeleteOrphans deletes orphaned registration records (CLEANUP_ORPHANS_DRY_RUN=false).
+	DeleteOrphans bool
+	// OrphanGroups are enrollment group ids whose registration records are checked too.
+	OrphanGroups []string
+}
+
 // cleanupPasses reads the cleanup passes' settings into c.Cleanup.
 func (l *loader) cleanupPasses(c *Config) {
-	o := cleanup.Options{
-		Budget: DefaultCleanupBudget, ResumeAfter: c.ResumeAfter,
-		GraceAfter: DefaultCleanupGracePeriod, GraceIntent: deprovision.IntentRetired,
-		StaleAfter: DefaultCleanupStaleAfter, StaleMax: DefaultCleanupStaleMax, Hubs: c.Hubs.Hosts,
+	o := Cleanup{
+		Budget: DefaultCleanupBudget, GraceAfter: DefaultCleanupGracePeriod, GraceIntent: "retired",
+		StaleAfter: DefaultCleanupStaleAfter, StaleMax: DefaultCleanupStaleMax,
 	}
 	o.Budget = l.positiveInt(SettingCleanupBudget, o.Budget)
 	o.StaleMax = l.positiveInt(SettingCleanupStaleMax, o.StaleMax)
@@ -48,8 +72,8 @@ func (l *loader) cleanupPasses(c *Config) {
 	case "":
 	case "report":
 		o.GraceIntent = ""
-	case string(deprovision.IntentRetired), string(deprovision.IntentSold):
-		o.GraceIntent = deprovision.Intent(v)
+	case "retired", "sold":
+		o.GraceIntent = v
 	default:
 		l.bad(SettingCleanupGraceEscalate, "%q is not retired, sold or report", v)
 	}

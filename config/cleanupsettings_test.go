@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"dpsdeprov/config"
-	"dpsdeprov/deprovision"
 )
 
 func TestCleanupSettings(t *testing.T) {
@@ -17,7 +16,7 @@ func TestCleanupSettings(t *testing.T) {
 	}
 	o := c.Cleanup
 	// Destructive passes plan only unless told otherwise; drift re-revocation is live.
-	if o.Budget != 100 || o.GraceAfter != 30*24*time.Hour || o.GraceIntent != deprovision.IntentRetired || o.ApplyGrace ||
+	if o.Budget != 100 || o.GraceAfter != 30*24*time.Hour || o.GraceIntent != "retired" || o.ApplyGrace ||
 		o.StaleAfter != 90*24*time.Hour || o.StaleMax != 10 || o.ApplyStale || o.DeleteOrphans || o.DriftDryRun {
 		t.Fatalf("defaults: %+v", o)
 	}

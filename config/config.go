@@ -2,6 +2,11 @@
 // in Azure; both reach the handler as environment variables) into one Config, built once at
 // start-up. Every missing or malformed setting is reported, each by name, and stops start-up.
 //
+// Config holds plain values only, and the package imports no other package of the app: the
+// packages that use a setting build their own types from these values, and report what they
+// refuse as a [SettingError] too (an event type mapped to an unknown intent, a connection
+// string the client cannot use).
+//
 // docs/app.md lists every setting with its default and an example.
 package config
 
@@ -18,11 +23,6 @@ import (
 	"time"
 
 	"github.com/robfig/cron/v3"
-
-	"dpsdeprov/azure/sas"
-	"dpsdeprov/cleanup"
-	"dpsdeprov/deprovision"
-	"dpsdeprov/handler"
 )
 
 // Setting names.
@@ -40,6 +40,7 @@ const (
 	SettingStorage          = "AzureWebJobsStorage"
 	SettingJournalPrefix    = "JOURNAL_TABLE_PREFIX"
 	SettingEventTypes       = "EVENT_TYPE_MAP"
+	SettingAllowedSources   = "ALLOWED_SOURCES_" // a prefix: one setting per intent
 	SettingDryRun           = "DRY_RUN"
 	SettingMaxEventAge      = "MAX_EVENT_AGE"
 	SettingCleanupSchedule  = "CLEANUP_SCHEDULE"
@@ -86,18 +87,50 @@ func (s Secret) Reveal() string { return string(s) }
 
 // DPS is how to reach the DPS instance.
 type DPS struct {
-	Endpoint         string // https://{host}
+	// Endpoint is DPS_ENDPOINT, https://{host}. With a connection string it may be empty: the
+	// connection string's HostName names the instance, and must be this host when both are set.
+	Endpoint         string
 	Credential       Credential
 	ConnectionString Secret
 }
 
-// Hubs is how to reach the IoT hubs, by host name.
+// Hubs is how to reach the IoT hubs.
 type Hubs struct {
 	Credential Credential
-	// Hosts lists the hub host names (identity credentials).
+	// Hosts lists the hub host names of IOT_HUBS, lowercase (identity credentials).
 	Hosts []string
-	// ConnectionStrings holds one service connection string per hub host name.
+	// ConnectionStrings holds the IOT_HUB_CONNECTION_STRING_<NAME> settings, by setting name
+	// (connection-string credentials); each names its hub in its HostName.
 	ConnectionStrings map[string]Secret
+}
+
+// Admission holds the settings of the checks every event passes before the engine sees it.
+type Admission struct {
+	// EventTypeMap is EVENT_TYPE_MAP as set: comma-separated eventType=intent pairs that
+	// extend or override the built-in mapping ("" keeps the built-in one).
+	EventTypeMap string
+	// AllowedSources holds each ALLOWED_SOURCES_<INTENT> setting that is set, by intent name
+	// as the setting spells it ("compromised", "group-retired"), as a list of sources ("*"
+	// for any). An intent with no setting accepts any source.
+	AllowedSources map[string][]string
+	// DryRun makes every request a dry run.
+	DryRun bool
+	// MaxEventAge rejects events older than this (0: no limit).
+	MaxEventAge time.Duration
+}
+
+// Guardrails are the limits beyond which an operation waits for a person's approval; 0 turns
+// a limit off.
+type Guardrails struct {
+	// MaxGroupDevices is the most devices a group-wide operation may touch unapproved.
+	MaxGroupDevices int
+	// MaxDestructivePerHour is the most destructive operations that may start in one hour.
+	MaxDestructivePerHour int
+}
+
+// AllowedSourcesSetting names the setting that lists the sources allowed to ask for intent.
+func AllowedSourcesSetting(intent string) string {
+	return SettingAllowedSources + strings.ToUpper(strings.ReplaceAll(intent, "-", "_"))
 }
 
 // Storage is how to reach the account behind AzureWebJobsStorage (the journal's tables, the
@@ -138,7 +171,7 @@ type Config struct {
 	Storage  Storage
 	// JournalPrefix starts the names of the journal's tables.
 	JournalPrefix   string
-	Policy          handler.Policy
+	Admission       Admission
 	CleanupSchedule string
 	// ResumeAfter is how long an operation may stand unfinished before the cleanup timer
 	// resumes it.
@@ -147,11 +180,11 @@ type Config struct {
 	// Emulator is nil unless EMULATOR_ADDRESS is set.
 	Emulator *Emulator
 	// Guard holds operations beyond its limits for approval (guard.go).
-	Guard deprovision.Guardrails
+	Guard Guardrails
 	// Scale paces and retries group-wide work (scale.go).
 	Scale Scale
 	// Cleanup holds the cleanup passes' settings (cleanupsettings.go).
-	Cleanup cleanup.Options
+	Cleanup Cleanup
 }
 
 // SettingError names a setting that is missing or malformed.
@@ -223,7 +256,7 @@ func Load(env map[string]string) (*Config, error) {
 	} else if len(c.JournalPrefix) > 55 || !validTableName(c.JournalPrefix+"history") {
 		l.bad(SettingJournalPrefix, "%q cannot start a table name: letters and digits only, starting with a letter, at most 55 characters", c.JournalPrefix)
 	}
-	l.policy(c)
+	l.admission(c)
 	l.guard(c)
 	l.scale(c)
 	l.cleanup(c)
@@ -292,28 +325,24 @@ func (l *loader) dps(c *Config) {
 			l.bad(SettingDPSConnection, "is not set, and %s is connectionstring; set it to the DPS service connection string (HostName=…;SharedAccessKeyName=…;SharedAccessKey=…) or a Key Vault reference to one", SettingDPSCredential)
 			return
 		}
-		parsed, err := sas.ParseConnectionString(cs)
-		if err != nil {
-			l.bad(SettingDPSConnection, "%v", err)
-			return
-		}
 		c.DPS.ConnectionString = Secret(cs)
-		c.DPS.Endpoint = "https://" + parsed.HostName
-		if endpoint != "" && !strings.EqualFold(strings.TrimSuffix(endpoint, "/"), c.DPS.Endpoint) {
-			l.bad(SettingDPSEndpoint, "%q names another host than %s (%s); drop one of them", endpoint, SettingDPSConnection, parsed.HostName)
+		if endpoint == "" {
+			return
 		}
 	case CredentialManagedIdentity, CredentialDefault:
 		if endpoint == "" {
 			l.bad(SettingDPSEndpoint, "is not set; set it to the DPS service endpoint, e.g. https://mydps.azure-devices-provisioning.net")
 			return
 		}
-		u, err := httpsEndpoint(endpoint)
-		if err != nil {
-			l.bad(SettingDPSEndpoint, "%v", err)
-			return
-		}
-		c.DPS.Endpoint = u
+	default:
+		return
 	}
+	u, err := httpsEndpoint(endpoint)
+	if err != nil {
+		l.bad(SettingDPSEndpoint, "%v", err)
+		return
+	}
+	c.DPS.Endpoint = u
 }
 
 // httpsEndpoint checks that s is https://{host} and returns it without a trailing slash.
@@ -346,22 +375,9 @@ func (l *loader) hubs(c *Config) {
 			return
 		}
 		for _, name := range csNames {
-			v := l.get(name)
-			if v == "" {
-				continue
+			if v := l.get(name); v != "" {
+				c.Hubs.ConnectionStrings[name] = Secret(v)
 			}
-			parsed, err := sas.ParseConnectionString(v)
-			if err != nil {
-				l.bad(name, "%v", err)
-				continue
-			}
-			host := strings.ToLower(parsed.HostName)
-			if _, dup := c.Hubs.ConnectionStrings[host]; dup {
-				l.bad(name, "names hub %s, which another %s<NAME> setting names too", host, SettingHubConnection)
-				continue
-			}
-			c.Hubs.ConnectionStrings[host] = Secret(v)
-			c.Hubs.Hosts = append(c.Hubs.Hosts, host)
 		}
 	case CredentialManagedIdentity, CredentialDefault:
 		v := l.get(SettingHubs)
@@ -433,53 +449,31 @@ func (l *loader) storage(c *Config) {
 	}
 }
 
-func (l *loader) policy(c *Config) {
-	ev, err := handler.ParseEventTypes(l.get(SettingEventTypes))
-	if err != nil {
-		l.bad(SettingEventTypes, "%v", err)
-	}
-	c.Policy.Events = ev
-	// Events naming a hub outside this list are refused before any call (hubs() runs first).
-	c.Policy.Hubs = c.Hubs.Hosts
-	c.Policy.AllowedSources = map[deprovision.Intent][]string{}
-	for _, in := range deprovision.Intents {
-		name := handler.AllowedSourcesSetting(in)
-		v, set := l.env[name]
-		if !set {
-			continue
-		}
-		v = l.get(name)
-		var list []string
-		for _, s := range strings.Split(v, ",") {
-			if s = strings.TrimSpace(s); s != "" {
-				list = append(list, s)
-			}
-		}
-		if len(list) == 0 {
-			l.bad(name, "is set but lists no source; list the allowed sources comma-separated, use * for any, or remove the setting")
-			continue
-		}
-		c.Policy.AllowedSources[in] = list
-	}
+// admission reads the settings of the checks on every event. The meaning of an intent name
+// (in EVENT_TYPE_MAP or an ALLOWED_SOURCES_ setting) is the handler's to check.
+func (l *loader) admission(c *Config) {
+	c.Admission.EventTypeMap = l.get(SettingEventTypes)
+	c.Admission.AllowedSources = map[string][]string{}
 	for k := range l.env {
-		if strings.HasPrefix(k, "ALLOWED_SOURCES_") {
-			known := false
-			for _, in := range deprovision.Intents {
-				known = known || k == handler.AllowedSourcesSetting(in)
-			}
-			if !known {
-				l.bad(k, "names no intent; the settings are %s", handler.AllowedSourcesSetting(deprovision.IntentCompromised)+", … one per intent")
-			}
+		suffix, ok := strings.CutPrefix(k, SettingAllowedSources)
+		if !ok {
+			continue
 		}
+		list := list(l.get(k))
+		if len(list) == 0 {
+			l.bad(k, "is set but lists no source; list the allowed sources comma-separated, use * for any, or remove the setting")
+			continue
+		}
+		c.Admission.AllowedSources[strings.ToLower(strings.ReplaceAll(suffix, "_", "-"))] = list
 	}
 	if v := l.get(SettingDryRun); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
 			l.bad(SettingDryRun, "%q is not true or false", v)
 		}
-		c.Policy.DryRun = b
+		c.Admission.DryRun = b
 	}
-	c.Policy.MaxEventAge = DefaultMaxEventAge
+	c.Admission.MaxEventAge = DefaultMaxEventAge
 	if v := l.get(SettingMaxEventAge); v != "" {
 		d, err := time.ParseDuration(v)
 		switch {
@@ -490,7 +484,7 @@ func (l *loader) policy(c *Config) {
 		case d > 0 && d < 24*time.Hour:
 			l.bad(SettingMaxEventAge, "%s is shorter than Event Grid's 24 hours of redelivery: an event that failed transiently would be rejected when it comes back", d)
 		default:
-			c.Policy.MaxEventAge = d
+			c.Admission.MaxEventAge = d
 		}
 	}
 }
@@ -648,10 +642,9 @@ func (c *Config) Summary() []any {
 		storage = "identity: " + c.Storage.TableServiceURL
 	}
 	return []any{
-		"dps", c.DPS.Endpoint, "dpsCredential", c.DPS.Credential,
-		"hubs", c.Hubs.Hosts, "hubCredential", c.Hubs.Credential,
+		"dpsCredential", c.DPS.Credential, "hubCredential", c.Hubs.Credential,
 		"storage", storage, "journalTablePrefix", c.JournalPrefix,
-		"dryRun", c.Policy.DryRun, "maxEventAge", c.Policy.MaxEventAge.String(),
+		"dryRun", c.Admission.DryRun, "maxEventAge", c.Admission.MaxEventAge.String(),
 		"outcomeTopic", c.Outcome.Endpoint != "", "emulator", c.Emulator != nil,
 	}
 }

@@ -11,7 +11,6 @@ import (
 
 	"dpsdeprov/config"
 	"dpsdeprov/config/configtest"
-	"dpsdeprov/deprovision"
 )
 
 // A service connection string with a made-up key (valid base64).
@@ -37,11 +36,9 @@ func TestValidIdentityConfig(t *testing.T) {
 	if fmt.Sprint(c.Hubs.Hosts) != "[hub1.azure-devices.net hub2.azure-devices.net]" || c.Hubs.Credential != config.CredentialManagedIdentity {
 		t.Fatalf("hubs %+v", c.Hubs)
 	}
-	if c.Policy.MaxEventAge != config.DefaultMaxEventAge || c.Policy.DryRun || c.JournalPrefix != config.DefaultJournalPrefix || c.Outcome.Endpoint != "" || c.Emulator != nil {
+	if c.Admission.MaxEventAge != config.DefaultMaxEventAge || c.Admission.DryRun || c.Admission.EventTypeMap != "" || len(c.Admission.AllowedSources) != 0 ||
+		c.JournalPrefix != config.DefaultJournalPrefix || c.Outcome.Endpoint != "" || c.Emulator != nil {
 		t.Fatalf("defaults %+v", c)
-	}
-	if in, ok := c.Policy.Events.Intent("Device-Sold"); !ok || in != deprovision.IntentSold {
-		t.Fatal("default event types missing")
 	}
 }
 
@@ -74,17 +71,16 @@ func TestConnectionStringsAndOptionalSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Port != 7001 || c.DPS.Credential != config.CredentialConnectionString || c.DPS.Endpoint != "https://mydps.azure-devices-provisioning.net" {
+	if c.Port != 7001 || c.DPS.Credential != config.CredentialConnectionString || c.DPS.ConnectionString.Reveal() != dpsCS || c.DPS.Endpoint != "" {
 		t.Fatalf("dps %+v", c.DPS)
 	}
-	if len(c.Hubs.ConnectionStrings) != 2 || c.Hubs.Credential != config.CredentialConnectionString {
+	if len(c.Hubs.ConnectionStrings) != 2 || c.Hubs.ConnectionStrings["IOT_HUB_CONNECTION_STRING_B"].Reveal() != hub2CS || c.Hubs.Credential != config.CredentialConnectionString {
 		t.Fatalf("hubs %+v", c.Hubs)
 	}
-	if !c.Policy.DryRun || c.Policy.MaxEventAge != 72*time.Hour || len(c.Policy.AllowedSources[deprovision.IntentCompromised]) != 2 {
-		t.Fatalf("policy %+v", c.Policy)
-	}
-	if _, ok := c.Policy.Events.Intent("Acme.Disposed"); !ok {
-		t.Fatal("EVENT_TYPE_MAP not applied")
+	a := c.Admission
+	if !a.DryRun || a.MaxEventAge != 72*time.Hour || a.EventTypeMap != "Acme.Disposed=retired" ||
+		fmt.Sprint(a.AllowedSources) != "map[compromised:[/topics/security urn:dpsdeprov:operations-api] group-retired:[*]]" {
+		t.Fatalf("admission %+v", a)
 	}
 	if c.Emulator == nil || c.Emulator.Address != "127.0.0.1:8443" || len(c.Outcome.CAPEM) == 0 || c.Outcome.Key.Reveal() != "topic-key" {
 		t.Fatalf("emulator %+v outcome %+v", c.Emulator, c.Outcome)
@@ -143,6 +139,18 @@ func TestEachBadSettingIsNamed(t *testing.T) {
 				t.Fatalf("error %q does not name %s", err, c.Setting)
 			}
 		})
+	}
+}
+
+// The values only the packages that use them can judge pass config.Load as plain values; the
+// app's start-up tests see them refused.
+func TestBuiltSettingsAreReadAsValues(t *testing.T) {
+	for _, c := range configtest.BuiltSettingCases() {
+		env := valid()
+		c.Apply(env)
+		if _, err := config.Load(env); err != nil {
+			t.Errorf("%s: %v", c.Name, err)
+		}
 	}
 }
 

@@ -1,10 +1,6 @@
 package config
 
-import (
-	"strconv"
-
-	"dpsdeprov/deprovision"
-)
+import "strconv"
 
 // Guardrail settings (docs/app.md, "Guardrails").
 const (
@@ -21,7 +17,7 @@ const (
 
 // guard reads the guardrail limits; 0 turns a limit off, which must be said explicitly.
 func (l *loader) guard(c *Config) {
-	c.Guard = deprovision.Guardrails{MaxGroupDevices: DefaultMaxGroupDevices, MaxDestructivePerHour: DefaultMaxDestructivePerHour}
+	c.Guard = Guardrails{MaxGroupDevices: DefaultMaxGroupDevices, MaxDestructivePerHour: DefaultMaxDestructivePerHour}
 	for _, s := range []struct {
 		name string
 		dst  *int

@@ -1,10 +1,12 @@
 package handler
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"time"
 
+	"dpsdeprov/config"
 	"dpsdeprov/deprovision"
 )
 
@@ -38,7 +40,29 @@ func reject(format string, args ...any) *Rejection {
 
 // AllowedSourcesSetting names the app setting that lists the sources allowed for intent.
 func AllowedSourcesSetting(intent deprovision.Intent) string {
-	return "ALLOWED_SOURCES_" + strings.ToUpper(strings.ReplaceAll(string(intent), "-", "_"))
+	return config.AllowedSourcesSetting(string(intent))
+}
+
+// NewPolicy builds the checks from the app's settings; hubs are the managed hubs' host names.
+// What the settings name but the handler does not know (an intent in EVENT_TYPE_MAP or in an
+// ALLOWED_SOURCES_ setting) is reported as a [config.SettingError] naming the setting.
+func NewPolicy(s config.Admission, hubs []string) (Policy, error) {
+	var errs []error
+	events, err := ParseEventTypes(s.EventTypeMap)
+	if err != nil {
+		errs = append(errs, &config.SettingError{Setting: config.SettingEventTypes, Problem: err.Error()})
+	}
+	p := Policy{Events: events, AllowedSources: map[deprovision.Intent][]string{}, DryRun: s.DryRun, MaxEventAge: s.MaxEventAge, Hubs: hubs}
+	for name, list := range s.AllowedSources {
+		in := deprovision.Intent(name)
+		if !in.Valid() {
+			errs = append(errs, &config.SettingError{Setting: config.AllowedSourcesSetting(name),
+				Problem: "names no intent; the settings are " + AllowedSourcesSetting(deprovision.IntentCompromised) + ", … one per intent (" + intentList() + ")"})
+			continue
+		}
+		p.AllowedSources[in] = list
+	}
+	return p, errors.Join(errs...)
 }
 
 // Normalize turns a decoded event into a Request (DESIGN §4), or a Rejection. req always

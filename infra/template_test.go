@@ -288,6 +288,7 @@ var deploymentView = map[string]settingKind{
 	config.SettingOutcomeEndpoint: setByTemplate,
 	config.SettingLogLevel:        optional,
 	config.SettingEventTypes:      optional,
+	config.SettingAllowedSources:  optional,
 	config.SettingDryRun:          optional,
 	config.SettingMaxEventAge:     optional,
 	config.SettingCleanupAge:      optional,

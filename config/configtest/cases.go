@@ -45,13 +45,11 @@ func BadSettingCases() []BadSettingCase {
 		{"DPS endpoint with path", config.SettingDPSEndpoint, set(config.SettingDPSEndpoint, "https://mydps.azure-devices-provisioning.net/enrollments")},
 		{"DPS credential malformed", config.SettingDPSCredential, set(config.SettingDPSCredential, "password")},
 		{"DPS connection string missing", config.SettingDPSConnection, set(config.SettingDPSCredential, "connectionstring")},
-		{"DPS connection string malformed", config.SettingDPSConnection, both(set(config.SettingDPSCredential, "connectionstring"), set(config.SettingDPSConnection, "HostName=x;SharedAccessKey=nokeyname"))},
 		{"DPS Key Vault reference unresolved", config.SettingDPSConnection, both(set(config.SettingDPSCredential, "connectionstring"), set(config.SettingDPSConnection, "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/dps/)"))},
 		{"hubs missing", config.SettingHubs, del(config.SettingHubs)},
 		{"hubs malformed", config.SettingHubs, set(config.SettingHubs, "hub1.azure-devices.net;hub2")},
 		{"hub credential malformed", config.SettingHubCredential, set(config.SettingHubCredential, "sas")},
 		{"hub connection strings missing", config.SettingHubConnection + "<NAME>", set(config.SettingHubCredential, "connectionstring")},
-		{"hub connection string malformed", config.SettingHubConnection + "X", both(set(config.SettingHubCredential, "connectionstring"), set(config.SettingHubConnection+"X", "HostName=hub1.azure-devices.net;DeviceId=d;SharedAccessKey=c2VjcmV0"))},
 		{"storage missing", config.SettingStorage, del(config.SettingStorage)},
 		{"storage malformed", config.SettingStorage, set(config.SettingStorage, "just-a-name")},
 		{"storage account name malformed", config.SettingStorage + "__accountName", both(del(config.SettingStorage), set(config.SettingStorage+"__accountName", "Not_An_Account"))},
@@ -59,10 +57,7 @@ func BadSettingCases() []BadSettingCase {
 		{"storage credential malformed", config.SettingStorage + "__credential", set(config.SettingStorage+"__credential", "password")},
 		{"journal table prefix malformed", config.SettingJournalPrefix, set(config.SettingJournalPrefix, "no-dashes")},
 		{"journal table prefix too long", config.SettingJournalPrefix, set(config.SettingJournalPrefix, "j"+strings.Repeat("x", 55))},
-		{"event type map malformed", config.SettingEventTypes, set(config.SettingEventTypes, "Acme.Disposed")},
-		{"event type map unknown intent", config.SettingEventTypes, set(config.SettingEventTypes, "Acme.Disposed=vaporised")},
 		{"allowed sources empty", "ALLOWED_SOURCES_COMPROMISED", set("ALLOWED_SOURCES_COMPROMISED", " , ")},
-		{"allowed sources unknown intent", "ALLOWED_SOURCES_EXPLODED", set("ALLOWED_SOURCES_EXPLODED", "/s")},
 		{"dry run malformed", config.SettingDryRun, set(config.SettingDryRun, "perhaps")},
 		{"max event age malformed", config.SettingMaxEventAge, set(config.SettingMaxEventAge, "two days")},
 		{"max event age below redelivery window", config.SettingMaxEventAge, set(config.SettingMaxEventAge, "1h")},
@@ -78,5 +73,25 @@ func BadSettingCases() []BadSettingCase {
 		{"emulator CA missing", config.SettingEmulatorCAFile, set(config.SettingEmulatorAddress, "127.0.0.1:8443")},
 		{"emulator CA unreadable", config.SettingEmulatorCAFile, both(set(config.SettingEmulatorAddress, "127.0.0.1:8443"), set(config.SettingEmulatorCAFile, "does-not-exist.pem"))},
 		{"emulator CA without address", config.SettingEmulatorCAFile, set(config.SettingEmulatorCAFile, "ca.pem")},
+	}
+}
+
+// BuiltSettingCases returns the cases that config.Load reads as plain values and the package
+// that uses the value refuses when the app builds its parts from the settings (a connection
+// string the client cannot use, an intent the handler does not know). They stop the app's
+// start-up as the others do; config.Load alone accepts them.
+func BuiltSettingCases() []BadSettingCase {
+	set := func(k, v string) func(map[string]string) { return func(e map[string]string) { e[k] = v } }
+	both := func(a, b func(map[string]string)) func(map[string]string) {
+		return func(e map[string]string) { a(e); b(e) }
+	}
+	return []BadSettingCase{
+		{"DPS connection string malformed", config.SettingDPSConnection, both(set(config.SettingDPSCredential, "connectionstring"), set(config.SettingDPSConnection, "HostName=x;SharedAccessKey=nokeyname"))},
+		{"hub connection string malformed", config.SettingHubConnection + "X", both(set(config.SettingHubCredential, "connectionstring"), set(config.SettingHubConnection+"X", "HostName=hub1.azure-devices.net;DeviceId=d;SharedAccessKey=c2VjcmV0"))},
+		{"DPS endpoint names another host than the connection string", config.SettingDPSEndpoint, both(set(config.SettingDPSCredential, "connectionstring"), set(config.SettingDPSConnection, "HostName=otherdps.azure-devices-provisioning.net;SharedAccessKeyName=provisioningserviceowner;SharedAccessKey=c2VjcmV0"))},
+		{"two hub connection strings name one hub", config.SettingHubConnection + "B", both(both(set(config.SettingHubCredential, "connectionstring"), set(config.SettingHubConnection+"A", "HostName=hub1.azure-devices.net;SharedAccessKeyName=iothubowner;SharedAccessKey=c2VjcmV0")), set(config.SettingHubConnection+"B", "HostName=HUB1.azure-devices.net;SharedAccessKeyName=iothubowner;SharedAccessKey=c2VjcmV0"))},
+		{"event type map malformed", config.SettingEventTypes, set(config.SettingEventTypes, "Acme.Disposed")},
+		{"event type map unknown intent", config.SettingEventTypes, set(config.SettingEventTypes, "Acme.Disposed=vaporised")},
+		{"allowed sources unknown intent", "ALLOWED_SOURCES_EXPLODED", set("ALLOWED_SOURCES_EXPLODED", "/s")},
 	}
 }
