@@ -217,7 +217,7 @@ func wire(ctx context.Context, cfg *settings, logger *slog.Logger) (*app, error)
 
 	// Group-wide work fans out through the GroupWork queue; every hub call waits for the
 	// hub's budget, shared across instances (main_scale.go).
-	hubs, err := limitHubs(ctx, cfg.Config, tables, adapter.NewHubs(hubClients), logger)
+	hubs, err := limitHubs(ctx, cfg.Config, tables, adapter.NewHubDevices(hubClients), logger)
 	if err != nil {
 		return nil, err
 	}
@@ -250,7 +250,7 @@ func wire(ctx context.Context, cfg *settings, logger *slog.Logger) (*app, error)
 		GroupWorker: &handler.EngineGroupWorker{Engine: engine, Logger: logger, MaxDequeueCount: int64(cfg.Scale.MaxDequeueCount)},
 		Cleaner:     cleaner,
 		Lifecycle:   lifecycle,
-		Policy:      cfg.policy,
+		Admission:   cfg.admission,
 		Logger:      logger,
 	})
 	if err != nil {

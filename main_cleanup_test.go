@@ -26,7 +26,7 @@ import (
 // priorityHubs records the rate-limit priority every hub call carries in its context, and
 // fails bulk calls as an unavailable hub does while down is set.
 type priorityHubs struct {
-	*fake.Hubs
+	*fake.HubDevices
 	mu    sync.Mutex
 	calls []string
 	down  bool
@@ -53,17 +53,17 @@ func (h *priorityHubs) taken() []string {
 
 func (h *priorityHubs) GetDevice(ctx context.Context, hub, id string) (*deprovision.Device, error) {
 	h.record(ctx, "get")
-	return h.Hubs.GetDevice(ctx, hub, id)
+	return h.HubDevices.GetDevice(ctx, hub, id)
 }
 
 func (h *priorityHubs) PutDevice(ctx context.Context, d *deprovision.Device, etag string) (*deprovision.Device, error) {
 	h.record(ctx, "put")
-	return h.Hubs.PutDevice(ctx, d, etag)
+	return h.HubDevices.PutDevice(ctx, d, etag)
 }
 
 func (h *priorityHubs) DeleteDevice(ctx context.Context, hub, id, etag string) error {
 	h.record(ctx, "delete")
-	return h.Hubs.DeleteDevice(ctx, hub, id, etag)
+	return h.HubDevices.DeleteDevice(ctx, hub, id, etag)
 }
 
 func (h *priorityHubs) Bulk(ctx context.Context, hub string, m deprovision.BulkMode, items []deprovision.BulkItem) ([]deprovision.BulkItemResult, error) {
@@ -74,7 +74,7 @@ func (h *priorityHubs) Bulk(ctx context.Context, hub string, m deprovision.BulkM
 	if down {
 		return nil, deprovision.Transient(fmt.Errorf("hub answered 503"))
 	}
-	return h.Hubs.Bulk(ctx, hub, m, items)
+	return h.HubDevices.Bulk(ctx, hub, m, items)
 }
 
 // One Cleanup run, wired as the app wires it (the poison sweeper over the real queue, the
@@ -110,7 +110,7 @@ func TestCleanupSettlesPoisonedBatchesAtBulkPriority(t *testing.T) {
 
 	const hub1, n = "hub1.azure-devices.net", 150
 	dps := fake.NewDPS()
-	hubs := &priorityHubs{Hubs: fake.NewHubs(hub1)}
+	hubs := &priorityHubs{HubDevices: fake.NewHubDevices(hub1)}
 	dps.AddGroup(deprovision.Group{ID: "g1", Attestation: deprovision.AttestationSymmetricKey, Enabled: true}, "a2V5")
 	for i := range n {
 		id := fmt.Sprintf("m-%04d", i)
@@ -129,12 +129,12 @@ func TestCleanupSettlesPoisonedBatchesAtBulkPriority(t *testing.T) {
 		RegistrationID: "cam-1", EventTime: time.Now()}); err != nil || op.Status != deprovision.StatusSucceeded {
 		t.Fatalf("compromised device: %v %+v", err, op)
 	}
-	d, err := hubs.Hubs.GetDevice(ctx, hub1, "cam-1")
+	d, err := hubs.HubDevices.GetDevice(ctx, hub1, "cam-1")
 	if err != nil {
 		t.Fatal(err)
 	}
 	d.Enabled = true
-	if _, err := hubs.Hubs.PutDevice(ctx, d, "*"); err != nil {
+	if _, err := hubs.HubDevices.PutDevice(ctx, d, "*"); err != nil {
 		t.Fatal(err)
 	}
 

@@ -53,7 +53,7 @@ func limitHubs(ctx context.Context, cfg *config.Config, tables *aztables.Service
 	if err != nil {
 		return nil, fmt.Errorf("rate limiter (setting %s): %w", config.SettingHubOpsPerMinute, err)
 	}
-	return ratelimit.NewDevices(hubs, lim, nil), nil
+	return ratelimit.NewLimitedDevices(hubs, lim, nil), nil
 }
 
 // queueService is the Queue Storage client of the app's storage account.

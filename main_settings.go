@@ -26,7 +26,7 @@ type settings struct {
 	hubHosts []string
 	// hubConnections holds each hub's connection string by host name (connection strings only).
 	hubConnections map[string]config.Secret
-	policy         handler.Policy
+	admission      handler.Admission
 	guard          deprovision.Guardrails
 	cleanup        cleanup.Options
 }
@@ -68,11 +68,11 @@ func newSettings(cfg *config.Config) (*settings, error) {
 	}
 
 	// Events naming a hub outside this list are refused before any call.
-	policy, err := handler.NewPolicy(cfg.Admission, s.hubHosts)
+	admission, err := handler.NewAdmission(cfg.Admission, s.hubHosts)
 	if err != nil {
 		errs = append(errs, err)
 	}
-	s.policy = policy
+	s.admission = admission
 	s.guard = deprovision.Guardrails{MaxGroupDevices: cfg.Guard.MaxGroupDevices, MaxDestructivePerHour: cfg.Guard.MaxDestructivePerHour}
 	c := cfg.Cleanup
 	s.cleanup = cleanup.Options{

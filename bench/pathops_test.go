@@ -66,7 +66,7 @@ func TestRegistryOperationsPerDevice(t *testing.T) {
 	}
 	da := adapter.NewDPS(dc)
 	q := &applyAtOnce{}
-	e := deprovision.NewEngine(deprovision.Deps{Enrollments: da, Registrations: da, Devices: adapter.NewHubs(hubCs),
+	e := deprovision.NewEngine(deprovision.Deps{Enrollments: da, Registrations: da, Devices: adapter.NewHubDevices(hubCs),
 		Journal: fake.NewJournal(), Logger: slog.New(slog.DiscardHandler), Work: q}, deprovision.Config{GroupPageSize: 1000})
 	q.e = e
 	ctx := context.Background()

@@ -55,7 +55,7 @@ func (r *reporter) kinds() []string {
 
 // flakyHubs fails the next PutDevice calls transiently, as a throttled or unavailable hub does.
 type flakyHubs struct {
-	*fake.Hubs
+	*fake.HubDevices
 	mu   sync.Mutex
 	fail int
 }
@@ -68,7 +68,7 @@ func (f *flakyHubs) PutDevice(ctx context.Context, d *deprovision.Device, etag s
 		return nil, deprovision.Transient(fmt.Errorf("hub answered 503"))
 	}
 	f.mu.Unlock()
-	return f.Hubs.PutDevice(ctx, d, etag)
+	return f.HubDevices.PutDevice(ctx, d, etag)
 }
 
 // world is the real engine over fake DPS and hubs, with the journal and the cleanup's tables
@@ -101,7 +101,7 @@ func newWorld(t *testing.T) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &world{t: t, dps: fake.NewDPS(), hubs: &flakyHubs{Hubs: fake.NewHubs(hub1)}, j: j, hk: hk,
+	w := &world{t: t, dps: fake.NewDPS(), hubs: &flakyHubs{HubDevices: fake.NewHubDevices(hub1)}, j: j, hk: hk,
 		clock: &clock{t: time.Date(2026, 5, 1, 8, 0, 0, 0, time.UTC)}, rep: &reporter{}}
 	w.engine = deprovision.NewEngine(deprovision.Deps{Enrollments: w.dps, Registrations: w.dps, Devices: w.hubs,
 		Journal: j, Clock: w.clock, Logger: slog.New(slog.DiscardHandler)}, deprovision.Config{})
@@ -155,7 +155,7 @@ func (w *world) reEnable(id string, enrollment bool) {
 		w.t.Fatal(err)
 	}
 	d.Enabled = true
-	if _, err := w.hubs.Hubs.PutDevice(ctx, d, "*"); err != nil {
+	if _, err := w.hubs.HubDevices.PutDevice(ctx, d, "*"); err != nil {
 		w.t.Fatal(err)
 	}
 }

@@ -46,14 +46,14 @@ func (n *notifier) OperationEnded(_ context.Context, op *d.Operation) {
 
 type world struct {
 	dps   *fake.DPS
-	hubs  *fake.Hubs
+	hubs  *fake.HubDevices
 	j     *fake.Journal
 	clock *clock
 	note  *notifier
 }
 
 func newWorld() *world {
-	return &world{dps: fake.NewDPS(), hubs: fake.NewHubs(hub1, hub2), j: fake.NewJournal(),
+	return &world{dps: fake.NewDPS(), hubs: fake.NewHubDevices(hub1, hub2), j: fake.NewJournal(),
 		clock: &clock{t: t0.Add(2 * time.Hour)}, note: &notifier{}}
 }
 
@@ -317,21 +317,21 @@ func TestEnginePrecedence(t *testing.T) {
 
 // blockingDevices holds the first hub write until released, to line up concurrent deliveries.
 type blockingDevices struct {
-	*fake.Hubs
+	*fake.HubDevices
 	entered, release chan struct{}
 	once             sync.Once
 }
 
 func (b *blockingDevices) PutDevice(ctx context.Context, dev *d.Device, etag string) (*d.Device, error) {
 	b.once.Do(func() { close(b.entered); <-b.release })
-	return b.Hubs.PutDevice(ctx, dev, etag)
+	return b.HubDevices.PutDevice(ctx, dev, etag)
 }
 
 func TestEngineConcurrentDeliveries(t *testing.T) {
 	t.Run("same event twice", func(t *testing.T) {
 		w := newWorld()
 		setupTPM(w)
-		bd := &blockingDevices{Hubs: w.hubs, entered: make(chan struct{}), release: make(chan struct{})}
+		bd := &blockingDevices{HubDevices: w.hubs, entered: make(chan struct{}), release: make(chan struct{})}
 		deps := w.deps()
 		deps.Devices = bd
 		r := devReq("e1", d.IntentCompromised)
@@ -356,7 +356,7 @@ func TestEngineConcurrentDeliveries(t *testing.T) {
 	t.Run("lost in flight, recovered arrives", func(t *testing.T) {
 		w := newWorld()
 		setupTPM(w)
-		bd := &blockingDevices{Hubs: w.hubs, entered: make(chan struct{}), release: make(chan struct{})}
+		bd := &blockingDevices{HubDevices: w.hubs, entered: make(chan struct{}), release: make(chan struct{})}
 		deps := w.deps()
 		deps.Devices = bd
 		done := make(chan struct{})
@@ -444,7 +444,7 @@ func TestEngineGroupRetired(t *testing.T) {
 // streamCheck verifies that a group is streamed: each page is applied before the next is read.
 type streamCheck struct {
 	*fake.DPS
-	hubs              *fake.Hubs
+	hubs              *fake.HubDevices
 	yielded, maxAhead int
 	applied           *int
 }
@@ -464,19 +464,19 @@ func (s *streamCheck) GroupRegistrations(ctx context.Context, g, cont string, n 
 }
 
 type bulkCounter struct {
-	*fake.Hubs
+	*fake.HubDevices
 	applied int
 }
 
 func (b *bulkCounter) Bulk(ctx context.Context, hub string, m d.BulkMode, items []d.BulkItem) ([]d.BulkItemResult, error) {
 	b.applied += len(items)
-	return b.Hubs.Bulk(ctx, hub, m, items)
+	return b.HubDevices.Bulk(ctx, hub, m, items)
 }
 
 func TestGroupIsStreamed(t *testing.T) {
 	w := newWorld()
 	setupGroup(1000)(w)
-	bc := &bulkCounter{Hubs: w.hubs}
+	bc := &bulkCounter{HubDevices: w.hubs}
 	sc := &streamCheck{DPS: w.dps, applied: &bc.applied}
 	deps := w.deps()
 	deps.Registrations, deps.Devices = sc, bc

@@ -54,7 +54,7 @@ func TestSingleDeviceRegistryOperations(t *testing.T) {
 		w := newWorld()
 		setupTPM(w)
 		deps := w.deps()
-		deps.Devices = &failingPut{Hubs: w.hubs, left: 1}
+		deps.Devices = &failingPut{HubDevices: w.hubs, left: 1}
 		e := w.engine(deps)
 		if _, err := e.Submit(context.Background(), devReq("e1", d.IntentCompromised)); !d.IsTransient(err) {
 			t.Fatalf("the failed write: %v, want transient", err)
@@ -71,7 +71,7 @@ func TestSingleDeviceRegistryOperations(t *testing.T) {
 
 // failingPut fails the next left device writes, as an unavailable hub does.
 type failingPut struct {
-	*fake.Hubs
+	*fake.HubDevices
 	left int
 }
 
@@ -80,23 +80,23 @@ func (f *failingPut) PutDevice(ctx context.Context, dev *d.Device, etag string) 
 		f.left--
 		return nil, d.Transient(context.DeadlineExceeded)
 	}
-	return f.Hubs.PutDevice(ctx, dev, etag)
+	return f.HubDevices.PutDevice(ctx, dev, etag)
 }
 
 // racingHubs lets another writer change the identity between resolution's read and the
 // step's write, which then carries a stale etag.
 type racingHubs struct {
-	*fake.Hubs
-	race func(*fake.Hubs)
+	*fake.HubDevices
+	race func(*fake.HubDevices)
 	done bool
 }
 
 func (r *racingHubs) PutDevice(ctx context.Context, dev *d.Device, etag string) (*d.Device, error) {
 	if !r.done && etag != "" {
 		r.done = true
-		r.race(r.Hubs)
+		r.race(r.HubDevices)
 	}
-	return r.Hubs.PutDevice(ctx, dev, etag)
+	return r.HubDevices.PutDevice(ctx, dev, etag)
 }
 
 // The read carried from resolution to the write keeps ETag safety: a 412 leads to a fresh
@@ -104,18 +104,18 @@ func (r *racingHubs) PutDevice(ctx context.Context, dev *d.Device, etag string) 
 func TestDeviceWriteOnAStaleReadRereads(t *testing.T) {
 	for _, c := range []struct {
 		name    string
-		race    func(*fake.Hubs)
+		race    func(*fake.HubDevices)
 		outcome d.StepOutcome
 		reason  string
 	}{
-		{"the other writer disabled it: nothing left to do", func(h *fake.Hubs) {
+		{"the other writer disabled it: nothing left to do", func(h *fake.HubDevices) {
 			dev, _ := h.Device(hub1, "sensor-042")
 			dev.Enabled, dev.StatusReason = false, "disabled by an operator"
 			if _, err := h.PutDevice(context.Background(), &dev, "*"); err != nil {
 				panic(err)
 			}
 		}, d.StepNoChange, "disabled by an operator"},
-		{"the other writer changed its reason: disable on top of it", func(h *fake.Hubs) {
+		{"the other writer changed its reason: disable on top of it", func(h *fake.HubDevices) {
 			dev, _ := h.Device(hub1, "sensor-042")
 			dev.StatusReason = "touched"
 			if _, err := h.PutDevice(context.Background(), &dev, "*"); err != nil {
@@ -127,7 +127,7 @@ func TestDeviceWriteOnAStaleReadRereads(t *testing.T) {
 			w := newWorld()
 			setupTPM(w)
 			deps := w.deps()
-			deps.Devices = &racingHubs{Hubs: w.hubs, race: c.race}
+			deps.Devices = &racingHubs{HubDevices: w.hubs, race: c.race}
 			op := submit(t, w.engine(deps), devReq("e1", d.IntentCompromised))
 			if op.Status != d.StatusSucceeded {
 				t.Fatalf("%s %s", op.Status, op.Reason)

@@ -26,7 +26,7 @@ func httpInvocation(t *testing.T, method, kind, id string, headers map[string][]
 }
 
 func TestApprovalEndpointRunsAHeldGroupOperation(t *testing.T) {
-	dps, hubs, j := fake.NewDPS(), fake.NewHubs("hub1.azure-devices.net"), fake.NewJournal()
+	dps, hubs, j := fake.NewDPS(), fake.NewHubDevices("hub1.azure-devices.net"), fake.NewJournal()
 	dps.AddGroup(deprovision.Group{ID: "cams", Attestation: deprovision.AttestationSymmetricKey, Enabled: true}, "c2VjcmV0")
 	for _, id := range []string{"cam-1", "cam-2", "cam-3"} {
 		dps.AddRegistration(deprovision.Registration{RegistrationID: id, DeviceID: id, AssignedHub: "hub1.azure-devices.net"}, "cams")
@@ -34,7 +34,7 @@ func TestApprovalEndpointRunsAHeldGroupOperation(t *testing.T) {
 	}
 	eng := deprovision.NewEngine(deprovision.Deps{Enrollments: dps, Registrations: dps, Devices: hubs, Journal: j, Logger: slog.New(slog.DiscardHandler)},
 		deprovision.Config{Guard: deprovision.Guardrails{MaxGroupDevices: 2}})
-	h, err := New(Options{Engine: eng, Policy: Policy{Events: DefaultEventTypes()}})
+	h, err := New(Options{Engine: eng, Admission: Admission{Events: DefaultEventTypes()}})
 	if err != nil {
 		t.Fatal(err)
 	}

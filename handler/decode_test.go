@@ -191,7 +191,7 @@ func TestDecodeEventDataForms(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		p := Policy{Events: DefaultEventTypes()}
+		p := Admission{Events: DefaultEventTypes()}
 		req, rej := p.Normalize(ev, time.Date(2024, 5, 1, 12, 0, 1, 0, time.UTC))
 		if rej != nil {
 			t.Fatalf("%s: rejected: %s", name, rej.Reason)
@@ -259,7 +259,7 @@ func TestEventTypeMapping(t *testing.T) {
 
 func TestNormalizeRejections(t *testing.T) {
 	now := time.Date(2024, 5, 3, 12, 0, 0, 0, time.UTC)
-	p := Policy{
+	p := Admission{
 		Events:         DefaultEventTypes(),
 		AllowedSources: map[deprovision.Intent][]string{deprovision.IntentCompromised: {"/topics/security"}},
 		MaxEventAge:    24 * time.Hour,

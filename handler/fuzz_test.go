@@ -32,7 +32,7 @@ func FuzzEnvelope(f *testing.F) {
 	f.Add([]byte(`{"Data":{"event":[{"id":"a"},{"eventType":1}]}}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		eng := newFakeEngine()
-		h, err := New(Options{Engine: eng, GroupWorker: &recordingWorker{}, Cleaner: &recordingCleaner{}, Policy: hostilePolicy(), Clock: fixedClock(fuzzNow)})
+		h, err := New(Options{Engine: eng, GroupWorker: &recordingWorker{}, Cleaner: &recordingCleaner{}, Admission: hostileAdmission(), Clock: fixedClock(fuzzNow)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -60,7 +60,7 @@ func FuzzEnvelope(f *testing.F) {
 		}
 		for _, req := range eng.submitted {
 			if req.Source != APISource {
-				assertValid(t, hostilePolicy(), req)
+				assertValid(t, hostileAdmission(), req)
 			}
 		}
 	})
@@ -116,7 +116,7 @@ func FuzzNormalize(f *testing.F) {
 	}
 	f.Add([]byte(`{"specversion":"1.0","type":"device-moved","source":"/assets/inventory","id":"m1","time":"2024-05-01T12:00:00Z","data":{"registrationId":"d1","targetHub":"HUB2.azure-devices.net","iotHub":"hub1.azure-devices.net","action":"Delete","reason":"a\tb","dryRun":"true"}}`))
 	f.Add([]byte(`{"specversion":"1.0","type":"enrollment-group-retired","source":"/x","id":"g1","subject":"enrollmentGroups/grp-1","data":{"deviceId":"a+b"}}`))
-	p := hostilePolicy()
+	p := hostileAdmission()
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		ev, err := DecodeEvent(raw)
 		if err != nil {
@@ -141,7 +141,7 @@ func FuzzNormalize(f *testing.F) {
 }
 
 // assertValid re-checks an accepted request against every rule it passed.
-func assertValid(t *testing.T, p Policy, req deprovision.Request) {
+func assertValid(t *testing.T, p Admission, req deprovision.Request) {
 	t.Helper()
 	if err := req.Validate(); err != nil {
 		t.Fatalf("the engine refuses an accepted request: %v (%+v)", err, req)

@@ -64,13 +64,13 @@ type Cleaner interface {
 	Run(ctx context.Context, t TimerInfo) (string, error)
 }
 
-// Options configure a Handler. Engine and Policy are required; a nil GroupWorker or Cleaner
+// Options configure a Handler. Engine and Admission are required; a nil GroupWorker or Cleaner
 // makes its function answer that it is not configured (a failed invocation).
 type Options struct {
 	Engine      Engine
 	GroupWorker GroupWorker
 	Cleaner     Cleaner
-	Policy      Policy
+	Admission   Admission
 	Logger      *slog.Logger
 	Clock       deprovision.Clock
 	// MaxBodyBytes bounds an invocation body (default 4 MiB: Event Grid events are at most 1 MB).
@@ -91,8 +91,8 @@ func New(o Options) (*Handler, error) {
 	if o.Engine == nil {
 		return nil, errors.New("handler: Options.Engine is required")
 	}
-	if o.Policy.Events.byKey == nil {
-		o.Policy.Events = DefaultEventTypes()
+	if o.Admission.Events.byKey == nil {
+		o.Admission.Events = DefaultEventTypes()
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -286,7 +286,7 @@ func (h *Handler) handleEvent(ctx context.Context, c *call, raw json.RawMessage)
 	if IsLifecycleEvent(ev.Type) {
 		return h.lifecycle(ctx, c, ev)
 	}
-	req, rej := h.o.Policy.Normalize(ev, now)
+	req, rej := h.o.Admission.Normalize(ev, now)
 	if rej != nil {
 		if strings.TrimSpace(req.Source) == "" {
 			req.Source = "unknown-source"

@@ -88,8 +88,8 @@ func oversizeEvent(now time.Time, uid string) json.RawMessage {
 
 var operationInLog = regexp.MustCompile(`rejected: .*\(operation (op-[0-9a-f]+)\)`)
 
-func hostilePolicy() Policy {
-	return Policy{
+func hostileAdmission() Admission {
+	return Admission{
 		Events: DefaultEventTypes(),
 		AllowedSources: map[deprovision.Intent][]string{
 			deprovision.IntentCompromised: {"/security/tooling", "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/Microsoft.EventGrid/topics/security"},
@@ -110,7 +110,7 @@ func TestHostileCorpus(t *testing.T) {
 	}
 	cases = append(cases, hostileCase{Name: "oversize", Expect: "Event Grid delivers events of at most 1048576 bytes", Event: oversizeEvent(now, "inproc")})
 	eng := newFakeEngine()
-	srv := newTestServer(t, eng, Options{Policy: hostilePolicy(), Clock: fixedClock(now)})
+	srv := newTestServer(t, eng, Options{Admission: hostileAdmission(), Clock: fixedClock(now)})
 	for _, c := range cases {
 		t.Run(c.Name, func(t *testing.T) {
 			for _, b := range c.Before {

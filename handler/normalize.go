@@ -10,8 +10,8 @@ import (
 	"dpsdeprov/deprovision"
 )
 
-// Policy holds the checks applied to every request before the engine sees it.
-type Policy struct {
+// Admission holds the checks applied to every request before the engine sees it.
+type Admission struct {
 	// Events maps event types to intents.
 	Events EventTypes
 	// AllowedSources lists, per intent, the sources allowed to ask for it. An intent absent
@@ -43,16 +43,16 @@ func AllowedSourcesSetting(intent deprovision.Intent) string {
 	return config.AllowedSourcesSetting(string(intent))
 }
 
-// NewPolicy builds the checks from the app's settings; hubs are the managed hubs' host names.
+// NewAdmission builds the checks from the app's settings; hubs are the managed hubs' host names.
 // What the settings name but the handler does not know (an intent in EVENT_TYPE_MAP or in an
 // ALLOWED_SOURCES_ setting) is reported as a [config.SettingError] naming the setting.
-func NewPolicy(s config.Admission, hubs []string) (Policy, error) {
+func NewAdmission(s config.Admission, hubs []string) (Admission, error) {
 	var errs []error
 	events, err := ParseEventTypes(s.EventTypeMap)
 	if err != nil {
 		errs = append(errs, &config.SettingError{Setting: config.SettingEventTypes, Problem: err.Error()})
 	}
-	p := Policy{Events: events, AllowedSources: map[deprovision.Intent][]string{}, DryRun: s.DryRun, MaxEventAge: s.MaxEventAge, Hubs: hubs}
+	p := Admission{Events: events, AllowedSources: map[deprovision.Intent][]string{}, DryRun: s.DryRun, MaxEventAge: s.MaxEventAge, Hubs: hubs}
 	for name, list := range s.AllowedSources {
 		in := deprovision.Intent(name)
 		if !in.Valid() {
@@ -67,7 +67,7 @@ func NewPolicy(s config.Admission, hubs []string) (Policy, error) {
 
 // Normalize turns a decoded event into a Request (DESIGN §4), or a Rejection. req always
 // carries the event's identity, so a rejection can be journaled under it.
-func (p *Policy) Normalize(ev Event, now time.Time) (req deprovision.Request, rej *Rejection) {
+func (p *Admission) Normalize(ev Event, now time.Time) (req deprovision.Request, rej *Rejection) {
 	req = deprovision.Request{EventID: ev.ID, Source: ev.Source, EventType: ev.Type, EventTime: ev.Time}
 	if req.EventTime.IsZero() {
 		// CloudEvents time is optional; the time of receipt stands in, so precedence still has a time.
@@ -97,7 +97,7 @@ func (p *Policy) Normalize(ev Event, now time.Time) (req deprovision.Request, re
 // build completes req from the fields and applies the checks common to events and HTTP
 // requests. Whatever the outcome, the request and the reason it returns hold no secret
 // (scrub): both are journaled, logged and published.
-func (p *Policy) build(req deprovision.Request, f eventFields, dryRun bool, now time.Time) (deprovision.Request, *Rejection) {
+func (p *Admission) build(req deprovision.Request, f eventFields, dryRun bool, now time.Time) (deprovision.Request, *Rejection) {
 	req, rej := p.check(req, f, dryRun, now)
 	if rej == nil {
 		rej = refuseSecrets(req)
@@ -111,7 +111,7 @@ func (p *Policy) build(req deprovision.Request, f eventFields, dryRun bool, now 
 	return req, nil
 }
 
-func (p *Policy) check(req deprovision.Request, f eventFields, dryRun bool, now time.Time) (deprovision.Request, *Rejection) {
+func (p *Admission) check(req deprovision.Request, f eventFields, dryRun bool, now time.Time) (deprovision.Request, *Rejection) {
 	req.RegistrationID = f.RegistrationID
 	req.DeviceID = f.DeviceID
 	req.Hub = f.IoTHub

@@ -10,11 +10,11 @@ import (
 	"dpsdeprov/deprovision"
 )
 
-// The policy is built from config's plain values: the event-type map extends the built-in
+// The admission checks are built from config's plain values: the event-type map extends the built-in
 // one, the allowed sources go to their intent, and what names no intent is refused naming
 // the setting.
-func TestNewPolicyFromSettings(t *testing.T) {
-	p, err := NewPolicy(config.Admission{
+func TestNewAdmissionFromSettings(t *testing.T) {
+	p, err := NewAdmission(config.Admission{
 		EventTypeMap:   "Acme.Disposed=retired",
 		AllowedSources: map[string][]string{"group-retired": {"*"}, "compromised": {"/topics/security"}},
 		DryRun:         true, MaxEventAge: 72 * time.Hour,
@@ -30,10 +30,10 @@ func TestNewPolicyFromSettings(t *testing.T) {
 	}
 	if !p.DryRun || p.MaxEventAge != 72*time.Hour || len(p.Hubs) != 1 ||
 		p.AllowedSources[deprovision.IntentGroupRetired][0] != "*" || p.AllowedSources[deprovision.IntentCompromised][0] != "/topics/security" {
-		t.Errorf("policy %+v", p)
+		t.Errorf("admission %+v", p)
 	}
 
-	_, err = NewPolicy(config.Admission{EventTypeMap: "Acme.Disposed=vaporised", AllowedSources: map[string][]string{"exploded": {"/s"}}}, nil)
+	_, err = NewAdmission(config.Admission{EventTypeMap: "Acme.Disposed=vaporised", AllowedSources: map[string][]string{"exploded": {"/s"}}}, nil)
 	var se *config.SettingError
 	if !errors.As(err, &se) || !strings.Contains(err.Error(), "setting "+config.SettingEventTypes) || !strings.Contains(err.Error(), "setting ALLOWED_SOURCES_EXPLODED") {
 		t.Fatalf("err = %v, want both settings named", err)

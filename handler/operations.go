@@ -280,9 +280,9 @@ func (h *Handler) postRequest(ctx context.Context, c *call, body []byte) {
 		}
 		req.Intent, req.EventType = in, "intent:"+string(in)
 	case f.Type != "":
-		in, ok := h.o.Policy.Events.Intent(f.Type)
+		in, ok := h.o.Admission.Events.Intent(f.Type)
 		if !ok {
-			c.respond(http.StatusBadRequest, apiError{fmt.Sprintf("type %q is not a deprovisioning event type (known: %s)", f.Type, strings.Join(h.o.Policy.Events.Known(), ", "))})
+			c.respond(http.StatusBadRequest, apiError{fmt.Sprintf("type %q is not a deprovisioning event type (known: %s)", f.Type, strings.Join(h.o.Admission.Events.Known(), ", "))})
 			return
 		}
 		req.Intent, req.EventType = in, f.Type
@@ -291,7 +291,7 @@ func (h *Handler) postRequest(ctx context.Context, c *call, body []byte) {
 		return
 	}
 	dry := f.DryRun == nil || *f.DryRun
-	req, rej := h.o.Policy.build(req, f, dry, now)
+	req, rej := h.o.Admission.build(req, f, dry, now)
 	// An `id` reused with other content (a dry run, then the same id with "dryRun": false) is
 	// a conflict: the engine journals it as rejected under its own id and returns that
 	// operation, answered 422 like any rejection. The real run needs a new id.

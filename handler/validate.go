@@ -102,9 +102,9 @@ func checkDeviceID(field, id string) *Rejection {
 }
 
 // checkHub checks a hub host name and returns it as configured. When hubs are configured
-// (Policy.Hubs, from IOT_HUBS or the hub connection strings), the name must be one of them
+// (Admission.Hubs, from IOT_HUBS or the hub connection strings), the name must be one of them
 // (case-insensitive); otherwise it must at least be a DNS host name.
-func (p *Policy) checkHub(field, host string) (string, *Rejection) {
+func (p *Admission) checkHub(field, host string) (string, *Rejection) {
 	if n := len(host); n > maxHostChars {
 		return "", reject("%s is %d characters long; a host name has at most %d", field, n, maxHostChars)
 	}

@@ -68,7 +68,7 @@ func TestDeviceIDRules(t *testing.T) {
 }
 
 func TestHubRules(t *testing.T) {
-	p := Policy{Hubs: []string{"hub1.azure-devices.net"}}
+	p := Admission{Hubs: []string{"hub1.azure-devices.net"}}
 	if h, rej := p.checkHub("iotHub", "HUB1.Azure-Devices.NET"); rej != nil || h != "hub1.azure-devices.net" {
 		t.Errorf("configured hub in other case: %q, %v", h, rej)
 	}
@@ -88,7 +88,7 @@ func TestHubRules(t *testing.T) {
 		}
 	}
 	// Without configured hubs only the form is checked.
-	if _, rej := (&Policy{}).checkHub("targetHub", "any.example.net"); rej != nil {
+	if _, rej := (&Admission{}).checkHub("targetHub", "any.example.net"); rej != nil {
 		t.Errorf("unconfigured: %v", rej)
 	}
 }
@@ -206,7 +206,7 @@ func TestRedact(t *testing.T) {
 // Normalize never lets a secret through, whether it accepts or rejects the event.
 func TestNormalizeScrubsSecrets(t *testing.T) {
 	const key = "c2VjcmV0LWtleS1mb3ItdGVzdHMtb25seS0xMjM0NTY="
-	p := Policy{Events: DefaultEventTypes()}
+	p := Admission{Events: DefaultEventTypes()}
 	now := time.Now()
 	for name, data := range map[string]map[string]string{
 		"reason accepted": {"registrationId": "sensor-1", "reason": "leaked SharedAccessKey=" + key},
@@ -300,7 +300,7 @@ func TestOperationsReplayConflict(t *testing.T) {
 // and answers comes from the engine, and the first event's device is the only one changed.
 func TestReplayConflictRealEngine(t *testing.T) {
 	const hub = "hub1.azure-devices.net"
-	dps, hubs, j := fake.NewDPS(), fake.NewHubs(hub), fake.NewJournal()
+	dps, hubs, j := fake.NewDPS(), fake.NewHubDevices(hub), fake.NewJournal()
 	for _, rid := range []string{"sensor-a", "sensor-b", "sensor-042"} {
 		dps.AddEnrollment(deprovision.Enrollment{RegistrationID: rid, Attestation: deprovision.AttestationTPM, Enabled: true})
 		dps.AddRegistration(deprovision.Registration{RegistrationID: rid, DeviceID: rid, AssignedHub: hub}, "")

@@ -24,7 +24,7 @@ func TestHeldOperationPublishesApprovalRequiredOnce(t *testing.T) {
 	tp := &topic{}
 	j := fake.NewJournal()
 	p := newPublisher(t, tp, &journalSpy{})
-	dps, hubs := fake.NewDPS(), fake.NewHubs("hub1.azure-devices.net")
+	dps, hubs := fake.NewDPS(), fake.NewHubDevices("hub1.azure-devices.net")
 	dps.AddGroup(deprovision.Group{ID: "line-7", Attestation: deprovision.AttestationSymmetricKey, Enabled: true}, "Z3JvdXAta2V5LWZvci10ZXN0cy1vbmx5")
 	for i := range 4 {
 		id := fmt.Sprintf("m-%d", i)

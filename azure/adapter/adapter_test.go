@@ -30,7 +30,7 @@ type env struct {
 	info  emulator.Info
 	dpsC  *dps.Client
 	dps   *adapter.DPS
-	hubs  *adapter.Hubs
+	hubs  *adapter.HubDevices
 	hubCs map[string]*iothub.Client
 }
 
@@ -71,7 +71,7 @@ func newEnvTB(t testing.TB, o emulator.Options) *env {
 		}
 		hubCs[h.Host] = c
 	}
-	return &env{em: em, info: info, dpsC: dc, dps: adapter.NewDPS(dc), hubs: adapter.NewHubs(hubCs), hubCs: hubCs}
+	return &env{em: em, info: info, dpsC: dc, dps: adapter.NewDPS(dc), hubs: adapter.NewHubDevices(hubCs), hubCs: hubCs}
 }
 
 func TestEnrollmentErrorMapping(t *testing.T) {

@@ -11,17 +11,17 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 )
 
-// Hubs adapts one *iothub.Client per hub to deprovision.Devices.
-type Hubs struct {
+// HubDevices adapts one *iothub.Client per hub to deprovision.Devices.
+type HubDevices struct {
 	clients map[string]*iothub.Client // by lower-case host name
 }
 
-var _ deprovision.Devices = (*Hubs)(nil)
+var _ deprovision.Devices = (*HubDevices)(nil)
 
-// NewHubs returns the adapter over clients, keyed by hub host name (such as
+// NewHubDevices returns the adapter over clients, keyed by hub host name (such as
 // "hub1.azure-devices.net", as DPS reports a device's assigned hub).
-func NewHubs(clients map[string]*iothub.Client) *Hubs {
-	h := &Hubs{clients: make(map[string]*iothub.Client, len(clients))}
+func NewHubDevices(clients map[string]*iothub.Client) *HubDevices {
+	h := &HubDevices{clients: make(map[string]*iothub.Client, len(clients))}
 	for host, c := range clients {
 		h.clients[iothub.CanonicalHost(host)] = c
 	}
@@ -29,7 +29,7 @@ func NewHubs(clients map[string]*iothub.Client) *Hubs {
 }
 
 // client finds the hub's client by host name, or by bare name.
-func (h *Hubs) client(hub string) (*iothub.Client, error) {
+func (h *HubDevices) client(hub string) (*iothub.Client, error) {
 	if c, ok := h.clients[iothub.CanonicalHost(hub)]; ok {
 		return c, nil
 	}
@@ -37,7 +37,7 @@ func (h *Hubs) client(hub string) (*iothub.Client, error) {
 }
 
 // GetDevice reads a device identity.
-func (h *Hubs) GetDevice(ctx context.Context, hub, deviceID string) (*deprovision.Device, error) {
+func (h *HubDevices) GetDevice(ctx context.Context, hub, deviceID string) (*deprovision.Device, error) {
 	c, err := h.client(hub)
 	if err != nil {
 		return nil, err
@@ -56,7 +56,7 @@ func (h *Hubs) GetDevice(ctx context.Context, hub, deviceID string) (*deprovisio
 // once, guarded by that etag (one registry operation; a 412 is the caller's to re-read and
 // re-decide); otherwise the identity is read first (two), and with "*" the etag just read
 // guards the write, retried a few times if another writer races it.
-func (h *Hubs) PutDevice(ctx context.Context, d *deprovision.Device, etag string) (*deprovision.Device, error) {
+func (h *HubDevices) PutDevice(ctx context.Context, d *deprovision.Device, etag string) (*deprovision.Device, error) {
 	if d == nil || d.DeviceID == "" {
 		return nil, errors.New("writing device: no device id")
 	}
@@ -113,7 +113,7 @@ func (h *Hubs) PutDevice(ctx context.Context, d *deprovision.Device, etag string
 }
 
 // DeleteDevice deletes a device identity (etag "" = unconditional).
-func (h *Hubs) DeleteDevice(ctx context.Context, hub, deviceID, etag string) error {
+func (h *HubDevices) DeleteDevice(ctx context.Context, hub, deviceID, etag string) error {
 	c, err := h.client(hub)
 	if err != nil {
 		return err
@@ -131,7 +131,7 @@ func (h *Hubs) DeleteDevice(ctx context.Context, hub, deviceID, etag string) err
 // serves (DPS rewrites the identity whenever the device provisions again) but makes a bulk
 // disable unfit for a reversible single-device block, which PutDevice serves.
 // Delete uses importMode "delete"; a device that is already gone counts as deleted.
-func (h *Hubs) Bulk(ctx context.Context, hub string, mode deprovision.BulkMode, items []deprovision.BulkItem) ([]deprovision.BulkItemResult, error) {
+func (h *HubDevices) Bulk(ctx context.Context, hub string, mode deprovision.BulkMode, items []deprovision.BulkItem) ([]deprovision.BulkItemResult, error) {
 	c, err := h.client(hub)
 	if err != nil {
 		return nil, err

@@ -76,12 +76,12 @@ func runSharedBudget(b *testing.B, s benchScenario) {
 	table := newTable(b)
 	type instance struct {
 		l *Limiter
-		d *Devices
+		d *LimitedDevices
 	}
 	ins := make([]instance, s.instances)
 	for i := range ins {
 		l := newLimiter(b, table, Options{PerMinute: int(float64(budget) * (1 + s.overBudget))})
-		ins[i] = instance{l: l, d: NewDevices(hubAdapter(b, em), l, &DevicesOptions{MaxAttempts: 8})}
+		ins[i] = instance{l: l, d: NewLimitedDevices(hubAdapter(b, em), l, &LimitedDevicesOptions{MaxAttempts: 8})}
 	}
 	if s.drained {
 		inner := hubAdapter(b, em)

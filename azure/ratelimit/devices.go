@@ -14,8 +14,8 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 )
 
-// DevicesOptions configure [NewDevices].
-type DevicesOptions struct {
+// LimitedDevicesOptions configure [NewLimitedDevices].
+type LimitedDevicesOptions struct {
 	// Priority picks a call's priority. Default: the priority [WithPriority] put in the
 	// context; without one, PriorityBulk for Bulk and PriorityHigh for single-device calls
 	// (they are what compromise response makes).
@@ -24,23 +24,23 @@ type DevicesOptions struct {
 	MaxAttempts int
 }
 
-// Devices makes a deprovision.Devices wait for its hub's budget before each call: a
+// LimitedDevices makes a deprovision.LimitedDevices wait for its hub's budget before each call: a
 // single-device call costs one operation (an update not given the device as read two, see
-// [Devices.PutDevice]), a bulk call one per device. When the hub answers 429 it records the
+// [LimitedDevices.PutDevice]), a bulk call one per device. When the hub answers 429 it records the
 // pause with [Limiter.Observe429] and tries again after it, a bounded number of times. The
 // engine does not know it is there.
-type Devices struct {
+type LimitedDevices struct {
 	inner    deprovision.Devices
 	l        *Limiter
 	priority func(ctx context.Context, bulk bool) Priority
 	attempts int
 }
 
-var _ deprovision.Devices = (*Devices)(nil)
+var _ deprovision.Devices = (*LimitedDevices)(nil)
 
-// NewDevices returns inner limited by l. o may be nil.
-func NewDevices(inner deprovision.Devices, l *Limiter, o *DevicesOptions) *Devices {
-	d := &Devices{inner: inner, l: l, priority: defaultPriority, attempts: 4}
+// NewLimitedDevices returns inner limited by l. o may be nil.
+func NewLimitedDevices(inner deprovision.Devices, l *Limiter, o *LimitedDevicesOptions) *LimitedDevices {
+	d := &LimitedDevices{inner: inner, l: l, priority: defaultPriority, attempts: 4}
 	if o != nil {
 		if o.Priority != nil {
 			d.priority = o.Priority
@@ -63,7 +63,7 @@ func defaultPriority(ctx context.Context, bulk bool) Priority {
 }
 
 // GetDevice reads a device identity within the hub's budget.
-func (d *Devices) GetDevice(ctx context.Context, hub, deviceID string) (*deprovision.Device, error) {
+func (d *LimitedDevices) GetDevice(ctx context.Context, hub, deviceID string) (*deprovision.Device, error) {
 	var out *deprovision.Device
 	err := d.do(ctx, hub, 1, false, func() (err error) {
 		out, err = d.inner.GetDevice(ctx, hub, deviceID)
@@ -76,7 +76,7 @@ func (d *Devices) GetDevice(ctx context.Context, hub, deviceID string) (*deprovi
 // device as GetDevice read it (with its own etag), costs one operation; any other update two:
 // the hub adapter reads the identity first and writes it back changed, so that its keys stay
 // ([deprovision.PutDeviceReads]).
-func (d *Devices) PutDevice(ctx context.Context, dev *deprovision.Device, etag string) (*deprovision.Device, error) {
+func (d *LimitedDevices) PutDevice(ctx context.Context, dev *deprovision.Device, etag string) (*deprovision.Device, error) {
 	if dev == nil {
 		return d.inner.PutDevice(ctx, dev, etag)
 	}
@@ -93,14 +93,14 @@ func (d *Devices) PutDevice(ctx context.Context, dev *deprovision.Device, etag s
 }
 
 // DeleteDevice deletes a device identity within the hub's budget.
-func (d *Devices) DeleteDevice(ctx context.Context, hub, deviceID, etag string) error {
+func (d *LimitedDevices) DeleteDevice(ctx context.Context, hub, deviceID, etag string) error {
 	return d.do(ctx, hub, 1, false, func() error {
 		return d.inner.DeleteDevice(ctx, hub, deviceID, etag)
 	})
 }
 
 // Bulk applies a bulk operation within the hub's budget, counting every device.
-func (d *Devices) Bulk(ctx context.Context, hub string, mode deprovision.BulkMode, items []deprovision.BulkItem) ([]deprovision.BulkItemResult, error) {
+func (d *LimitedDevices) Bulk(ctx context.Context, hub string, mode deprovision.BulkMode, items []deprovision.BulkItem) ([]deprovision.BulkItemResult, error) {
 	if len(items) == 0 {
 		return d.inner.Bulk(ctx, hub, mode, items)
 	}
@@ -113,7 +113,7 @@ func (d *Devices) Bulk(ctx context.Context, hub string, mode deprovision.BulkMod
 }
 
 // do waits for n operations and calls f, again after the pause when the hub answers 429.
-func (d *Devices) do(ctx context.Context, hub string, n int, bulk bool, f func() error) error {
+func (d *LimitedDevices) do(ctx context.Context, hub string, n int, bulk bool, f func() error) error {
 	p := d.priority(ctx, bulk)
 	var err error
 	for attempt := 1; ; attempt++ {

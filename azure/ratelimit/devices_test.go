@@ -23,7 +23,7 @@ import (
 
 // hubAdapter returns the engine's hub adapter over every hub of e, with the clients' own
 // 429 retries off so that the rate limiter sees every 429.
-func hubAdapter(tb testing.TB, e *emulator.Emulator) *adapter.Hubs {
+func hubAdapter(tb testing.TB, e *emulator.Emulator) *adapter.HubDevices {
 	tb.Helper()
 	info := e.Info()
 	ca, err := os.ReadFile(info.CAFile)
@@ -43,7 +43,7 @@ func hubAdapter(tb testing.TB, e *emulator.Emulator) *adapter.Hubs {
 		}
 		cs[h.Host] = c
 	}
-	return adapter.NewHubs(cs)
+	return adapter.NewHubDevices(cs)
 }
 
 // drain spends what is left of a hub's emulated budget outside the limiter, so that its next
@@ -79,7 +79,7 @@ func TestDevicesRetriesAfterA429(t *testing.T) {
 	}
 	var tokens atomic.Int64
 	l := newLimiter(t, newTable(t), Options{PerMinute: 6000, OnGrant: func(g Grant) { tokens.Add(int64(g.Tokens)) }})
-	d := NewDevices(inner, l, nil)
+	d := NewLimitedDevices(inner, l, nil)
 
 	if err := em.AddFault(emulator.Fault{Op: "hub.devices.get", Status: 429, RetryAfter: 1, Count: 2}); err != nil {
 		t.Fatal(err)
@@ -121,7 +121,7 @@ func TestDevicesRetriesAfterA429(t *testing.T) {
 		t.Fatal(err)
 	}
 	em.ResetStats()
-	err = NewDevices(inner, l, &DevicesOptions{MaxAttempts: 2}).DeleteDevice(ctx, "hub1", "dev-1", "")
+	err = NewLimitedDevices(inner, l, &LimitedDevicesOptions{MaxAttempts: 2}).DeleteDevice(ctx, "hub1", "dev-1", "")
 	var re *azcore.ResponseError
 	if !deprovision.IsTransient(err) || !errors.As(err, &re) || re.StatusCode != http.StatusTooManyRequests {
 		t.Errorf("DeleteDevice answered 429 every time: %v, want a transient 429", err)
@@ -138,7 +138,7 @@ func TestDevicesHonoursTheThrottlesRetryAfter(t *testing.T) {
 	em := testenv.StartEmulator(t, emulator.Options{Hubs: []string{"hub1"}, ThrottlePerMinute: 1})
 	inner := hubAdapter(t, em)
 	l := newLimiter(t, newTable(t), Options{PerMinute: 6000})
-	d := NewDevices(inner, l, nil)
+	d := NewLimitedDevices(inner, l, nil)
 	drain(t, inner, "hub1")
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

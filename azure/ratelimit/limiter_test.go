@@ -334,7 +334,7 @@ func TestOptionsAndArgumentsAreChecked(t *testing.T) {
 		t.Errorf("Wait for nothing: %v", err)
 	}
 	// A bad argument is permanent for the engine: delivering the event again cannot help.
-	if _, err := NewDevices(nil, l, nil).GetDevice(ctx, "", "dev-1"); err == nil || deprovision.IsTransient(err) {
+	if _, err := NewLimitedDevices(nil, l, nil).GetDevice(ctx, "", "dev-1"); err == nil || deprovision.IsTransient(err) {
 		t.Errorf("GetDevice without a hub: %v, want a permanent error", err)
 	}
 }

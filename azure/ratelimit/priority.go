@@ -30,7 +30,7 @@ func (p Priority) String() string {
 
 type priorityKey struct{}
 
-// WithPriority returns a context carrying p, which [Devices] reads to pick the priority of the
+// WithPriority returns a context carrying p, which [LimitedDevices] reads to pick the priority of the
 // calls made with it. The handler sets it per request: PriorityHigh for a single compromised,
 // stolen or lost device, PriorityBulk for group work.
 func WithPriority(ctx context.Context, p Priority) context.Context {

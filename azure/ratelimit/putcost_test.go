@@ -19,7 +19,7 @@ func TestPutDeviceCostsWhatTheHubCharges(t *testing.T) {
 	const hub = "hub1.azure-devices.net"
 	var tokens atomic.Int64
 	l := newLimiter(t, newTable(t), Options{PerMinute: 6000, OnGrant: func(g Grant) { tokens.Add(int64(g.Tokens)) }})
-	d := NewDevices(hubAdapter(t, em), l, nil)
+	d := NewLimitedDevices(hubAdapter(t, em), l, nil)
 	ctx := context.Background()
 	check := func(what string, want int64) {
 		t.Helper()

@@ -10,11 +10,11 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 )
 
-// DefaultTTL is how long a token from [NewPolicy] is valid when PolicyOptions.TTL is zero.
+// DefaultTTL is how long a token from [NewTokenPolicy] is valid when PolicyOptions.TTL is zero.
 const DefaultTTL = time.Hour
 
-// PolicyOptions configures [NewPolicy].
-type PolicyOptions struct {
+// TokenPolicyOptions configures [NewTokenPolicy].
+type TokenPolicyOptions struct {
 	// TTL is the lifetime of each token; DefaultTTL when zero. A token is replaced once less
 	// than a fifth of it (at most five minutes) is left, so that a request never leaves with
 	// a token that expires in flight.
@@ -23,10 +23,10 @@ type PolicyOptions struct {
 	Now func() time.Time
 }
 
-// Policy is an azcore per-retry policy that sets the Authorization header of every request
+// TokenPolicy is an azcore per-retry policy that sets the Authorization header of every request
 // to a SAS token for the connection string's host, refreshing it before it expires.
 // It refuses to send a token over anything but HTTPS.
-type Policy struct {
+type TokenPolicy struct {
 	cs     ConnectionString
 	ttl    time.Duration
 	margin time.Duration
@@ -37,15 +37,15 @@ type Policy struct {
 	expires time.Time
 }
 
-// NewPolicy returns the signing policy for cs.
-func NewPolicy(cs ConnectionString, opts *PolicyOptions) (*Policy, error) {
+// NewTokenPolicy returns the signing policy for cs.
+func NewTokenPolicy(cs ConnectionString, opts *TokenPolicyOptions) (*TokenPolicy, error) {
 	if cs.HostName == "" {
 		return nil, errors.New("connection string has no HostName")
 	}
 	if cs.SharedAccessSignature == "" && (cs.SharedAccessKey == "" || cs.SharedAccessKeyName == "") {
 		return nil, errors.New("connection string has neither a key with its name nor a signature")
 	}
-	p := &Policy{cs: cs, ttl: DefaultTTL, now: time.Now}
+	p := &TokenPolicy{cs: cs, ttl: DefaultTTL, now: time.Now}
 	if opts != nil {
 		if opts.TTL < 0 {
 			return nil, fmt.Errorf("SAS token TTL %s is negative", opts.TTL)
@@ -66,7 +66,7 @@ func NewPolicy(cs ConnectionString, opts *PolicyOptions) (*Policy, error) {
 
 // Token returns the current token, signing a new one when the current one is within the
 // refresh margin of its expiry.
-func (p *Policy) Token() (string, error) {
+func (p *TokenPolicy) Token() (string, error) {
 	if p.cs.SharedAccessSignature != "" {
 		// A fixed signature cannot be refreshed; the service answers 401 once it expires.
 		return p.cs.SharedAccessSignature, nil
@@ -87,7 +87,7 @@ func (p *Policy) Token() (string, error) {
 }
 
 // Do implements policy.Policy.
-func (p *Policy) Do(req *policy.Request) (*http.Response, error) {
+func (p *TokenPolicy) Do(req *policy.Request) (*http.Response, error) {
 	if req.Raw().URL.Scheme != "https" {
 		return nil, fmt.Errorf("refusing to send a SAS token over %s: use an https endpoint", req.Raw().URL.Scheme)
 	}

@@ -78,7 +78,7 @@ func TestSignMatchesDocumentedFormula(t *testing.T) {
 func TestPolicyRefreshesBeforeExpiry(t *testing.T) {
 	cs, _ := ParseConnectionString("HostName=dps1.azure-devices-provisioning.net;SharedAccessKeyName=provisioningserviceowner;SharedAccessKey=" + testKey)
 	now := time.Unix(1700000000, 0)
-	p, err := NewPolicy(cs, &PolicyOptions{TTL: 100 * time.Second, Now: func() time.Time { return now }})
+	p, err := NewTokenPolicy(cs, &TokenPolicyOptions{TTL: 100 * time.Second, Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +100,7 @@ func TestPolicyRefreshesBeforeExpiry(t *testing.T) {
 func TestPolicyRejectsBadTTL(t *testing.T) {
 	cs, _ := ParseConnectionString("HostName=h;SharedAccessKeyName=a;SharedAccessKey=" + testKey)
 	for _, ttl := range []time.Duration{-time.Second, time.Millisecond} {
-		if _, err := NewPolicy(cs, &PolicyOptions{TTL: ttl}); err == nil {
+		if _, err := NewTokenPolicy(cs, &TokenPolicyOptions{TTL: ttl}); err == nil {
 			t.Errorf("TTL %s accepted", ttl)
 		}
 	}

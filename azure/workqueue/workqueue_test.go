@@ -107,7 +107,7 @@ func TestFanOutThroughTheQueue(t *testing.T) {
 		t.Fatal(err)
 	}
 	const hub1, hub2, n = "hub1.azure-devices.net", "hub2.azure-devices.net", 250
-	dps, hubs := fake.NewDPS(), fake.NewHubs(hub1, hub2)
+	dps, hubs := fake.NewDPS(), fake.NewHubDevices(hub1, hub2)
 	dps.AddGroup(deprovision.Group{ID: "g1", Attestation: deprovision.AttestationSymmetricKey, Enabled: true}, "a2V5")
 	for i := range n {
 		id := fmt.Sprintf("m-%04d", i)
@@ -189,7 +189,7 @@ func TestSweepSettlesPoisonedBatches(t *testing.T) {
 		t.Fatal(err)
 	}
 	const hub1, n = "hub1.azure-devices.net", 150
-	dps, hubs := fake.NewDPS(), fake.NewHubs(hub1)
+	dps, hubs := fake.NewDPS(), fake.NewHubDevices(hub1)
 	dps.AddGroup(deprovision.Group{ID: "g1", Attestation: deprovision.AttestationSymmetricKey, Enabled: true}, "a2V5")
 	for i := range n {
 		id := fmt.Sprintf("m-%04d", i)

@@ -39,7 +39,7 @@ type cleanupRig struct {
 	hk      *journal.Housekeeping
 	jr      *journal.Journal
 	dps     *adapter.DPS
-	hubs    *adapter.Hubs
+	hubs    *adapter.HubDevices
 	results chan invocationResult
 }
 
@@ -154,7 +154,7 @@ func newCleanupRig(t *testing.T, extra map[string]string) *cleanupRig {
 		}
 		clients[hi.Host] = c
 	}
-	r.hubs = adapter.NewHubs(clients)
+	r.hubs = adapter.NewHubDevices(clients)
 	return r
 }
 

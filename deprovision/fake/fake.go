@@ -315,8 +315,8 @@ func (d *DPS) GroupRegistrations(_ context.Context, groupID, continuation string
 	}
 }
 
-// Hubs is an in-memory set of IoT hubs' identity registries.
-type Hubs struct {
+// HubDevices is an in-memory set of IoT hubs' identity registries.
+type HubDevices struct {
 	mu      sync.Mutex
 	seq     int
 	devices map[string]map[string]deprovision.Device
@@ -333,9 +333,9 @@ type Hubs struct {
 // PutDevice writes such a device back without reading it again.
 type asRead struct{ hub, id, etag string }
 
-// NewHubs returns hubs with the given host names and no devices.
-func NewHubs(names ...string) *Hubs {
-	h := &Hubs{devices: map[string]map[string]deprovision.Device{}}
+// NewHubDevices returns hubs with the given host names and no devices.
+func NewHubDevices(names ...string) *HubDevices {
+	h := &HubDevices{devices: map[string]map[string]deprovision.Device{}}
 	for _, n := range names {
 		h.devices[strings.ToLower(n)] = map[string]deprovision.Device{}
 	}
@@ -343,7 +343,7 @@ func NewHubs(names ...string) *Hubs {
 }
 
 // AddDevice stores d (test setup).
-func (h *Hubs) AddDevice(d deprovision.Device) {
+func (h *HubDevices) AddDevice(d deprovision.Device) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.seq++
@@ -352,14 +352,14 @@ func (h *Hubs) AddDevice(d deprovision.Device) {
 }
 
 // Device returns a copy of a stored device.
-func (h *Hubs) Device(hub, id string) (deprovision.Device, bool) {
+func (h *HubDevices) Device(hub, id string) (deprovision.Device, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	d, ok := h.devices[strings.ToLower(hub)][id]
 	return d, ok
 }
 
-func (h *Hubs) reg(hub string) (map[string]deprovision.Device, error) {
+func (h *HubDevices) reg(hub string) (map[string]deprovision.Device, error) {
 	r, ok := h.devices[strings.ToLower(hub)]
 	if !ok {
 		return nil, fmt.Errorf("hub %s is not configured", hub)
@@ -368,7 +368,7 @@ func (h *Hubs) reg(hub string) (map[string]deprovision.Device, error) {
 }
 
 // GetDevice implements deprovision.Devices.
-func (h *Hubs) GetDevice(_ context.Context, hub, id string) (*deprovision.Device, error) {
+func (h *HubDevices) GetDevice(_ context.Context, hub, id string) (*deprovision.Device, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	r, err := h.reg(hub)
@@ -385,7 +385,7 @@ func (h *Hubs) GetDevice(_ context.Context, hub, id string) (*deprovision.Device
 }
 
 // PutDevice implements deprovision.Devices.
-func (h *Hubs) PutDevice(_ context.Context, d *deprovision.Device, etag string) (*deprovision.Device, error) {
+func (h *HubDevices) PutDevice(_ context.Context, d *deprovision.Device, etag string) (*deprovision.Device, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	r, err := h.reg(d.Hub)
@@ -415,7 +415,7 @@ func (h *Hubs) PutDevice(_ context.Context, d *deprovision.Device, etag string) 
 }
 
 // DeleteDevice implements deprovision.Devices.
-func (h *Hubs) DeleteDevice(_ context.Context, hub, id, etag string) error {
+func (h *HubDevices) DeleteDevice(_ context.Context, hub, id, etag string) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	r, err := h.reg(hub)
@@ -436,7 +436,7 @@ func (h *Hubs) DeleteDevice(_ context.Context, hub, id, etag string) error {
 }
 
 // Bulk implements deprovision.Devices.
-func (h *Hubs) Bulk(_ context.Context, hub string, mode deprovision.BulkMode, items []deprovision.BulkItem) ([]deprovision.BulkItemResult, error) {
+func (h *HubDevices) Bulk(_ context.Context, hub string, mode deprovision.BulkMode, items []deprovision.BulkItem) ([]deprovision.BulkItemResult, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if len(items) > 100 {
@@ -496,7 +496,7 @@ func (d *DPS) Snapshot() string {
 }
 
 // Snapshot renders every hub's devices (without ETags) for comparing two runs.
-func (h *Hubs) Snapshot() string {
+func (h *HubDevices) Snapshot() string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var lines []string

@@ -26,7 +26,7 @@ func (e *env) guardedServer(g deprovision.Guardrails) *httptest.Server {
 	d := e.ports
 	d.Budget = b
 	eng := deprovision.NewEngine(d, deprovision.Config{LeaseDuration: time.Minute, GroupPageSize: 2, Guard: g})
-	h, err := handler.New(handler.Options{Engine: eng, Policy: handler.Policy{Events: handler.DefaultEventTypes()}, Clock: e.clock})
+	h, err := handler.New(handler.Options{Engine: eng, Admission: handler.Admission{Events: handler.DefaultEventTypes()}, Clock: e.clock})
 	if err != nil {
 		e.t.Fatal(err)
 	}

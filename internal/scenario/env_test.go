@@ -100,7 +100,7 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	da := adapter.NewDPS(dc)
-	e.ports = deprovision.Deps{Enrollments: da, Registrations: da, Devices: adapter.NewHubs(e.hubs), Journal: j,
+	e.ports = deprovision.Deps{Enrollments: da, Registrations: da, Devices: adapter.NewHubDevices(e.hubs), Journal: j,
 		Clock: e.clock, Logger: slog.New(slog.DiscardHandler)}
 	return e
 }

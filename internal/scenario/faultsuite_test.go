@@ -155,7 +155,7 @@ func newFaultEnv(t *testing.T) *env {
 		e.hubs[h.Host] = c
 	}
 	da := adapter.NewDPS(e.dps)
-	e.ports.Enrollments, e.ports.Registrations, e.ports.Devices = da, da, adapter.NewHubs(e.hubs)
+	e.ports.Enrollments, e.ports.Registrations, e.ports.Devices = da, da, adapter.NewHubDevices(e.hubs)
 	return e
 }
 

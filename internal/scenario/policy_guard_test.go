@@ -10,10 +10,10 @@ import (
 	"dpsdeprov/handler"
 )
 
-func (e *env) policyServer(p handler.Policy) *httptest.Server {
+func (e *env) policyServer(p handler.Admission) *httptest.Server {
 	e.t.Helper()
 	p.Events = handler.DefaultEventTypes()
-	h, err := handler.New(handler.Options{Engine: e.engine(nil), Policy: p, Clock: e.clock})
+	h, err := handler.New(handler.Options{Engine: e.engine(nil), Admission: p, Clock: e.clock})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -33,8 +33,8 @@ func TestEventPolicyGuardrails(t *testing.T) {
 	hub := e.mustProvision("pg-1", skCred(key))
 	now := e.clock.Now()
 	allow := map[deprovision.Intent][]string{deprovision.IntentCompromised: {"/security"}, deprovision.IntentSold: {"/asset"}}
-	strict := e.policyServer(handler.Policy{AllowedSources: allow, MaxEventAge: 48 * time.Hour})
-	dry := e.policyServer(handler.Policy{DryRun: true})
+	strict := e.policyServer(handler.Admission{AllowedSources: allow, MaxEventAge: 48 * time.Hour})
+	dry := e.policyServer(handler.Admission{DryRun: true})
 	e.em.ResetStats()
 
 	cases := []struct {

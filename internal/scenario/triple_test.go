@@ -36,7 +36,7 @@ func eventFor(req deprovision.Request, at time.Time) map[string]any {
 // handlerServer serves the real custom handler over e's engine, as the Functions host calls it.
 func (e *env) handlerServer() *httptest.Server {
 	e.t.Helper()
-	h, err := handler.New(handler.Options{Engine: e.engine(nil), Policy: handler.Policy{Events: handler.DefaultEventTypes()}, Clock: e.clock})
+	h, err := handler.New(handler.Options{Engine: e.engine(nil), Admission: handler.Admission{Events: handler.DefaultEventTypes()}, Clock: e.clock})
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -78,7 +78,7 @@ func NewFromConnectionString(svc Service, connectionString string, ttl time.Dura
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", svc.Name, err)
 	}
-	p, err := sas.NewPolicy(cs, &sas.PolicyOptions{TTL: ttl})
+	p, err := sas.NewTokenPolicy(cs, &sas.TokenPolicyOptions{TTL: ttl})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", svc.Name, err)
 	}
