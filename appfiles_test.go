@@ -93,7 +93,8 @@ func validateFile(t *testing.T, s *jsonschema.Schema, path string) map[string]an
 	return m
 }
 
-// The host's own rules that the schemas do not express (reference §7).
+// The host's own rules that the schemas do not express: the function (folder) name and binding
+// name patterns of the host's Utility.FunctionNameValidationRegex and BindingNameValidationRegex.
 var (
 	functionNameRule = regexp.MustCompile(`(?i)^[a-z][a-z0-9_\-]{0,127}$`)
 	bindingNameRule  = regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9]{0,127}$`)

@@ -210,7 +210,8 @@ var invocationSeq struct {
 	n int
 }
 
-// invoke posts an invocation body exactly as the host does (reference §2.1) and checks what
+// invoke posts an invocation body exactly as the host does (POST /{function}, JSON
+// {"Data":…,"Metadata":…}, the invocation-id headers; docs/app.md) and checks what
 // the host requires of the answer.
 func (p *proc) invoke(t *testing.T, function string, body []byte) (int, hostResult) {
 	t.Helper()

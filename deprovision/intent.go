@@ -42,7 +42,7 @@ func (i Intent) Revoking() bool {
 func (i Intent) Final() bool { return i == IntentSold || i == IntentRetired }
 
 // rank orders intents for precedence between conflicting events: a stale event is still
-// applied when it outranks what the device row holds (DESIGN §5).
+// applied when it outranks what the device row holds (docs/policy.md, "Conflicting events").
 func (i Intent) rank() int {
 	switch i {
 	case IntentSold, IntentRetired:

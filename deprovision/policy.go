@@ -23,7 +23,8 @@ const (
 )
 
 // StepDeleteGroupRegistrations deletes every registration record of a retired group, so that
-// orphaned records do not count against the DPS quota (reference §2.5).
+// orphaned records do not count against the DPS registrations quota (Microsoft's "How to
+// deprovision devices" notes that deleting a group leaves its records, and they still count).
 const StepDeleteGroupRegistrations StepKind = "dps.delete-group-registrations"
 
 // DPSStep reports whether k acts on DPS (every DPS step of a plan comes before its hub steps).
@@ -132,7 +133,8 @@ func PlanFor(r *Resolved, req Request, prior *DeviceState) (*Plan, error) {
 	return p, nil
 }
 
-// precedence applies DESIGN §5's rules between the device row and the new event.
+// precedence applies the rules between the device row and the new event (docs/policy.md,
+// "Conflicting events").
 func precedence(req Request, prior *DeviceState) error {
 	if req.Intent.GroupWide() {
 		return nil

@@ -2,7 +2,7 @@ package deprovision
 
 import "time"
 
-// Intent is what happened to a device or a group, as the sender says it (DESIGN §4).
+// Intent is what happened to a device or a group, as the sender says it (docs/policy.md).
 type Intent string
 
 // The intents. Their meaning, and the path each takes for each kind of device, is the policy

@@ -160,7 +160,7 @@ func (h *Host) serveHTTPTrigger(w http.ResponseWriter, r *http.Request) {
 	h.writeHTTPOutput(w, f, res)
 }
 
-// requestObject is GetRequestAsJObject (reference §2.7).
+// requestObject is the host's HttpRequestExtensions.GetRequestAsJObject.
 func (h *Host) requestObject(r *http.Request, params map[string]string, body []byte) map[string]any {
 	u := url.URL{Scheme: "http", Host: r.Host, Path: r.URL.Path, RawQuery: r.URL.RawQuery}
 	query := map[string]string{}
@@ -193,7 +193,8 @@ func (h *Host) requestObject(r *http.Request, params map[string]string, body []b
 	return obj
 }
 
-// writeHTTPOutput writes the http output binding's value as the response (reference §3.3 rule 1).
+// writeHTTPOutput writes the http output binding's value as the response (the host's
+// HttpBinding.CreateResult).
 func (h *Host) writeHTTPOutput(w http.ResponseWriter, f *Function, res *Result) {
 	outs := outputValues(f, res)
 	var v json.RawMessage
@@ -267,7 +268,7 @@ func (h *Host) writeHTTPOutput(w http.ResponseWriter, f *Function, res *Result) 
 }
 
 // forwardHTTP sends the original request to the handler with the host's headers and returns the
-// handler's response as it is (reference §4).
+// handler's response as it is (the host's ProxyInvocationRequest).
 func (h *Host) forwardHTTP(w http.ResponseWriter, r *http.Request, f *Function) {
 	if err := h.worker.awaitReady(r.Context()); err != nil {
 		http.Error(w, "function invocation failed: "+err.Error(), http.StatusInternalServerError)

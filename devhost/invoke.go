@@ -19,7 +19,8 @@ import (
 // User-Agent: the host release the project's reference notes were read from.
 const DefaultHostVersion = "4.1037.0.0"
 
-// Invocation is one call of a function, built as the host builds it (reference §2).
+// Invocation is one call of a function, built as the host builds it (its
+// ScriptInvocationContextExtensions.ToHttpScriptInvocationContext).
 type Invocation struct {
 	// Function is the function's name, which is also the URL path the handler is called on.
 	Function string
@@ -39,7 +40,7 @@ func (inv *Invocation) Body() ([]byte, error) {
 	}{inv.Data, inv.Metadata})
 }
 
-// Result is a handler's answer to an invocation (reference §3.1). Property names are matched
+// Result is a handler's answer to an invocation. Property names are matched
 // case-insensitively, as the host's deserializer does.
 type Result struct {
 	Outputs     map[string]json.RawMessage `json:"Outputs"`
@@ -71,7 +72,8 @@ func (inv *Invocation) setMetadata(key string, v json.RawMessage) {
 		return
 	}
 	// The SDK's binding data is a case-insensitive dictionary: a later key that differs only in
-	// case replaces the value and keeps the first spelling (derived; see reference §2.3).
+	// case replaces the value and keeps the first spelling (derived from the WebJobs SDK's
+	// binding data, not observed on a live host).
 	for k := range inv.Metadata {
 		if strings.EqualFold(k, key) {
 			inv.Metadata[k] = v
@@ -90,7 +92,8 @@ func hostString(s string) json.RawMessage {
 }
 
 // hostToken encodes a JSON value the host holds as a JToken: an object stays an object; any
-// other value (string, number, bool, array) is serialized and sent as a string (reference §2.2).
+// other value (string, number, bool, array) is serialized and sent as a string (the host's
+// GetHttpScriptInvocationContextValue).
 func hostToken(v json.RawMessage) (json.RawMessage, error) {
 	v = bytes.TrimSpace(v)
 	if len(v) == 0 || string(v) == "null" {
@@ -160,7 +163,7 @@ func (e *InvocationError) Error() string {
 func (e *InvocationError) Unwrap() error { return e.Err }
 
 // send posts the invocation to the handler and reads its answer with the host's rules
-// (reference §3): a non-2xx status fails the invocation before the body is read; a non-empty
+// (its DefaultHttpWorkerService): a non-2xx status fails the invocation before the body is read; a non-empty
 // body must be application/json or text/json; an empty 2xx body is an invocation the real host
 // never completes (it waits for functionTimeout), which devhost reports at once as a failure.
 func (h *Host) send(ctx context.Context, inv *Invocation) (*Result, error) {
@@ -236,7 +239,8 @@ func summarize(b []byte) string {
 	return s
 }
 
-// outputValues returns the values the output bindings receive (reference §3.3 rule 4): a $return
+// outputValues returns the values the output bindings receive (the host's
+// HttpScriptInvocationResultExtensions): a $return
 // binding gets ReturnValue; without one, an object ReturnValue's properties override Outputs.
 func outputValues(f *Function, res *Result) map[string]json.RawMessage {
 	out := map[string]json.RawMessage{}
@@ -266,7 +270,7 @@ func outputValues(f *Function, res *Result) map[string]json.RawMessage {
 }
 
 // queueMessages turns an output value into queue message bodies as the host's queue collector
-// does (reference §3.3 rules 3 and the queue collector): a non-binary string that is valid
+// does (FunctionBinding.BindAsyncCollectorAsync): a non-binary string that is valid
 // base64 is decoded first; an object becomes its indented JSON text; an array (or a string
 // holding a JSON array) becomes one message per element.
 func queueMessages(v json.RawMessage, binary bool) ([][]byte, error) {

@@ -17,7 +17,8 @@ import (
 	"time"
 )
 
-// worker is the running handler process (reference §1).
+// worker is the running handler process: one per host, started with the port in
+// FUNCTIONS_CUSTOMHANDLER_PORT, restarted when it exits.
 type worker struct {
 	h *Host
 	// fixedPort is customHandler.port from host.json; 0 means a free port for every start, as

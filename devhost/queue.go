@@ -265,7 +265,8 @@ func isQueueExists(err error) bool {
 	return errors.As(err, &re) && re.StatusCode == 409
 }
 
-// invocation builds the invocation for a queue message (reference §2.6): the text double-encoded
+// invocation builds the invocation for a queue message as the queue extension's
+// QueueTriggerBinding does: the text double-encoded
 // (base64 when dataType is binary), and metadata DequeueCount as a string, times as
 // DateTimeOffsets, Id and PopReceipt double-encoded, plus the top-level properties of a message
 // that is a JSON object.

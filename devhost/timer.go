@@ -119,7 +119,7 @@ func (t *timer) loop() {
 	}
 }
 
-// fire invokes the function for the occurrence at (reference §2.5): TimerInfo as an object,
+// fire invokes the function for the occurrence at, as the timers extension does: TimerInfo as an object,
 // Metadata with "sys" only.
 func (t *timer) fire(at time.Time, pastDue bool) {
 	t.running.Lock() // a timer function never runs twice at once

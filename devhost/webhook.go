@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-// Event Grid webhook headers and event types (reference §5).
+// Event Grid webhook headers and event types (the Event Grid extension's HttpRequestProcessor).
 const (
 	headerEventType     = "aeg-event-type"
 	eventTypeValidation = "SubscriptionValidation"
@@ -136,7 +136,7 @@ func validationCode(event json.RawMessage) (string, error) {
 	return d.ValidationCode, nil
 }
 
-// eventInvocation builds the invocation for one Event Grid event (reference §2.4): the event
+// eventInvocation builds the invocation for one Event Grid event: the event
 // unchanged as an object in Data[<binding name>], and Metadata {"data": <event data>, "sys"}.
 func (h *Host) eventInvocation(f *Function, event json.RawMessage) (*Invocation, error) {
 	inv := newInvocation(f, time.Now())

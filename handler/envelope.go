@@ -13,7 +13,7 @@ import (
 )
 
 // invocation is the body the Functions host posts for every non-HTTP-forwarded invocation
-// (reference §2.1). encoding/json matches the host's PascalCase keys case-insensitively.
+// ({"Data":…,"Metadata":…}). encoding/json matches the host's PascalCase keys case-insensitively.
 type invocation struct {
 	Data     map[string]json.RawMessage `json:"Data"`
 	Metadata map[string]json.RawMessage `json:"Metadata"`
@@ -70,7 +70,8 @@ func sortedKeys(m map[string]json.RawMessage) []string {
 }
 
 // maxEncodingLevels bounds how many JSON-string wrappings are undone. The host adds one
-// (reference §2.2: every .NET string goes through JsonConvert.SerializeObject); a sender that
+// (every .NET string goes through JsonConvert.SerializeObject in the host's
+// GetHttpScriptInvocationContextValue); a sender that
 // serialises its payload before enqueueing adds another. Three covers both with one to spare.
 const maxEncodingLevels = 3
 
@@ -138,7 +139,7 @@ func decodeBase64JSON(s string) (json.RawMessage, bool) {
 	return nil, false
 }
 
-// hostTime parses the host's DateTime renderings leniently (reference §2.5: the suffix depends
+// hostTime parses the host's DateTime renderings leniently (the suffix depends
 // on the DateTime's Kind): RFC 3339 with or without fractional seconds, with an offset, with Z,
 // or with no zone at all (read as UTC).
 func hostTime(s string) (time.Time, error) {

@@ -21,7 +21,7 @@ import (
 // Schema names the envelope an event came in.
 type Schema string
 
-// The two schemas Event Grid delivers in (reference §5).
+// The two schemas Event Grid delivers in (an event subscription's delivery schema).
 const (
 	SchemaEventGrid   Schema = "EventGridSchema"
 	SchemaCloudEvents Schema = "CloudEvents-1.0"
@@ -232,7 +232,8 @@ func fallbackID(raw []byte) string {
 	return "sha256-" + hex.EncodeToString(sum[:16])
 }
 
-// eventFields are the data fields of DESIGN §4, read with case-insensitive names.
+// eventFields are the data fields of an event (docs/app.md, "The functions"), read with
+// case-insensitive names.
 type eventFields struct {
 	RegistrationID, DeviceID, IoTHub, EnrollmentGroupID, Certificate, Reason, Action, TargetHub string
 	// Intent and Type let an HTTP request name what it asks for.

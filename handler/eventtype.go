@@ -17,7 +17,7 @@ type EventTypes struct {
 	byKey map[string]deprovision.Intent
 }
 
-// defaultEventTypes is the mapping of DESIGN §4, before any configured additions.
+// defaultEventTypes is the built-in mapping (docs/app.md), before any configured additions.
 var defaultEventTypes = map[string]deprovision.Intent{
 	"device-compromised":           deprovision.IntentCompromised,
 	"device-stolen":                deprovision.IntentStolen,

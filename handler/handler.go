@@ -3,7 +3,7 @@
 // requests), turns events into deprovisioning requests, hands them to the engine, and answers
 // the host in the only form it accepts: `Content-Type: application/json` and a non-empty body.
 //
-// Failure semantics (DESIGN §7): a transient failure answers non-2xx, so the invocation fails
+// Failure semantics (docs/app.md): a transient failure answers non-2xx, so the invocation fails
 // and Event Grid (or the queue) delivers again; a permanent one is journaled as rejected and
 // answered 2xx, so nothing is retried in vain and nothing is dropped silently.
 package handler
@@ -104,7 +104,8 @@ func New(o Options) (*Handler, error) {
 		o.MaxBodyBytes = 4 << 20
 	}
 	h := &Handler{o: o, mux: http.NewServeMux()}
-	// The host probes GET / until anything answers, then pings it for status (reference §1).
+	// The host probes GET / until anything answers, then pings it for status (the host's
+	// DefaultHttpWorkerService.IsWorkerReady and HttpWorkerChannel.GetWorkerStatusAsync).
 	h.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	})
@@ -121,7 +122,7 @@ func New(o Options) (*Handler, error) {
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
 
-// result is the host's invocation response (reference §3.1).
+// result is the host's invocation response: {"Outputs":…,"Logs":…,"ReturnValue":…}.
 type result struct {
 	Outputs     map[string]any `json:"Outputs"`
 	Logs        []string       `json:"Logs"`
@@ -179,7 +180,7 @@ func (h *Handler) invoke(function string, f invocationFunc) http.HandlerFunc {
 		}
 		status := http.StatusOK
 		if err != nil {
-			// Any non-2xx fails the invocation (reference §3.2); its Logs are ignored by the
+			// Any non-2xx fails the invocation; its Logs are ignored by the
 			// host, so the process log carries the reason.
 			status = http.StatusInternalServerError
 			c.logf(slog.LevelError, "invocation failed: %v", err)
@@ -195,7 +196,8 @@ func (h *Handler) invoke(function string, f invocationFunc) http.HandlerFunc {
 }
 
 // writeJSON answers with an explicit JSON content type: net/http would sniff JSON as
-// text/plain, and the host fails an invocation answered text/plain (reference §0).
+// text/plain, and the host fails an invocation answered text/plain (its formatter reads
+// application/json and text/json only).
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)
 	if err != nil || len(b) == 0 {

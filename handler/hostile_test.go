@@ -57,7 +57,8 @@ func loadHostile(t *testing.T, now time.Time, uid string) []hostileCase {
 	return cases
 }
 
-// hostileEnvelope wraps an event value into the host's invocation body (reference §2.4).
+// hostileEnvelope wraps an event value into the host's invocation body: the event as it
+// came, in Data["event"], and its data in Metadata.
 func hostileEnvelope(t *testing.T, event json.RawMessage, text *string) []byte {
 	t.Helper()
 	if text != nil {

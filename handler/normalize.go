@@ -65,7 +65,7 @@ func NewAdmission(s config.Admission, hubs []string) (Admission, error) {
 	return p, errors.Join(errs...)
 }
 
-// Normalize turns a decoded event into a Request (DESIGN §4), or a Rejection. req always
+// Normalize turns a decoded event into a Request, or a Rejection. req always
 // carries the event's identity, so a rejection can be journaled under it.
 func (p *Admission) Normalize(ev Event, now time.Time) (req deprovision.Request, rej *Rejection) {
 	req = deprovision.Request{EventID: ev.ID, Source: ev.Source, EventType: ev.Type, EventTime: ev.Time}

@@ -19,7 +19,8 @@ import (
 // ALLOWED_SOURCES_* setting to let callers of the endpoint ask for that intent.
 const APISource = "urn:dpsdeprov:operations-api"
 
-// httpRequest is the host's HTTP request object in payload mode (reference §2.7).
+// httpRequest is the host's HTTP request object in payload mode (built by the host's
+// GetRequestAsJObject: Url, Method, Query, Headers, Params, Body).
 type httpRequest struct {
 	URL    string             `json:"Url"`
 	Method string             `json:"Method"`
@@ -73,7 +74,7 @@ func (r *httpRequest) body() []byte {
 	return []byte(s)
 }
 
-// httpResponse is the `res` output (reference §3.3 rule 1): the host writes body raw and
+// httpResponse is the `res` output, which the host's HTTP binding turns into the response: it writes body raw and
 // defaults to text/plain, so the content type is set here.
 type httpResponse struct {
 	StatusCode int               `json:"statusCode"`
@@ -249,7 +250,7 @@ func (h *Handler) getDevice(ctx context.Context, c *call, rid string) {
 	c.respond(http.StatusOK, v)
 }
 
-// postRequest submits a request from the body: the event data fields of DESIGN §4, plus
+// postRequest submits a request from the body: the event data fields (eventFields), plus
 // `intent` (or an event `type`), an optional `id` that makes the request idempotent, and
 // `dryRun` (default true: a POST changes nothing unless it says "dryRun": false).
 func (h *Handler) postRequest(ctx context.Context, c *call, body []byte) {

@@ -13,7 +13,9 @@ import (
 	"dpsdeprov/deprovision"
 )
 
-// QueueMessage is one Storage queue message as the host delivers it (reference §2.6).
+// QueueMessage is one Storage queue message as the host delivers it: the text double-encoded
+// in Data, DequeueCount, Id, PopReceipt and the times in Metadata (the queue extension's
+// QueueTriggerBinding).
 type QueueMessage struct {
 	// Body is the message text after undoing the host's encodings: the double encoding of a
 	// string trigger, an extra level added by a sender that serialised its payload, and the
@@ -98,7 +100,7 @@ func (h *Handler) groupWork(ctx context.Context, c *call) error {
 	return nil
 }
 
-// TimerInfo is the timer trigger's value (reference §2.5).
+// TimerInfo is the timer trigger's value, an object (the timers extension's TimerInfo).
 type TimerInfo struct {
 	Schedule struct {
 		AdjustForDST flexBool
@@ -142,7 +144,8 @@ func (h *Handler) cleanup(ctx context.Context, c *call) error {
 	}
 	summary, err := h.o.Cleaner.Run(ctx, t)
 	if err != nil {
-		// A failed timer run is not retried; the next occurrence runs again (reference §9).
+		// A failed timer run is not retried; the next occurrence runs again (Microsoft's timer
+		// trigger documentation, "Retry behavior").
 		return fmt.Errorf("cleanup: %w", err)
 	}
 	c.logf(slog.LevelInfo, "cleanup: %s", summary)

@@ -34,7 +34,7 @@ const (
 	maxChainCertificates   = 10
 	maxRegistrationIDChars = 128
 	// maxX509RegistrationIDChars: an X.509 registration id is the certificate's CN, at most
-	// 64 characters (reference dps-iothub-api §1.6).
+	// 64 characters (Microsoft's DPS X.509 attestation concepts).
 	maxX509RegistrationIDChars = 64
 	maxDeviceIDChars           = 128
 	maxHostChars               = 253
@@ -42,7 +42,7 @@ const (
 	maxClockSkew = 15 * time.Minute
 )
 
-// checkRegistrationID applies DPS's registration id rules (reference dps-iothub-api §1.6):
+// checkRegistrationID applies DPS's registration id rules (the DPS service REST spec):
 // at most 128 characters, ASCII letters, digits and - . _ :, no special character first or
 // last. (The X.509 article also allows a trailing '-'; the engine's own check, Request.Validate,
 // follows the spec text and refuses it, so the handler does too and says so first.) These rules
@@ -79,7 +79,7 @@ func checkDPSID(field, id, what string) *Rejection {
 	return nil
 }
 
-// checkDeviceID applies IoT Hub's device id rules (reference dps-iothub-api §4.2: at most 128
+// checkDeviceID applies IoT Hub's device id rules (the identity registry's: at most 128
 // ASCII letters, digits and - . + % _ # * ? ! ( ) , = @ $ ') minus the characters that are
 // hostile in our URLs and journal keys: '#' and '?' end a URL path, '%' makes escapes such as
 // %2F ("/") possible, and '/', '\' and control characters are not valid anyway. The device id
