@@ -27,6 +27,7 @@ type deviceRegistrationResult struct {
 	Etag                   string          `json:"etag,omitempty"`
 	SymmetricKey           *groupAttRef    `json:"symmetricKey,omitempty"`
 	X509                   *x509RegAtt     `json:"x509,omitempty"`
+	TPM                    *tpmRegResult   `json:"tpm,omitempty"`
 	Payload                json.RawMessage `json:"payload,omitempty"`
 }
 
@@ -59,9 +60,13 @@ type operation struct {
 type opStore struct {
 	mu sync.Mutex
 	m  map[string]*operation
+	// challenges are the keys issued to TPM devices, not yet used (register_tpm.go).
+	challenges map[string][]tpmChallenge
 }
 
-func newOpStore() *opStore { return &opStore{m: map[string]*operation{}} }
+func newOpStore() *opStore {
+	return &opStore{m: map[string]*operation{}, challenges: map[string][]tpmChallenge{}}
+}
 
 const opTTL = 30 * time.Minute
 
@@ -87,6 +92,7 @@ func (s *opStore) get(id string) *operation {
 func (s *opStore) reset() {
 	s.mu.Lock()
 	s.m = map[string]*operation{}
+	s.challenges = map[string][]tpmChallenge{}
 	s.mu.Unlock()
 }
 
@@ -150,6 +156,7 @@ func (d *dps) register(w http.ResponseWriter, r *http.Request, scope, regID stri
 	}
 	var body struct {
 		RegistrationID string          `json:"registrationId"`
+		TPM            *tpmAttestation `json:"tpm"`
 		Payload        json.RawMessage `json:"payload"`
 	}
 	raw, err := io.ReadAll(io.LimitReader(r.Body, maxBody))
@@ -167,6 +174,10 @@ func (d *dps) register(w http.ResponseWriter, r *http.Request, scope, regID stri
 		dpsError(w, http.StatusBadRequest, 400004, "registrationId %q in the body differs from %q in the path", body.RegistrationID, regID)
 		return
 	}
+	if body.TPM != nil {
+		d.registerTPM(w, r, regID, body.TPM, body.Payload)
+		return
+	}
 	cred, reason := d.deviceCredential(r, regID)
 	if cred == nil {
 		dpsError(w, http.StatusUnauthorized, 401002, "unauthorized: %s", reason)
@@ -179,20 +190,22 @@ func (d *dps) register(w http.ResponseWriter, r *http.Request, scope, regID stri
 		dpsError(w, status, 401002, "unauthorized: %s", reason)
 		return
 	}
+	if !en.enabled() {
+		d.completeDisabled(w, op, regID)
+		return
+	}
 	res := d.assign(en, regID, cred, body.Payload)
-	op.regID = strings.ToLower(regID)
-	op.created = time.Now()
-	op.result = registrationOperationStatus{OperationID: "4." + randomHex(8) + "." + uuidLike(), Status: "assigned", RegistrationState: res}
-	d.ops.put(op.result.OperationID, op)
-	writeJSON(w, http.StatusAccepted, registrationOperationStatus{OperationID: op.result.OperationID, Status: "assigning"})
+	d.completeAssigned(w, op, regID, res)
 }
 
-// match finds the enrollment that admits the device, as DPS does: an individual enrollment
-// with the registration id wins over every group (so a disabled one blocks a group member,
-// whatever its attestation type); otherwise the group whose key signed the SAS token or whose
-// signing certificate is nearest the device's leaf in its chain. A disabled winner refuses the
-// device. The emulator refuses with 401 (UNCONFIRMED: the exact status DPS uses for a
-// disabled enrollment). The caller holds d.mu.
+// match finds the enrollment the device attests against, as DPS does: an individual
+// enrollment with the registration id wins over every group (so a disabled one blocks a group
+// member, whatever its attestation type); otherwise the group whose key signed the SAS token
+// or whose signing certificate is nearest the device's leaf in its chain. The winner is
+// returned enabled or not: a device that attests against a disabled entry completes with
+// status "disabled" (register_outcome.go); one whose credential does not attest against the
+// winner (for instance a group member blocked by a disabled symmetric-key enrollment with
+// random keys) is refused with 401. The caller holds d.mu.
 func (d *dps) match(cred *credential, regID string) (*enrollment, *operation, int, string) {
 	// An X.509 device's registration id is its certificate's common name, for individual
 	// enrollments and groups alike.
@@ -200,9 +213,6 @@ func (d *dps) match(cred *credential, regID string) (*enrollment, *operation, in
 		return nil, nil, http.StatusUnauthorized, fmt.Sprintf("the certificate common name %q is not the registration id %q", cred.certs[0].Subject.CommonName, regID)
 	}
 	if en := d.enrollments[strings.ToLower(regID)]; en != nil {
-		if !en.enabled() {
-			return nil, nil, http.StatusUnauthorized, "the individual enrollment " + regID + " is disabled"
-		}
 		a := en.body.Attestation
 		switch {
 		case cred.sas != nil && a.Type == "symmetricKey":
@@ -244,9 +254,6 @@ func (d *dps) match(cred *credential, regID string) (*enrollment, *operation, in
 			}
 			for _, k := range derived {
 				if cred.sas.verify(k, time.Now()) == nil {
-					if !g.enabled() {
-						return nil, nil, http.StatusUnauthorized, "the enrollment group " + g.id() + " is disabled"
-					}
 					return g, &operation{keys: derived}, 0, ""
 				}
 			}
@@ -281,9 +288,6 @@ func (d *dps) match(cred *credential, regID string) (*enrollment, *operation, in
 	}
 	if best == nil {
 		return nil, nil, http.StatusUnauthorized, "no enrollment group's signing certificate is in the device's chain"
-	}
-	if !best.enabled() {
-		return nil, nil, http.StatusUnauthorized, "the enrollment group " + best.id() + " is disabled"
 	}
 	return best, &operation{thumb: leaf.Raw}, 0, ""
 }
