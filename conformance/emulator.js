@@ -103,4 +103,25 @@ function statusOf(err) {
   return undefined;
 }
 
-module.exports = { info, x509Material, registry, provisioningService, deviceClient, deriveKey, unique, statusOf };
+// refusalOf says how DPS refused a registration the device SDK reported as failed, or returns
+// undefined when err is not a refusal. DPS refuses in two ways: an HTTP error answer (401 when
+// the credential attests against no enrollment entry), or an accepted registration whose
+// operation ends with status "disabled" (the credential attests against a disabled entry; the
+// result table of Microsoft's custom allocation tutorial). The Node SDK has no case for
+// "disabled": its polling state machine fails with SyntaxError('status is disabled') and puts
+// the operation status in err.result, with err.response the poll's 200 answer.
+function refusalOf(err) {
+  if (!err) return undefined;
+  const result = err.result;
+  if (result && typeof result.status === 'string' && result.status.toLowerCase() !== 'assigned' &&
+      !(err.response && err.response.statusCode >= 300)) {
+    return { kind: result.status.toLowerCase(), status: 0 };
+  }
+  const status = statusOf(err);
+  if (status === 401 || status === 403 || status === 404) {
+    return { kind: 'http ' + status, status };
+  }
+  return undefined;
+}
+
+module.exports = { info, x509Material, registry, provisioningService, deviceClient, deriveKey, unique, statusOf, refusalOf };

@@ -22,6 +22,8 @@ import (
 	"dpsdeprov/azure/dps"
 	"dpsdeprov/azure/iothub"
 	"dpsdeprov/emulator"
+	"dpsdeprov/internal/dpsdevice"
+	"dpsdeprov/internal/tpmdevice"
 )
 
 // device is one showcase device of the demo fleet.
@@ -33,10 +35,12 @@ type device struct {
 	Group string
 	// Hub and DeviceID are where DPS assigned it.
 	Hub, DeviceID string
-	// Credentials: a derived or individual symmetric key, or an X.509 leaf with its chain.
+	// Credentials: a derived or individual symmetric key, an X.509 leaf with its chain, or a
+	// TPM (on the reference TPM simulator, in this process).
 	key   string
 	cert  *emulator.TestCert
 	chain []*emulator.TestCert
+	tpm   *tpmdevice.Device
 }
 
 // fleet is the demo's population and the clients that act on it.
@@ -95,94 +99,33 @@ func randomKey() string {
 	return base64.StdEncoding.EncodeToString(b)
 }
 
-// registrationRefused is a registration DPS refused, with its status.
-type registrationRefused struct {
-	Status  int
-	Message string
-}
-
-func (e *registrationRefused) Error() string {
-	return fmt.Sprintf("DPS refused the registration (%d): %s", e.Status, e.Message)
-}
-
 // register provisions a device through the emulator's device registration API, as a device
-// would: PUT …/registrations/{id}/register with a SAS token or a TLS client certificate, then
-// poll the operation until DPS has assigned it.
+// would (internal/dpsdevice): a SAS token, a TLS client certificate, or its TPM through DPS's
+// TPM challenge. A refusal is a *dpsdevice.Refused: HTTP 401, or an operation that ended
+// "disabled" because the device attested against a disabled entry.
 func (f *fleet) register(ctx context.Context, d *device) error {
-	var client *http.Client
-	var auth string
+	var cert *tls.Certificate
 	if d.cert != nil {
 		tc := d.cert.TLSCertificate(d.chain...)
-		client = emulatorClient(f.emu, f.caPEM, &tc)
-	} else {
-		client = emulatorClient(f.emu, f.caPEM, nil)
-		tok, err := emulator.SASToken(f.emu.DPS.IDScope+"/registrations/"+d.RegistrationID, d.key, "", time.Hour)
-		if err != nil {
-			return err
-		}
-		auth = tok
+		cert = &tc
 	}
-	base := "https://" + f.emu.DPS.DeviceHost + "/" + f.emu.DPS.IDScope + "/registrations/" + d.RegistrationID
-	body, _ := json.Marshal(map[string]string{"registrationId": d.RegistrationID})
-	do := func(method, url string, body []byte) (int, []byte, error) {
-		req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
-		if err != nil {
-			return 0, nil, err
-		}
-		req.Header.Set("Content-Type", "application/json")
-		if auth != "" {
-			req.Header.Set("Authorization", auth)
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			return 0, nil, err
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, b, nil
+	hc := emulatorClient(f.emu, f.caPEM, cert)
+	defer hc.CloseIdleConnections()
+	c := &dpsdevice.Client{HTTP: hc, Host: f.emu.DPS.DeviceHost, IDScope: f.emu.DPS.IDScope}
+	var res *dpsdevice.Result
+	var err error
+	switch {
+	case d.tpm != nil:
+		res, err = c.RegisterTPM(ctx, d.RegistrationID, d.tpm)
+	case d.cert != nil:
+		res, err = c.RegisterX509(ctx, d.RegistrationID)
+	default:
+		res, err = c.RegisterSymmetricKey(ctx, d.RegistrationID, d.key)
 	}
-	status, b, err := do(http.MethodPut, base+"/register?api-version=2021-06-01", body)
 	if err != nil {
-		return fmt.Errorf("registering %s: %w", d.RegistrationID, err)
+		return err
 	}
-	if status != http.StatusAccepted && status != http.StatusOK {
-		var e struct {
-			Message string `json:"message"`
-		}
-		_ = json.Unmarshal(b, &e)
-		return &registrationRefused{Status: status, Message: e.Message}
-	}
-	var op struct {
-		OperationID       string `json:"operationId"`
-		Status            string `json:"status"`
-		RegistrationState struct {
-			AssignedHub string `json:"assignedHub"`
-			DeviceID    string `json:"deviceId"`
-		} `json:"registrationState"`
-	}
-	if err := json.Unmarshal(b, &op); err != nil {
-		return fmt.Errorf("registering %s: %w", d.RegistrationID, err)
-	}
-	for i := 0; op.Status == "assigning" || op.Status == "unassigned"; i++ {
-		if i > 100 {
-			return fmt.Errorf("registering %s: still %s", d.RegistrationID, op.Status)
-		}
-		time.Sleep(50 * time.Millisecond)
-		status, b, err = do(http.MethodGet, base+"/operations/"+op.OperationID+"?api-version=2021-06-01", nil)
-		if err != nil {
-			return err
-		}
-		if status != http.StatusOK {
-			return &registrationRefused{Status: status, Message: string(b)}
-		}
-		if err := json.Unmarshal(b, &op); err != nil {
-			return err
-		}
-	}
-	if op.Status != "assigned" {
-		return fmt.Errorf("registering %s: status %s", d.RegistrationID, op.Status)
-	}
-	d.Hub, d.DeviceID = strings.ToLower(op.RegistrationState.AssignedHub), op.RegistrationState.DeviceID
+	d.Hub, d.DeviceID = strings.ToLower(res.AssignedHub), res.DeviceID
 	return nil
 }
 
@@ -264,28 +207,27 @@ func (f *fleet) seed(ctx context.Context, n int, say func(string, ...any)) error
 		return fmt.Errorf("creating enrollment gateway-03: %w", err)
 	}
 	f.add(&device{RegistrationID: "gateway-03", Kind: "individual, X.509", cert: gw, chain: []*emulator.TestCert{gwCA}})
-	for _, rid := range f.order {
-		if err := f.register(ctx, f.devices[rid]); err != nil {
-			return fmt.Errorf("provisioning %s: %w", rid, err)
-		}
+	// TPM: the kiosk's TPM is the reference TPM simulator; it attests through DPS's TPM
+	// challenge like the others through theirs.
+	kiosk, err := tpmdevice.New("kiosk-01")
+	if err != nil {
+		return fmt.Errorf("the TPM of kiosk-01: %w", err)
 	}
-	// TPM: the emulator's device API does not run the TPM challenge, so the kiosk is enrolled
-	// through the service API and its hub identity created as DPS would have created it.
-	ek := base64.StdEncoding.EncodeToString([]byte("demo endorsement key of kiosk-01, not a real TPM key"))
 	if _, err := f.dps.CreateOrUpdateEnrollment(ctx, dps.IndividualEnrollment{
 		RegistrationID: "kiosk-01", DeviceID: "kiosk-01",
-		Attestation:      &dps.AttestationMechanism{Type: dps.AttestationTypeTPM, TPM: &dps.TPMAttestation{EndorsementKey: ek}},
+		Attestation:      &dps.AttestationMechanism{Type: dps.AttestationTypeTPM, TPM: &dps.TPMAttestation{EndorsementKey: base64.StdEncoding.EncodeToString(kiosk.EndorsementKey())}},
 		AllocationPolicy: dps.AllocationPolicyStatic, IoTHubs: hubHosts[:1],
 		ProvisioningStatus: dps.ProvisioningStatusEnabled,
 	}, nil); err != nil {
 		return fmt.Errorf("creating enrollment kiosk-01: %w", err)
 	}
-	kioskHub := strings.ToLower(hubHosts[0])
-	if _, err := f.hubs[kioskHub].CreateOrUpdateDevice(ctx, iothub.Device{DeviceID: "kiosk-01", Status: "enabled"}, nil); err != nil {
-		return fmt.Errorf("creating kiosk-01 in %s: %w", kioskHub, err)
+	f.add(&device{RegistrationID: "kiosk-01", Kind: "individual, TPM", tpm: kiosk})
+	for _, rid := range f.order {
+		if err := f.register(ctx, f.devices[rid]); err != nil {
+			return fmt.Errorf("provisioning %s: %w", rid, err)
+		}
 	}
-	f.add(&device{RegistrationID: "kiosk-01", Kind: "individual, TPM", Hub: kioskHub, DeviceID: "kiosk-01"})
-	say("provisioned %d showcase devices through the DPS device API", len(f.order)-1)
+	say("provisioned %d showcase devices through the DPS device API", len(f.order))
 
 	// The bulk group, seeded in one step (as if its members had provisioned).
 	res, err := f.seedBulk(ctx, n)

@@ -1,16 +1,10 @@
 package scenario_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/base64"
-	"encoding/json"
-	"fmt"
-	"io"
 	"log/slog"
-	"net/http"
-	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -25,7 +19,9 @@ import (
 	"dpsdeprov/deprovision"
 	"dpsdeprov/deprovision/fake"
 	"dpsdeprov/emulator"
+	"dpsdeprov/internal/dpsdevice"
 	"dpsdeprov/internal/testenv"
+	"dpsdeprov/internal/tpmdevice"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
@@ -171,15 +167,22 @@ func (e *env) individualSK(rid, key string) {
 	}
 }
 
-func (e *env) individualTPM(rid string) {
+// individualTPM enrolls rid with the endorsement key of a TPM of its own (on the simulator),
+// assigned to hub1, and returns the TPM.
+func (e *env) individualTPM(rid string) *tpmdevice.Device {
 	e.t.Helper()
-	ek := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{0xA5}, 256))
-	_, err := e.dps.CreateOrUpdateEnrollment(context.Background(), dps.IndividualEnrollment{RegistrationID: rid,
+	tpm, err := tpmdevice.New(rid)
+	if err != nil {
+		e.t.Fatalf("the TPM of %s: %v", rid, err)
+	}
+	ek := base64.StdEncoding.EncodeToString(tpm.EndorsementKey())
+	_, err = e.dps.CreateOrUpdateEnrollment(context.Background(), dps.IndividualEnrollment{RegistrationID: rid,
 		Attestation:        &dps.AttestationMechanism{Type: dps.AttestationTypeTPM, TPM: &dps.TPMAttestation{EndorsementKey: ek}},
 		ProvisioningStatus: dps.ProvisioningStatusEnabled, IoTHubs: []string{hub1}, AllocationPolicy: dps.AllocationPolicyStatic}, nil)
 	if err != nil {
 		e.t.Fatalf("creating TPM enrollment %s: %v", rid, err)
 	}
+	return tpm
 }
 
 func (e *env) individualX509(rid string, c *fake.Cert) {
@@ -214,7 +217,7 @@ func (e *env) groupSK(id, key string) {
 	}
 }
 
-// hubDevice creates a hub identity directly (a TPM device cannot register with the emulator).
+// hubDevice creates a hub identity directly, as if the device had registered.
 func (e *env) hubDevice(hub, id string) {
 	e.t.Helper()
 	if _, err := e.hubs[hub].CreateOrUpdateDevice(context.Background(), iothub.Device{DeviceID: id, Status: iothub.DeviceStatusEnabled}, nil); err != nil {
@@ -224,10 +227,11 @@ func (e *env) hubDevice(hub, id string) {
 
 // --- a device, registering through the DPS device API ---
 
-// credential is what a device presents: a symmetric key or an X.509 certificate chain.
+// credential is what a device presents: a symmetric key, an X.509 certificate chain, or a TPM.
 type credential struct {
 	key  string
 	cert *tls.Certificate
+	tpm  *tpmdevice.Device
 }
 
 func skCred(key string) credential { return credential{key: key} }
@@ -240,68 +244,29 @@ func x509Cred(c *fake.Cert, chain ...*fake.Cert) credential {
 	return credential{cert: &tc}
 }
 
-// provision registers rid the way a device does and returns its assigned hub, or an error
-// saying why DPS refused it.
+func tpmCred(d *tpmdevice.Device) credential { return credential{tpm: d} }
+
+// provision registers rid the way a device does (internal/dpsdevice) and returns its assigned
+// hub, or the error saying why DPS refused it (a *dpsdevice.Refused) or why it could not ask.
 func (e *env) provision(rid string, cred credential) (string, error) {
 	hc := testenv.EmulatorHTTPClientWithCert(e.em, cred.cert)
 	defer hc.CloseIdleConnections() // a device's connection must not hold the emulator's shutdown
-	base := fmt.Sprintf("https://%s/%s/registrations/%s", emulator.GlobalDeviceHost, e.info.DPS.IDScope, url.PathEscape(rid))
-	auth := ""
-	if cred.key != "" {
-		tok, err := emulator.SASToken(e.info.DPS.IDScope+"/registrations/"+rid, cred.key, "registration", time.Hour)
-		if err != nil {
-			return "", err
-		}
-		auth = tok
+	c := &dpsdevice.Client{HTTP: hc, IDScope: e.info.DPS.IDScope}
+	ctx := context.Background()
+	var res *dpsdevice.Result
+	var err error
+	switch {
+	case cred.tpm != nil:
+		res, err = c.RegisterTPM(ctx, rid, cred.tpm)
+	case cred.key != "":
+		res, err = c.RegisterSymmetricKey(ctx, rid, cred.key)
+	default:
+		res, err = c.RegisterX509(ctx, rid)
 	}
-	do := func(method, u string, body []byte) (int, []byte, error) {
-		req, _ := http.NewRequest(method, u, bytes.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		if auth != "" {
-			req.Header.Set("Authorization", auth)
-		}
-		resp, err := hc.Do(req)
-		if err != nil {
-			return 0, nil, err
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, b, nil
-	}
-	body, _ := json.Marshal(map[string]string{"registrationId": rid})
-	st, b, err := do(http.MethodPut, base+"/register?api-version=2021-06-01", body)
 	if err != nil {
 		return "", err
 	}
-	if st != http.StatusAccepted && st != http.StatusOK {
-		return "", fmt.Errorf("register %s: %d %s", rid, st, b)
-	}
-	var op struct {
-		OperationID       string `json:"operationId"`
-		Status            string `json:"status"`
-		RegistrationState struct {
-			AssignedHub string `json:"assignedHub"`
-		} `json:"registrationState"`
-	}
-	for range 50 {
-		if err := json.Unmarshal(b, &op); err != nil {
-			return "", fmt.Errorf("register %s: %w", rid, err)
-		}
-		if op.Status == "assigned" {
-			return op.RegistrationState.AssignedHub, nil
-		}
-		if op.Status != "assigning" && op.Status != "unassigned" {
-			return "", fmt.Errorf("register %s: status %s: %s", rid, op.Status, b)
-		}
-		st, b, err = do(http.MethodGet, base+"/operations/"+op.OperationID+"?api-version=2021-06-01", nil)
-		if err != nil {
-			return "", err
-		}
-		if st != http.StatusOK {
-			return "", fmt.Errorf("operation status of %s: %d %s", rid, st, b)
-		}
-	}
-	return "", fmt.Errorf("register %s: still assigning", rid)
+	return res.AssignedHub, nil
 }
 
 func (e *env) mustProvision(rid string, cred credential) string {
@@ -313,10 +278,27 @@ func (e *env) mustProvision(rid string, cred credential) string {
 	return hub
 }
 
-func (e *env) mustNotProvision(rid string, cred credential) {
+// mustNotProvision checks that DPS refuses the device. An error that is not a refusal (the
+// emulator unreachable, a malformed answer) fails the test: it says nothing about revocation.
+func (e *env) mustNotProvision(rid string, cred credential) *dpsdevice.Refused {
 	e.t.Helper()
-	if hub, err := e.provision(rid, cred); err == nil {
+	hub, err := e.provision(rid, cred)
+	if err == nil {
 		e.t.Fatalf("device %s provisioned (to %s) after it was revoked", rid, hub)
+	}
+	rf, ok := dpsdevice.AsRefused(err)
+	if !ok {
+		e.t.Fatalf("device %s: no answer from DPS to judge by: %v", rid, err)
+	}
+	return rf
+}
+
+// mustBeRefused checks that DPS refuses the device in the given way: "disabled" (it attests
+// against a disabled entry), "http 401" (against none), or "refused" (either).
+func (e *env) mustBeRefused(rid string, cred credential, kind string) {
+	e.t.Helper()
+	if rf := e.mustNotProvision(rid, cred); kind != "refused" && rf.Kind() != kind {
+		e.t.Fatalf("device %s refused with %q (%v), want %q", rid, rf.Kind(), rf, kind)
 	}
 }
 

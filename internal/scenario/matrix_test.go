@@ -77,25 +77,37 @@ func TestIndividualSymmetricKey(t *testing.T) {
 	}
 }
 
-// TestIndividualTPM: the TPM rows, at the service level (a TPM device cannot register with
-// the emulator; its hub identity is created directly).
+// TestIndividualTPM: the TPM rows, from the device side. The device attests with a TPM of its
+// own (the reference simulator) through DPS's TPM challenge; stolen disables its enrollment,
+// so its next attempt ends "disabled"; recovered admits it again; retired deletes the
+// enrollment, and it is refused with 401. A TPM device that never registered is found
+// through the event's hub.
 func TestIndividualTPM(t *testing.T) {
 	e := newEnv(t)
-	e.individualTPM("tpm-1")
-	e.hubDevice(hub1, "tpm-1")
-	r := request("stolen", deprovision.IntentStolen, "tpm-1", 0)
-	r.Hub = hub1 // never registered: the event says where it is
-	succeeded(t, e.submit(r))
+	dev := tpmCred(e.individualTPM("tpm-1"))
+	if hub := e.mustProvision("tpm-1", dev); hub != hub1 {
+		t.Fatalf("TPM device assigned to %s, want %s", hub, hub1)
+	}
+	succeeded(t, e.submit(request("stolen", deprovision.IntentStolen, "tpm-1", 0)))
 	if en := e.enrollment("tpm-1"); en == nil || en.ProvisioningStatus != dps.ProvisioningStatusDisabled || en.Attestation.TPM == nil {
 		t.Fatalf("TPM enrollment after stolen: %+v", en)
 	}
 	disabledIn(t, e, hub1, "tpm-1", "stolen")
-	r = request("retired", deprovision.IntentRetired, "tpm-1", time.Minute)
-	r.Hub = hub1
-	succeeded(t, e.submit(r))
+	e.mustBeRefused("tpm-1", dev, "disabled")
+	succeeded(t, e.submit(request("found", deprovision.IntentRecovered, "tpm-1", time.Minute)))
+	e.mustProvision("tpm-1", dev)
+	succeeded(t, e.submit(request("retired", deprovision.IntentRetired, "tpm-1", 2*time.Minute)))
 	if e.enrollment("tpm-1") != nil || e.device(hub1, "tpm-1") != nil {
 		t.Fatal("TPM enrollment or hub identity left after retired")
 	}
+	e.mustBeRefused("tpm-1", dev, "http 401")
+
+	e.individualTPM("tpm-2")
+	e.hubDevice(hub1, "tpm-2")
+	r := request("stolen-2", deprovision.IntentStolen, "tpm-2", 0)
+	r.Hub = hub1 // never registered: the event says where it is
+	succeeded(t, e.submit(r))
+	disabledIn(t, e, hub1, "tpm-2", "stolen")
 }
 
 // TestIndividualX509: retired deletes the enrollment only where no enabled group covers it.

@@ -23,8 +23,9 @@ type sdkDevice struct {
 	CertKey        string `json:"certKey,omitempty"`
 }
 
-// sdkProvision registers d with Microsoft's device SDK and reports whether DPS admitted it.
-func (e *env) sdkProvision(d sdkDevice) (bool, string) {
+// sdkProvision registers d with Microsoft's device SDK and returns "admitted", or how DPS
+// refused it ("disabled", "http 401", …; see sdkdevice.js), and the SDK's error.
+func (e *env) sdkProvision(d sdkDevice) (string, string) {
 	e.t.Helper()
 	root, err := testenv.RepoRoot()
 	if err != nil {
@@ -52,24 +53,32 @@ func (e *env) sdkProvision(d sdkDevice) (bool, string) {
 	var res struct {
 		OK          bool   `json:"ok"`
 		AssignedHub string `json:"assignedHub"`
-		Status      int    `json:"status"`
+		Refused     string `json:"refused"`
 		Error       string `json:"error"`
 	}
 	if err := json.Unmarshal(bytes.TrimSpace(out.Bytes()), &res); err != nil {
 		e.t.Fatalf("device SDK output %q: %v", out.String(), err)
 	}
-	if !res.OK && res.Status != 401 && res.Status != 403 && res.Status != 404 {
-		e.t.Fatalf("the device SDK failed for another reason than a refusal: %d %s", res.Status, res.Error)
+	switch {
+	case res.OK:
+		return "admitted", ""
+	case res.Refused == "":
+		e.t.Fatalf("the device SDK failed for another reason than a refusal: %s", res.Error)
 	}
-	return res.OK, res.Error
+	return res.Refused, res.Error
 }
 
-func (e *env) sdkMust(d sdkDevice, admitted bool, when string) {
+// sdkMust registers d with the device SDK and checks the outcome: "admitted", a refusal kind
+// ("disabled": the device attested against a disabled entry; "http 401": against none), or
+// "refused" for any refusal (where the policy leaves the kind open, such as a block with
+// random keys).
+func (e *env) sdkMust(d sdkDevice, want string, when string) {
 	e.t.Helper()
-	ok, why := e.sdkProvision(d)
-	if ok != admitted {
-		e.t.Fatalf("%s: the official device SDK provisioned=%v (%s), want %v", when, ok, why, admitted)
+	got, why := e.sdkProvision(d)
+	if got == want || (want == "refused" && got != "admitted") {
+		return
 	}
+	e.t.Fatalf("%s: the official device SDK got %q (%s), want %q", when, got, why, want)
 }
 
 // TestOfficialDeviceSDK: after each revoking path the device, driven by Microsoft's own device
@@ -85,18 +94,24 @@ func TestOfficialDeviceSDK(t *testing.T) {
 		return request(id, i, rid, step)
 	}
 
-	// Individual symmetric-key enrollments: each revoking intent; lost and stolen recover.
+	// Individual symmetric-key enrollments: each revoking intent; lost and stolen recover. A
+	// disabled enrollment still authenticates the device, and DPS ends its registration with
+	// status "disabled"; a deleted one leaves nothing to attest against: 401.
 	for _, i := range []deprovision.Intent{deprovision.IntentLost, deprovision.IntentStolen, deprovision.IntentCompromised, deprovision.IntentSold, deprovision.IntentRetired} {
 		rid := "sdk-ind-" + string(i)
 		key := randomKey()
 		e.individualSK(rid, key)
 		d := sdkDevice{RegistrationID: rid, Key: key}
-		e.sdkMust(d, true, "before "+string(i))
+		e.sdkMust(d, "admitted", "before "+string(i))
 		succeeded(t, e.submit(next(string(i), i, rid)))
-		e.sdkMust(d, false, "after "+string(i))
+		want := "disabled"
+		if i == deprovision.IntentSold || i == deprovision.IntentRetired {
+			want = "http 401"
+		}
+		e.sdkMust(d, want, "after "+string(i))
 		if i == deprovision.IntentLost || i == deprovision.IntentStolen {
 			succeeded(t, e.submit(next("found-"+string(i), deprovision.IntentRecovered, rid)))
-			e.sdkMust(d, true, "after recovered from "+string(i))
+			e.sdkMust(d, "admitted", "after recovered from "+string(i))
 		}
 	}
 
@@ -105,11 +120,11 @@ func TestOfficialDeviceSDK(t *testing.T) {
 	e.groupSK("sdk-skg", gkey)
 	mk, _ := deprovision.DeriveDeviceKey(gkey, "sdk-skm")
 	m := sdkDevice{RegistrationID: "sdk-skm", Key: mk}
-	e.sdkMust(m, true, "group member before lost")
+	e.sdkMust(m, "admitted", "group member before lost")
 	succeeded(t, e.submit(next("skm-lost", deprovision.IntentLost, "sdk-skm")))
-	e.sdkMust(m, false, "group member after lost")
+	e.sdkMust(m, "refused", "group member after lost")
 	succeeded(t, e.submit(next("skm-found", deprovision.IntentRecovered, "sdk-skm")))
-	e.sdkMust(m, true, "group member after recovered")
+	e.sdkMust(m, "admitted", "group member after recovered")
 
 	// An X.509 group member, with and without its certificate in the event.
 	root := fake.NewCA("sdk-root")
@@ -119,19 +134,24 @@ func TestOfficialDeviceSDK(t *testing.T) {
 		rid := map[bool]string{true: "sdk-xm-cert", false: "sdk-xm-nocert"}[withCert]
 		c := inter.Issue(rid, false)
 		d := sdkDevice{RegistrationID: rid, Cert: c.ChainPEM, CertKey: c.KeyPEM}
-		e.sdkMust(d, true, rid+" before compromised")
+		e.sdkMust(d, "admitted", rid+" before compromised")
 		r := next(rid, deprovision.IntentCompromised, rid)
+		// With its certificate the device is blocked by a disabled X.509 enrollment holding
+		// that certificate, which it attests against: "disabled".
+		want := "refused"
 		if withCert {
 			r.CertificatePEM = c.PEM
+			want = "disabled"
 		}
 		succeeded(t, e.submit(r))
-		e.sdkMust(d, false, rid+" after compromised")
+		e.sdkMust(d, want, rid+" after compromised")
 	}
 
 	// The whole group compromised: every member refused, the group kept (disabled).
 	late := inter.Issue("sdk-xm-late", false)
 	ld := sdkDevice{RegistrationID: "sdk-xm-late", Cert: late.ChainPEM, CertKey: late.KeyPEM}
-	e.sdkMust(ld, true, "member before group-compromised")
+	e.sdkMust(ld, "admitted", "member before group-compromised")
 	succeeded(t, e.submit(deprovision.Request{EventID: "sdk-gc", Source: "/scenario", Intent: deprovision.IntentGroupCompromised, EnrollmentGroupID: "sdk-xg"}))
-	e.sdkMust(ld, false, "member after group-compromised")
+	// Its chain still attests through the group, which is disabled.
+	e.sdkMust(ld, "disabled", "member after group-compromised")
 }

@@ -1,8 +1,9 @@
 // One device registering with Microsoft's official device SDK (azure-iot-provisioning-device
 // over HTTP), through the emulator helpers of the conformance suite. Run by sdk_test.go with
 // EMULATOR_INFO set and the device in SDK_DEVICE (JSON: registrationId and either key, or
-// cert and certKey). Prints one JSON line: {"ok":true,"assignedHub":...} or
-// {"ok":false,"status":<HTTP status>,"error":...}.
+// cert and certKey). Prints one JSON line: {"ok":true,"assignedHub":...}, or
+// {"ok":false,"refused":<how>,"error":...} where <how> is "disabled" (the operation ended with
+// status disabled), "http 401" (or 403, 404), or "" when the SDK failed for another reason.
 'use strict';
 
 const emu = require('../../conformance/emulator.js');
@@ -21,7 +22,8 @@ async function main() {
     const result = await emu.deviceClient(security).register();
     console.log(JSON.stringify({ ok: true, assignedHub: result.assignedHub, deviceId: result.deviceId }));
   } catch (err) {
-    console.log(JSON.stringify({ ok: false, status: emu.statusOf(err) || 0, error: String(err && err.message || err) }));
+    const refusal = emu.refusalOf(err);
+    console.log(JSON.stringify({ ok: false, refused: refusal ? refusal.kind : '', error: String(err && err.message || err) }));
   }
 }
 

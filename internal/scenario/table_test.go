@@ -11,9 +11,9 @@ import (
 	"dpsdeprov/deprovision/fake"
 )
 
-// deviceKind sets up one kind of device of the policy matrix in a fresh environment and
-// returns how it authenticates (nil for TPM, which cannot register with the emulator) and how
-// its requests must be completed.
+// deviceKind sets up one kind of device of the policy matrix in a fresh environment, provisions
+// it, and returns how it authenticates (a TPM device has a TPM of its own on the simulator) and
+// how its requests must be completed.
 type deviceKind struct {
 	name  string
 	setup func(e *env, rid string) (cred *credential, hub string, complete func(*deprovision.Request))
@@ -23,6 +23,25 @@ type deviceKind struct {
 	// moved: "retarget" (the enrollment points at the target), "create" (a new enabled
 	// enrollment does), or "" when a move is refused.
 	moved string
+}
+
+// refusal is how DPS refuses the device after a revoking intent: "disabled" when its
+// credential attests against an entry that is now disabled (its own enrollment, or a blocking
+// X.509 enrollment holding its certificate), "http 401" when nothing is left to attest
+// against, "refused" where either holds (a blocking symmetric-key enrollment: whether the
+// device holds its keys is the policy's choice).
+func (k deviceKind) refusal(intent deprovision.Intent) string {
+	state := k.revoked
+	if intent == deprovision.IntentSold || intent == deprovision.IntentRetired {
+		state = k.removed
+	}
+	switch state {
+	case "disabled", "x509":
+		return "disabled"
+	case "deleted":
+		return "http 401"
+	}
+	return "refused"
 }
 
 func kinds() []deviceKind {
@@ -37,9 +56,8 @@ func kinds() []deviceKind {
 			}},
 		{name: "individual TPM", revoked: "disabled", removed: "deleted", moved: "retarget",
 			setup: func(e *env, rid string) (*credential, string, func(*deprovision.Request)) {
-				e.individualTPM(rid)
-				e.hubDevice(hub1, rid)
-				return nil, hub1, func(r *deprovision.Request) { r.Hub = hub1 }
+				c := tpmCred(e.individualTPM(rid))
+				return &c, e.mustProvision(rid, c), none
 			}},
 		{name: "individual X.509, no group", revoked: "disabled", removed: "deleted", moved: "retarget",
 			setup: func(e *env, rid string) (*credential, string, func(*deprovision.Request)) {
@@ -124,7 +142,7 @@ func TestPolicyMatrixOnEmulator(t *testing.T) {
 					if dev == nil || dev.Status != iothub.DeviceStatusDisabled {
 						t.Fatalf("hub identity %+v, want disabled", dev)
 					}
-					if !e.hasRegistration(rid) && cred != nil {
+					if !e.hasRegistration(rid) {
 						t.Fatal("a temporary revocation deleted the registration record")
 					}
 				case deprovision.IntentSold, deprovision.IntentRetired:
@@ -151,9 +169,6 @@ func TestPolicyMatrixOnEmulator(t *testing.T) {
 						t.Fatal("blocking enrollment left after recovered")
 					}
 				}
-				if cred == nil {
-					return // TPM: no device to provision
-				}
 				switch intent {
 				case deprovision.IntentMoved:
 					if got := e.mustProvision(rid, *cred); got != other {
@@ -162,7 +177,7 @@ func TestPolicyMatrixOnEmulator(t *testing.T) {
 				case deprovision.IntentRecovered:
 					e.mustProvision(rid, *cred)
 				default:
-					e.mustNotProvision(rid, *cred)
+					e.mustBeRefused(rid, *cred, k.refusal(intent))
 				}
 			})
 		}
