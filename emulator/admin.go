@@ -77,7 +77,8 @@ func (e *Emulator) Seed(s SeedSpec) (*SeedResult, error) {
 	groups := make([]*enrollment, s.Groups)
 	for i := range groups {
 		id := fmt.Sprintf("%s-g%d", s.Prefix, i)
-		body := enrollmentJSON{EnrollmentGroupID: id, ProvisioningStatus: "enabled", AllocationPolicy: "hashed"}
+		enabled := "enabled"
+		body := enrollmentJSON{EnrollmentGroupID: id, ProvisioningStatus: &enabled, AllocationPolicy: "hashed"}
 		sg := SeededGroup{ID: id}
 		if s.Attestation == "x509" {
 			ca, err := NewTestCA(id + "-ca")
@@ -154,6 +155,9 @@ func (e *Emulator) Reset() {
 		h.bucket.set(e.opts.ThrottlePerMinute)
 		h.qbucket.set(e.opts.QueryThrottlePerMinute)
 	}
+	e.dps.opsBucket.set(e.opts.DPSOperationsPerMinute)
+	e.dps.regBucket.set(e.opts.DPSRegistrationsPerMinute)
+	e.backlog.Store(int64(e.opts.ThrottleBacklog))
 	e.ClearFaults()
 	e.ResetStats()
 }
@@ -176,6 +180,27 @@ func (e *Emulator) SetThrottle(hubName string, perMinute, queriesPerMinute int) 
 		h.bucket.set(perMinute)
 		h.qbucket.set(queriesPerMinute)
 	}
+	return nil
+}
+
+// SetDPSThrottle changes the DPS instance's budgets of service operations and of device
+// registrations (per minute, 0 = unlimited) and refills them.
+func (e *Emulator) SetDPSThrottle(operationsPerMinute, registrationsPerMinute int) error {
+	if operationsPerMinute < 0 || registrationsPerMinute < 0 {
+		return fmt.Errorf("throttle limits must not be negative")
+	}
+	e.dps.opsBucket.set(operationsPerMinute)
+	e.dps.regBucket.set(registrationsPerMinute)
+	return nil
+}
+
+// SetThrottleBacklog changes how long the hubs hold calls over their budget before they
+// answer 429 (0: at once). See [Options.ThrottleBacklog].
+func (e *Emulator) SetThrottleBacklog(d time.Duration) error {
+	if d < 0 {
+		return fmt.Errorf("throttle backlog %v is negative", d)
+	}
+	e.backlog.Store(int64(d))
 	return nil
 }
 
@@ -220,6 +245,10 @@ func (e *Emulator) serveAdmin(w http.ResponseWriter, r *http.Request) {
 			Hub              string `json:"hub"`
 			PerMinute        int    `json:"perMinute"`
 			QueriesPerMinute int    `json:"queriesPerMinute"`
+			// The DPS budgets and the hubs' backlog change only when given.
+			DPSOperationsPerMinute    *int      `json:"dpsOperationsPerMinute"`
+			DPSRegistrationsPerMinute *int      `json:"dpsRegistrationsPerMinute"`
+			Backlog                   *Duration `json:"backlog"`
 		}
 		if err := readJSON(r, &t); err != nil {
 			fail(http.StatusBadRequest, err)
@@ -228,6 +257,25 @@ func (e *Emulator) serveAdmin(w http.ResponseWriter, r *http.Request) {
 		if err := e.SetThrottle(t.Hub, t.PerMinute, t.QueriesPerMinute); err != nil {
 			fail(http.StatusBadRequest, err)
 			return
+		}
+		if t.DPSOperationsPerMinute != nil || t.DPSRegistrationsPerMinute != nil {
+			ops, regs := e.dps.opsBucket.limit(), e.dps.regBucket.limit()
+			if t.DPSOperationsPerMinute != nil {
+				ops = *t.DPSOperationsPerMinute
+			}
+			if t.DPSRegistrationsPerMinute != nil {
+				regs = *t.DPSRegistrationsPerMinute
+			}
+			if err := e.SetDPSThrottle(ops, regs); err != nil {
+				fail(http.StatusBadRequest, err)
+				return
+			}
+		}
+		if t.Backlog != nil {
+			if err := e.SetThrottleBacklog(time.Duration(*t.Backlog)); err != nil {
+				fail(http.StatusBadRequest, err)
+				return
+			}
 		}
 		w.WriteHeader(http.StatusNoContent)
 	case p == "latency" && r.Method == http.MethodPut:

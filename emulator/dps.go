@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 )
@@ -25,6 +27,11 @@ type dps struct {
 	regs        map[string]*registration // by lower-case registration id
 	ops         *opStore
 	pager       *pager
+
+	// opsBucket is the instance's budget of service operations and regBucket its budget of
+	// device registrations, both per minute (see [Options.DPSOperationsPerMinute]).
+	opsBucket *bucket
+	regBucket *bucket
 }
 
 func newDPS(e *Emulator, host, idScope string) *dps {
@@ -42,6 +49,8 @@ func newDPS(e *Emulator, host, idScope string) *dps {
 		regs:        map[string]*registration{},
 		ops:         newOpStore(),
 		pager:       newPager(),
+		opsBucket:   newBucket(e.opts.DPSOperationsPerMinute),
+		regBucket:   newBucket(e.opts.DPSRegistrationsPerMinute),
 	}
 }
 
@@ -75,6 +84,7 @@ func (d *dps) serveService(w http.ResponseWriter, r *http.Request) string {
 	var op string
 	var need perm
 	var handler func()
+	cost := 1
 	n := len(segs)
 	// Resource names in paths are case-insensitive: the Node SDK sends /enrollmentgroups/
 	// for some calls and /enrollmentGroups/ for others.
@@ -93,7 +103,14 @@ func (d *dps) serveService(w http.ResponseWriter, r *http.Request) string {
 		}
 		switch {
 		case n == 1 && r.Method == http.MethodPost:
-			op, need, handler = "dps."+kind+".bulk", permEnrollmentWrite, func() { d.bulk(w, r, group) }
+			op, need = "dps."+kind+".bulk", permEnrollmentWrite
+			var body bulkBody
+			if err := readJSON(r, &body); err != nil {
+				handler = func() { dpsError(w, http.StatusBadRequest, 0, "%v", err) }
+				break
+			}
+			cost = max(1, len(body.Enrollments)+len(body.EnrollmentGroups))
+			handler = func() { d.bulk(w, &body, group) }
 		case n == 2 && strings.EqualFold(segs[1], "query") && r.Method == http.MethodPost:
 			op, need, handler = "dps."+kind+".query", permEnrollmentRead, func() { d.queryEnrollments(w, r, group) }
 		case n == 2 && r.Method == http.MethodGet:
@@ -126,16 +143,36 @@ func (d *dps) serveService(w http.ResponseWriter, r *http.Request) string {
 	if d.e.injectFault(w, r, op, "", false) {
 		return op
 	}
-	if r.URL.Query().Get("api-version") == "" {
-		dpsError(w, http.StatusBadRequest, 0, "the api-version query parameter is required")
+	if _, err := checkAPIVersion(r); err != nil {
+		dpsError(w, http.StatusBadRequest, 0, "%v", err)
 		return op
 	}
 	if reason, ok := d.e.authorize(r, d.host, DPSAudience, d.policies, need); !ok {
 		dpsError(w, http.StatusUnauthorized, 401002, "unauthorized: %s", reason)
 		return op
 	}
+	// Every service API call is one billable operation of the instance's budget
+	// (about-iot-dps.md, "Billable service operations"; iot-dps-limits.md: 1,000 a minute
+	// per instance). A bulk call counts each of its items: whether DPS counts it once is
+	// UNCONFIRMED, and counting every item is the reading that never overstates capacity.
+	if wait := d.opsBucket.take(cost); wait > 0 {
+		d.throttled(w, wait, "%s needs %d operations and the instance allows %d a minute", op, cost, d.opsBucket.limit())
+		return op
+	}
+	d.e.stats.chargeDPS(cost, 0)
 	handler()
 	return op
+}
+
+// throttled answers 429 as DPS does: the documented status (how-to-troubleshoot-dps.md,
+// "429: Operations are being throttled by the service") with a Retry-After header in
+// seconds, which the official device SDKs read from DPS answers (azure-iot-sdk-node
+// provisioning/transport/http, "retry-after"; azure-iot-sdk-c PR #1703). Whether the service
+// API's 429 carries Retry-After too, and its six-digit code, are UNCONFIRMED: the emulator
+// sends Retry-After (the reading that lets clients wait no longer than needed) and 429001.
+func (d *dps) throttled(w http.ResponseWriter, wait int, format string, args ...any) {
+	w.Header().Set("Retry-After", strconv.Itoa(wait))
+	dpsError(w, http.StatusTooManyRequests, 429001, "throttled: "+format, args...)
 }
 
 // pathSegments splits the escaped path into unescaped segments, so that an id holding an
@@ -170,7 +207,16 @@ func readJSON(r *http.Request, v any) error {
 	return nil
 }
 
-func newDPSEtag() string { return `"` + uuidLike() + `"` }
+// newDPSEtag returns an etag in the service's form: base64 of a quoted Cosmos DB etag, such as
+// "ImIwMDI3ODhhLTAwMDAtMDgwMC0wMDAwLTY0NWFhZDgyMDAwMCI=" (every enrollment, group and
+// registration etag in the recordings of Azure/azure-sdk-for-python,
+// sdk/deviceprovisioningservices/azure-iot-deviceprovisioning/tests/recordings). Clients send
+// it back in If-Match as received (Python) or quoted (C# ContractApiHttp.InsertIfMatch); both
+// match.
+func newDPSEtag() string {
+	h := randomHex(12)
+	return base64.StdEncoding.EncodeToString([]byte(`"` + h[:8] + "-0000-0800-0000-" + h[8:] + randomHex(4) + `"`))
+}
 
 func uuidLike() string {
 	h := randomHex(16)
@@ -184,6 +230,10 @@ func (d *dps) table(group bool) map[string]*enrollment {
 	return d.enrollments
 }
 
+// notFoundCode is the six-digit code of a missing enrollment or group. 404201 and 404202 are
+// seen in the wild for two not-found cases (MicrosoftDocs/azure-docs #57082) without saying
+// which; 404201 for an enrollment and the others are the emulator's choice (UNCONFIRMED, and
+// clients branch on the status, not on these).
 func notFoundCode(group bool) (int, string) {
 	if group {
 		return 404204, "enrollment group"
@@ -191,12 +241,24 @@ func notFoundCode(group bool) (int, string) {
 	return 404201, "enrollment"
 }
 
+// conflictCode is the answer to creating an enrollment or group that exists, as recorded in
+// bulk results (test_individual_enrollment_bulk_operations and
+// test_enrollment_group_bulk_operations at bb00d3a6: 409201 "Enrollment already exists.",
+// 409202 "EnrollmentGroup already exists."). A PUT without If-Match meets the same condition
+// and is given the same code (UNCONFIRMED).
+func conflictCode(group bool) (int, string) {
+	if group {
+		return 409202, "EnrollmentGroup already exists."
+	}
+	return 409201, "Enrollment already exists."
+}
+
 func (d *dps) getEnrollment(w http.ResponseWriter, id string, group bool) {
 	d.mu.RLock()
 	en := d.table(group)[strings.ToLower(id)]
 	var out enrollmentJSON
 	if en != nil {
-		out = en.public(d.regState(en))
+		out = en.public(viewGet, d.regState(en))
 	}
 	d.mu.RUnlock()
 	if en == nil {
@@ -234,7 +296,7 @@ func (d *dps) putEnrollment(w http.ResponseWriter, r *http.Request, id string, g
 		return
 	}
 	en := d.table(group)[strings.ToLower(id)]
-	writeJSON(w, http.StatusOK, en.public(d.regState(en)))
+	writeJSON(w, http.StatusOK, en.public(viewWrite, nil))
 }
 
 // upsert validates body and stores it under id with the If-Match rules of DPS: no If-Match
@@ -258,12 +320,12 @@ func (d *dps) upsert(id string, body *enrollmentJSON, group bool, im ifMatch) (i
 	old := d.table(group)[key]
 	switch {
 	case !im.present && old != nil:
-		_, what := notFoundCode(group)
-		return http.StatusConflict, 409001, fmt.Errorf("%s %s already exists; send If-Match with its etag (or *) to replace it", what, id)
+		code, msg := conflictCode(group)
+		return http.StatusConflict, code, fmt.Errorf("%s", msg)
 	case im.present && !im.wildcard && old == nil:
 		_, what := notFoundCode(group)
 		return http.StatusPreconditionFailed, 412001, fmt.Errorf("%s %s does not exist, so etag %s cannot match", what, id, im.value)
-	case im.present && !im.wildcard && unquote(old.body.Etag) != im.value:
+	case im.present && !im.wildcard && old.body.Etag != im.value:
 		return http.StatusPreconditionFailed, 412001, fmt.Errorf("etag %s does not match the current etag of %s", im.value, id)
 	}
 	en, err := d.normalize(body, group, old)
@@ -296,23 +358,13 @@ func (d *dps) normalize(body *enrollmentJSON, group bool, old *enrollment) (*enr
 			return nil, err
 		}
 	}
-	switch b.ProvisioningStatus {
-	case "":
-		b.ProvisioningStatus = "enabled"
-	case "enabled", "disabled":
-	default:
-		return nil, fmt.Errorf("provisioningStatus %q is not enabled or disabled", b.ProvisioningStatus)
+	if ps := b.ProvisioningStatus; ps != nil && *ps != "enabled" && *ps != "disabled" {
+		return nil, fmt.Errorf("provisioningStatus %q is not enabled or disabled", *ps)
 	}
 	switch b.AllocationPolicy {
 	case "", "hashed", "geoLatency", "static", "custom":
 	default:
 		return nil, fmt.Errorf("allocationPolicy %q is not hashed, geoLatency, static or custom", b.AllocationPolicy)
-	}
-	if b.Capabilities == nil {
-		b.Capabilities = &capabilities{}
-	}
-	if b.ReprovisionPolicy == nil {
-		b.ReprovisionPolicy = &reprovisionPolicy{UpdateHubAssignment: true, MigrateDeviceData: true}
 	}
 	for _, h := range b.IotHubs {
 		if d.e.hubByHost(h) == nil {
@@ -441,6 +493,11 @@ func checkCerts(field string, in, prev *x509Certificates, old *enrollment) (*x50
 		text := s.in.Certificate
 		if text == "" {
 			if s.prev == nil || s.prev.Certificate == "" {
+				if i == 1 {
+					// A secondary never written is answered with the primary's info; sent
+					// back unchanged (GET-modify-PUT) it is that echo, not a new slot.
+					continue
+				}
 				return nil, parsed, fmt.Errorf("%s.%s.certificate is required", field, s.name)
 			}
 			text = s.prev.Certificate
@@ -466,7 +523,7 @@ func (d *dps) deleteEnrollment(w http.ResponseWriter, r *http.Request, id string
 		dpsError(w, http.StatusNotFound, code, "%s %s does not exist", kind, id)
 		return
 	}
-	if im.present && !im.wildcard && unquote(en.body.Etag) != im.value {
+	if im.present && !im.wildcard && en.body.Etag != im.value {
 		dpsError(w, http.StatusPreconditionFailed, 412001, "etag %s does not match the current etag of %s", im.value, id)
 		return
 	}
@@ -479,14 +536,10 @@ func (d *dps) attestationMechanism(w http.ResponseWriter, id string, group bool)
 	en := d.table(group)[strings.ToLower(id)]
 	var a attestation
 	if en != nil {
-		// Keys are returned here (this is how clients read them); certificates still only
-		// as info.
-		pub := en.public(nil)
-		a = *pub.Attestation
-		if en.body.Attestation.SymmetricKey != nil {
-			k := *en.body.Attestation.SymmetricKey
-			a.SymmetricKey = &k
-		}
+		// Keys are returned here, which is how clients read them (recorded:
+		// test_enrollment_symmetrickey_lifecycle, test_enrollment_tpm_lifecycle);
+		// certificates still only as info.
+		a = *en.public(viewWrite, nil).Attestation
 	}
 	d.mu.RUnlock()
 	if en == nil {
@@ -516,14 +569,17 @@ type bulkResult struct {
 	Errors       []bulkError `json:"errors"`
 }
 
+// maxBulkEnrollments is the most items one bulk operation takes ("maximum of 10" in the
+// DPS spec's BulkEnrollmentOperation description).
 const maxBulkEnrollments = 10
 
-func (d *dps) bulk(w http.ResponseWriter, r *http.Request, group bool) {
-	var body bulkBody
-	if err := readJSON(r, &body); err != nil {
-		dpsError(w, http.StatusBadRequest, 0, "%v", err)
-		return
-	}
+// bulk serves POST /enrollments and /enrollmentGroups. A malformed call (unknown mode, no
+// items, more than 10, an id listed twice) is refused whole with 400, as the official Node
+// sample run_bulk_operation.js expects for a duplicate (Azure/azure-iot-sdk-node,
+// provisioning/service/samples, e940876e); otherwise the answer is 200 and each item that
+// failed is reported in errors, an invalid item included (the same sample's TPM enrollment
+// without an endorsement key).
+func (d *dps) bulk(w http.ResponseWriter, body *bulkBody, group bool) {
 	items, field := body.Enrollments, "enrollments"
 	if group {
 		items, field = body.EnrollmentGroups, "enrollmentGroups"
@@ -584,9 +640,21 @@ func (d *dps) bulk(w http.ResponseWriter, r *http.Request, group bool) {
 	writeJSON(w, http.StatusOK, res)
 }
 
-// bulkItem applies one item of a bulk operation. Modes as the C# SDK documents them:
-// create fails on an existing id, update creates or replaces, updateIfMatchETag replaces
-// only the version named by the item's etag, delete removes (the etag is not checked).
+// bulkItem applies one item of a bulk operation:
+//   - create fails on an existing id (409201/409202);
+//   - update writes as a PUT whose If-Match is the item's etag: without one it creates only,
+//     so an existing id fails with 409201/409202 as recorded
+//     (test_individual_enrollment_bulk_operations, test_enrollment_group_bulk_operations: the
+//     items of a create, sent again with mode update and no etag, fail "already exists");
+//     with the etag of the stored version it replaces it, as the C# SDK's e2e test does with
+//     enrollments read back by GET (Azure/azure-iot-sdk-csharp previews/v2,
+//     e2e/Tests/provisioning/ProvisioningServiceIndividualEnrollmentTests.cs,
+//     SymmetricKey_BulkOperation_Ok); a stale etag fails with 412;
+//   - updateIfMatchETag is update with the etag required;
+//   - delete removes the item whatever its etag (the recordings delete items without one) and
+//     fails per item on a missing id.
+//
+// The caller holds d.mu.
 func (d *dps) bulkItem(mode, id string, it *enrollmentJSON, group bool) (int, int, error) {
 	if id == "" {
 		return http.StatusBadRequest, 400004, fmt.Errorf("the item has no id")
@@ -595,7 +663,7 @@ func (d *dps) bulkItem(mode, id string, it *enrollmentJSON, group bool) (int, in
 	case "create":
 		return d.upsert(id, it, group, ifMatch{})
 	case "update":
-		return d.upsert(id, it, group, ifMatch{present: true, wildcard: true, value: "*"})
+		return d.upsert(id, it, group, parseIfMatch(it.Etag))
 	case "updateIfMatchETag":
 		if it.Etag == "" {
 			return http.StatusBadRequest, 400004, fmt.Errorf("mode updateIfMatchETag needs the item's etag")
@@ -612,12 +680,23 @@ func (d *dps) bulkItem(mode, id string, it *enrollmentJSON, group bool) (int, in
 	}
 }
 
-// querySpec is QuerySpecification. Only "SELECT *" queries are served: whether DPS filters
-// on WHERE clauses is not documented, so the emulator refuses them rather than guess.
+// querySpec is QuerySpecification.
 type querySpec struct {
 	Query string `json:"query"`
 }
 
+// dpsSelectAllRe is every query text official clients send to the three DPS queries:
+// "SELECT *" (the Python SDK's tests; the az CLI), "select *" (the Python paging test),
+// "SELECT * FROM enrollments" / "SELECT * FROM enrollmentGroups" (the C# samples and e2e
+// tests of Azure/azure-iot-sdk-csharp) and "*" (the Node sample
+// provisioning/service/samples/query.js of Azure/azure-iot-sdk-node, for all three queries).
+var dpsSelectAllRe = regexp.MustCompile(`(?is)^\s*(\*|select\s+\*(\s+from\s+[a-z_][a-z0-9_]*)?)\s*$`)
+
+// checkDPSQuery reads a QuerySpecification. Whether DPS filters on a WHERE clause is not
+// documented (the references mark it UNCONFIRMED), so a query that asks for more than "all"
+// is refused with 400 rather than answered with everything, which a caller relying on the
+// filter would take for a filtered answer. The registrations query may have no body: the
+// spec defines none and the Python SDK sends none (test_device_registration_lifecycle).
 func checkDPSQuery(r *http.Request, required bool) error {
 	b, err := io.ReadAll(io.LimitReader(r.Body, maxBody))
 	if err != nil {
@@ -639,11 +718,8 @@ func checkDPSQuery(r *http.Request, required bool) error {
 		}
 		return nil
 	}
-	if strings.Contains(strings.ToUpper(q.Query), " WHERE ") {
-		return fmt.Errorf("the emulator serves only unfiltered queries (SELECT *), got %q", q.Query)
-	}
-	if !strings.HasPrefix(strings.ToUpper(strings.TrimSpace(q.Query)), "SELECT") {
-		return fmt.Errorf("query %q is not a SELECT", q.Query)
+	if !dpsSelectAllRe.MatchString(q.Query) {
+		return fmt.Errorf("query %q: the emulator serves only queries for everything (\"*\" or \"SELECT * [FROM x]\"), since DPS does not document filtering", q.Query)
 	}
 	return nil
 }
@@ -676,7 +752,7 @@ func (d *dps) queryEnrollments(w http.ResponseWriter, r *http.Request, group boo
 	d.mu.RLock()
 	for _, k := range keys {
 		if en := d.table(group)[k]; en != nil {
-			items = append(items, en.public(d.regState(en)))
+			items = append(items, en.public(viewQuery, nil))
 		}
 	}
 	d.mu.RUnlock()
@@ -684,12 +760,15 @@ func (d *dps) queryEnrollments(w http.ResponseWriter, r *http.Request, group boo
 	if group {
 		itemType = "EnrollmentGroup"
 	}
-	writePage(w, itemType, size, next, items)
+	writePage(w, itemType, next, items)
 }
 
-func writePage(w http.ResponseWriter, itemType string, size int, next string, items any) {
+// writePage writes one page of a query: the items, x-ms-item-type, and x-ms-continuation only
+// when more pages remain. Neither service answers with x-ms-max-item-count, asked for or not
+// (recorded: test_individual_enrollment_paging at 1551a4dd, and the hub's query answers in
+// DevicesClient_Query_GetTwins.json).
+func writePage(w http.ResponseWriter, itemType string, next string, items any) {
 	w.Header().Set("x-ms-item-type", itemType)
-	w.Header().Set("x-ms-max-item-count", fmt.Sprint(size))
 	if next != "" {
 		w.Header().Set("x-ms-continuation", next)
 	}
@@ -721,7 +800,7 @@ func (d *dps) deleteRegistration(w http.ResponseWriter, r *http.Request, id stri
 		dpsError(w, http.StatusNotFound, 404202, "registration %s does not exist", id)
 		return
 	}
-	if im.present && !im.wildcard && unquote(rg.state.Etag) != im.value {
+	if im.present && !im.wildcard && rg.state.Etag != im.value {
 		dpsError(w, http.StatusPreconditionFailed, 412001, "etag %s does not match the current etag of registration %s", im.value, id)
 		return
 	}
@@ -762,5 +841,5 @@ func (d *dps) queryRegistrations(w http.ResponseWriter, r *http.Request, groupID
 		}
 	}
 	d.mu.RUnlock()
-	writePage(w, "DeviceRegistration", size, next, items)
+	writePage(w, "DeviceRegistration", next, items)
 }

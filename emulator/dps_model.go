@@ -7,6 +7,14 @@ import (
 
 // Wire types of the DPS service API (api-version 2021-10-01). One struct serves individual
 // enrollments and enrollment groups; omitempty keeps each to its own fields.
+//
+// What the service echoes is what it was sent: a field sent as null (or left out) is left
+// out of the answer, except provisioningStatus, which the service answers as null (recorded:
+// Azure/azure-sdk-for-python, sdk/deviceprovisioningservices/azure-iot-deviceprovisioning/
+// tests/recordings, test_enrollment_symmetrickey_lifecycle and
+// test_enrollment_group_symmetrickey_lifecycle at bb00d3a6: a PUT with "capabilities": null
+// and "reprovisionPolicy": null answers without either key and with "provisioningStatus":
+// null). Nothing is filled in with a default.
 
 type enrollmentJSON struct {
 	RegistrationID             string             `json:"registrationId,omitempty"`
@@ -19,7 +27,7 @@ type enrollmentJSON struct {
 	IotHubHostName             string             `json:"iotHubHostName,omitempty"`
 	InitialTwin                *initialTwin       `json:"initialTwin,omitempty"`
 	Etag                       string             `json:"etag,omitempty"`
-	ProvisioningStatus         string             `json:"provisioningStatus,omitempty"`
+	ProvisioningStatus         *string            `json:"provisioningStatus"`
 	ReprovisionPolicy          *reprovisionPolicy `json:"reprovisionPolicy,omitempty"`
 	CreatedDateTimeUtc         string             `json:"createdDateTimeUtc,omitempty"`
 	LastUpdatedDateTimeUtc     string             `json:"lastUpdatedDateTimeUtc,omitempty"`
@@ -113,7 +121,11 @@ func (en *enrollment) id() string {
 	return en.body.RegistrationID
 }
 
-func (en *enrollment) enabled() bool { return en.body.ProvisioningStatus != "disabled" }
+// enabled reports whether the enrollment admits devices: anything but "disabled", including
+// a provisioningStatus never set (null), which the spec defaults to "enabled".
+func (en *enrollment) enabled() bool {
+	return en.body.ProvisioningStatus == nil || *en.body.ProvisioningStatus != "disabled"
+}
 
 func (en *enrollment) keys() []string {
 	if a := en.body.Attestation; a != nil && a.SymmetricKey != nil {
@@ -128,18 +140,45 @@ type registration struct {
 	groupID string // enrollment group id when provisioned through a group
 }
 
-// public returns the enrollment as GET and query return it: certificates replaced by their
-// info, symmetric keys blanked.
-func (en *enrollment) public(rs *registrationState) enrollmentJSON {
+// view is one of the ways the service answers with an enrollment.
+type view int
+
+const (
+	// viewWrite is the answer to a PUT: symmetric keys are echoed, including keys the service
+	// generated (recorded: test_enrollment_symmetrickey_lifecycle, the PUT of
+	// sym_enrollment2 sends null keys and the answer carries keys).
+	viewWrite view = iota
+	// viewGet is the answer to a GET: symmetric keys are left out ("attestation":
+	// {"type":"symmetricKey"}), and an individual enrollment carries its registration state,
+	// {"registrationId","status":"unassigned"} for a device that never registered (recorded:
+	// test_enrollment_symmetrickey_lifecycle, test_enrollment_x509_lifecycle,
+	// test_enrollment_tpm_lifecycle).
+	viewGet
+	// viewQuery is an item of a query page: as GET, without the registration state (the same
+	// recordings' query answers have none).
+	viewQuery
+)
+
+// public returns the enrollment as the service answers with it in view v: certificates
+// replaced by their info (a secondary slot never written echoes the primary's info, as both
+// X.509 recordings show: test_enrollment_x509_lifecycle and
+// test_enrollment_group_x509_lifecycle send only a primary certificate and are answered with
+// primary and secondary info), symmetric keys per view. rs is the enrollment's registration
+// state for viewGet (nil: never registered).
+func (en *enrollment) public(v view, rs *registrationState) enrollmentJSON {
 	out := en.body
-	if rs != nil && !en.group {
-		c := *rs
-		out.RegistrationState = &c
+	out.RegistrationState = nil
+	if v == viewGet && !en.group {
+		st := registrationState{RegistrationID: en.body.RegistrationID, Status: "unassigned"}
+		if rs != nil {
+			st = *rs
+		}
+		out.RegistrationState = &st
 	}
 	if a := en.body.Attestation; a != nil {
 		ac := *a
-		if a.SymmetricKey != nil {
-			ac.SymmetricKey = &symmetricKey{}
+		if a.SymmetricKey != nil && v != viewWrite {
+			ac.SymmetricKey = nil
 		}
 		if a.X509 != nil {
 			xc := *a.X509
@@ -152,6 +191,8 @@ func (en *enrollment) public(rs *registrationState) enrollmentJSON {
 	return out
 }
 
+// stripCerts keeps only the info of stored certificates, and echoes the primary's info as
+// the secondary when no secondary was ever written.
 func stripCerts(c *x509Certificates) *x509Certificates {
 	if c == nil {
 		return nil
@@ -160,8 +201,11 @@ func stripCerts(c *x509Certificates) *x509Certificates {
 	if c.Primary != nil {
 		out.Primary = &x509CertificateWithInfo{Info: c.Primary.Info}
 	}
-	if c.Secondary != nil {
+	switch {
+	case c.Secondary != nil:
 		out.Secondary = &x509CertificateWithInfo{Info: c.Secondary.Info}
+	case c.Primary != nil:
+		out.Secondary = &x509CertificateWithInfo{Info: c.Primary.Info}
 	}
 	return out
 }

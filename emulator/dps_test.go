@@ -1,6 +1,7 @@
 package emulator_test
 
 import (
+	"encoding/base64"
 	"fmt"
 	"net/url"
 	"strings"
@@ -22,14 +23,23 @@ func TestDPSEnrollmentETagRules(t *testing.T) {
 	wantStatus(t, r, 200)
 	var v1 struct{ Etag, CreatedDateTimeUtc string }
 	r.json(t, &v1)
-	if !strings.HasPrefix(v1.Etag, `"`) {
-		t.Fatalf("etag %q is not a quoted string value", v1.Etag)
+	// The service's etags are base64 of a quoted Cosmos DB etag (the recordings of
+	// azure-sdk-for-python's DPS tests), with no quotes of their own.
+	if raw, err := base64.StdEncoding.DecodeString(v1.Etag); err != nil || !strings.HasPrefix(string(raw), `"`) {
+		t.Fatalf("etag %q is not base64 of a quoted etag", v1.Etag)
+	}
+	if r.header.Get("ETag") != "" {
+		t.Fatalf("DPS answered with an ETag header %q; the recordings have none", r.header.Get("ETag"))
 	}
 
-	// Existing id, no If-Match: 409. Case-insensitive id.
-	dpsErr(t, c.dps("PUT", "/enrollments/ETAG-1", symEnrollment("ETAG-1")), 409)
+	// Existing id, no If-Match: 409 with the recorded "already exists" code. Case-insensitive id.
+	r = c.dps("PUT", "/enrollments/ETAG-1", symEnrollment("ETAG-1"))
+	dpsErr(t, r, 409)
+	if r.header.Get("x-ms-error-code") != "409201" {
+		t.Fatalf("x-ms-error-code %q, want 409201", r.header.Get("x-ms-error-code"))
+	}
 
-	// Stale etag: 412; current etag (as received, or without its quotes): 200.
+	// Stale etag: 412; current etag, as received (Python) or quoted (C#): 200.
 	r = c.dps("PUT", "/enrollments/etag-1", symEnrollment("etag-1"), "If-Match", v1.Etag)
 	wantStatus(t, r, 200)
 	var v2 struct{ Etag, CreatedDateTimeUtc, RegistrationID string }
@@ -38,7 +48,8 @@ func TestDPSEnrollmentETagRules(t *testing.T) {
 		t.Fatalf("update answer %s", r.body)
 	}
 	dpsErr(t, c.dps("PUT", "/enrollments/etag-1", symEnrollment("etag-1"), "If-Match", v1.Etag), 412)
-	wantStatus(t, c.dps("PUT", "/enrollments/etag-1", symEnrollment("etag-1"), "If-Match", strings.Trim(v2.Etag, `"`)), 200)
+	r = c.dps("PUT", "/enrollments/etag-1", symEnrollment("etag-1"), "If-Match", `"`+v2.Etag+`"`)
+	wantStatus(t, r, 200)
 
 	// Wildcards, bare and quoted, replace unconditionally and create.
 	wantStatus(t, c.dps("PUT", "/enrollments/etag-1", symEnrollment("etag-1"), "If-Match", "*"), 200)
@@ -97,16 +108,32 @@ func TestDPSValidation(t *testing.T) {
 	wantStatus(t, c.dps("PUT", "/enrollments/"+id, symEnrollment(id)), 200)
 }
 
-func TestDPSSecretsNeverEchoed(t *testing.T) {
+// TestDPSSecrets checks where DPS returns secrets: symmetric keys in the answer to the PUT
+// that wrote them (generated ones included) and in the attestation mechanism, never in GET or
+// query answers; certificates never, only their info (the recordings of azure-sdk-for-python's
+// DPS tests, test_enrollment_symmetrickey_lifecycle and the X.509 lifecycles).
+func TestDPSSecrets(t *testing.T) {
 	e := testenv.StartEmulator(t, emulator.Options{})
 	c := newClient(t, e)
 	key := "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 	r := c.dps("PUT", "/enrollments/sk-1", map[string]any{"attestation": map[string]any{"type": "symmetricKey", "symmetricKey": map[string]string{"primaryKey": key, "secondaryKey": key}}})
 	wantStatus(t, r, 200)
-	for _, got := range []resp{r, c.dps("GET", "/enrollments/sk-1", nil), c.dps("POST", "/enrollments/query", map[string]string{"query": "SELECT *"})} {
-		if strings.Contains(string(got.body), key) {
+	if !strings.Contains(string(r.body), key) {
+		t.Fatalf("the PUT answer does not echo the keys: %s", r.body)
+	}
+	for _, got := range []resp{c.dps("GET", "/enrollments/sk-1", nil), c.dps("POST", "/enrollments/query", map[string]string{"query": "SELECT *"})} {
+		if strings.Contains(string(got.body), key) || strings.Contains(string(got.body), `"symmetricKey":{`) {
 			t.Fatalf("key echoed: %s", got.body)
 		}
+	}
+	var gen struct {
+		Attestation struct {
+			SymmetricKey struct{ PrimaryKey, SecondaryKey string }
+		}
+	}
+	c.dps("PUT", "/enrollments/sk-gen", map[string]any{"attestation": map[string]any{"type": "symmetricKey", "symmetricKey": map[string]any{"primaryKey": nil}}}).json(t, &gen)
+	if gen.Attestation.SymmetricKey.PrimaryKey == "" || gen.Attestation.SymmetricKey.SecondaryKey == "" {
+		t.Fatal("the PUT answer does not carry the generated keys")
 	}
 	r = c.dps("POST", "/enrollments/sk-1/attestationmechanism", nil)
 	wantStatus(t, r, 200)
@@ -250,11 +277,21 @@ func TestDPSBulk(t *testing.T) {
 	if res.IsSuccessful || len(res.Errors) != 3 || res.Errors[0].ErrorCode/1000 != 409 || res.Errors[0].RegistrationID != "bulk-0" {
 		t.Fatalf("bulk create of existing %s", r.body)
 	}
-	// update = create or replace.
+	// update writes like a PUT whose If-Match is the item's etag: without one it creates only
+	// (recorded: an existing item fails 409201), with the current one it replaces.
 	r = c.dps("POST", "/enrollments", map[string]any{"mode": "update", "enrollments": append(items[:1:1], symEnrollment("bulk-new"))})
 	r.json(t, &res)
+	if res.IsSuccessful || len(res.Errors) != 1 || res.Errors[0].ErrorCode != 409201 || res.Errors[0].RegistrationID != "bulk-0" {
+		t.Fatalf("bulk update without etags %s", r.body)
+	}
+	wantStatus(t, c.dps("GET", "/enrollments/bulk-new", nil), 200)
+	var cur map[string]any
+	c.dps("GET", "/enrollments/bulk-0", nil).json(t, &cur)
+	cur["provisioningStatus"] = "disabled"
+	r = c.dps("POST", "/enrollments", map[string]any{"mode": "update", "enrollments": []any{cur}})
+	r.json(t, &res)
 	if !res.IsSuccessful {
-		t.Fatalf("bulk update %s", r.body)
+		t.Fatalf("bulk update with the current etag %s", r.body)
 	}
 	// updateIfMatchETag with a stale etag fails per item.
 	stale := symEnrollment("bulk-1")

@@ -44,6 +44,18 @@ type Options struct {
 	ThrottlePerMinute int
 	// QueryThrottlePerMinute is each hub's separate budget for /devices/query calls. 0 means unlimited.
 	QueryThrottlePerMinute int
+	// ThrottleBacklog is how long a hub holds a call that is over its budget before it
+	// gives up on it (traffic shaping: the call is served late, at the budget's rate, and
+	// answered 429 ThrottlingBacklogTimeout only when it would wait longer than this). 0
+	// answers 429 ThrottlingException at once.
+	ThrottleBacklog time.Duration
+	// DPSOperationsPerMinute is the DPS instance's budget of service API operations (every
+	// enrollment, group, registration-state and query call; every item of a bulk call), per
+	// minute; DPS documents 1,000 (DPSDocumentedPerMinute). 0 means unlimited.
+	DPSOperationsPerMinute int
+	// DPSRegistrationsPerMinute is the DPS instance's separate budget of device
+	// registrations (PUT …/register), per minute; DPS documents 1,000. 0 means unlimited.
+	DPSRegistrationsPerMinute int
 	// Latency is added to every request before it is handled.
 	Latency time.Duration
 	// Addr is the HTTPS listen address. Default "127.0.0.1:0".
@@ -86,6 +98,13 @@ type HubInfo struct {
 	ConnectionString string `json:"connectionString"` // policy iothubowner
 }
 
+// DPSDocumentedPerMinute is DPS's documented budget, per instance and minute, of service
+// operations and, separately, of device registrations (includes/iot-dps-limits.md in
+// MicrosoftDocs/azure-docs: "Operations 1,000/min/service", "Device registrations
+// 1,000/min/service"). Demos and benchmarks set [Options.DPSOperationsPerMinute] and
+// [Options.DPSRegistrationsPerMinute] to it.
+const DPSDocumentedPerMinute = 1000
+
 // Host names of the emulated services.
 const (
 	GlobalDeviceHost = "global.azure-devices-provisioning.net"
@@ -111,6 +130,7 @@ type Emulator struct {
 	httpSrv *http.Server
 	wg      sync.WaitGroup
 	latency atomic.Int64 // time.Duration
+	backlog atomic.Int64 // time.Duration, Options.ThrottleBacklog
 }
 
 // Start starts an emulator and returns once its listeners accept connections.
@@ -141,6 +161,10 @@ func Start(ctx context.Context, o Options) (*Emulator, error) {
 		stats:  newStatsSet(),
 	}
 	e.latency.Store(int64(o.Latency))
+	e.backlog.Store(int64(o.ThrottleBacklog))
+	if o.ThrottleBacklog < 0 || o.DPSOperationsPerMinute < 0 || o.DPSRegistrationsPerMinute < 0 {
+		return nil, fmt.Errorf("throttle settings must not be negative")
+	}
 	e.dps = newDPS(e, strings.ToLower(o.DPSName)+dpsDomain, o.IDScope)
 	hosts := []string{e.dps.host, GlobalDeviceHost}
 	for _, name := range o.Hubs {
@@ -317,6 +341,17 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case host == e.dps.host && !isDeviceAPIPath(r.URL.Path, e.dps.idScope):
 		op = e.dps.serveService(rw, r)
 	case host == GlobalDeviceHost || host == e.dps.host:
+		if isRegisterCall(r) {
+			// Device registrations have their own budget, apart from service operations
+			// (iot-dps-limits.md: "Device registrations 1,000/min/service"); the polls of an
+			// operation's status have a per-device limit that is not modelled.
+			if wait := e.dps.regBucket.take(1); wait > 0 {
+				op = "dps.device.register"
+				e.dps.throttled(rw, wait, "device registrations are over the instance's %d a minute", e.dps.regBucket.limit())
+				return
+			}
+			e.stats.chargeDPS(0, 1)
+		}
 		op = e.dps.serveDevice(rw, r)
 	default:
 		h := e.hubByHost(host)
@@ -328,6 +363,12 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		op = h.serve(rw, r)
 	}
 	e.log.Debug("request", "method", r.Method, "host", host, "path", r.URL.Path, "op", op, "status", rw.status)
+}
+
+// isRegisterCall reports whether r is a device registration (PUT
+// /{idScope}/registrations/{id}/register).
+func isRegisterCall(r *http.Request) bool {
+	return r.Method == http.MethodPut && strings.HasSuffix(strings.ToLower(strings.TrimSuffix(r.URL.Path, "/")), "/register")
 }
 
 // isDeviceAPIPath reports whether p is a device registration API path (/{idScope}/registrations/...).

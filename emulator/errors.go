@@ -47,7 +47,8 @@ func dpsError(w http.ResponseWriter, status, code int, format string, args ...an
 }
 
 // hubErrorCodes maps the IoT Hub error names the emulator emits to their numeric codes
-// (C# SDK ErrorCode.cs).
+// (C# SDK ErrorCode.cs; 429002 and 429003 also in MicrosoftDocs/azure-docs
+// articles/iot-hub/troubleshoot-error-codes.md).
 var hubErrorCodes = map[string]int{
 	"ArgumentInvalid":              400004,
 	"DeviceDefinedMultipleTimes":   400011,
@@ -59,25 +60,50 @@ var hubErrorCodes = map[string]int{
 	"PreconditionFailed":           412001,
 	"TooManyDevices":               413002,
 	"ThrottlingException":          429001,
+	"ThrottlingBacklogTimeout":     429003,
 	"ServerError":                  500001,
 	"ServiceUnavailable":           503001,
 }
 
-// hubError writes an IoT Hub error in the current shape: the iothub-errorcode header and a
-// body whose Message is itself a JSON string holding the error object.
+// hubWriter carries, to hubError, the shape of error body the call's api-version gets.
+type hubWriter struct {
+	http.ResponseWriter
+	legacy bool
+}
+
+func (w *hubWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// hubError writes an IoT Hub error: the iothub-errorcode header with the error's name, and
+// a body in the shape of the call's api-version (see [hubLegacyErrors]):
+//
+//	current: {"Message":"{\"errorCode\":404001,\"trackingId\":…,\"message\":…,\"info\":{},\"timestampUtc\":…}","ExceptionMessage":""}
+//	legacy:  {"Message":"ErrorCode:DeviceNotFound;<text>","ExceptionMessage":"Tracking ID:…-G:0-TimeStamp:06/16/2020 22:34:56"}
+//
+// The header is in every recorded error (Devices_Lifecycle.json,
+// DevicesClient_UpdateDevice_EtagDoesNotMatch.json); the current body is the one
+// azure-iot-sdk-csharp #3442 shows.
 func hubError(w http.ResponseWriter, status int, name string, format string, args ...any) {
 	code, ok := hubErrorCodes[name]
 	if !ok {
 		code = status*1000 + 1
 	}
+	msg := fmt.Sprintf(format, args...)
+	w.Header().Set("iothub-errorcode", name)
+	if hw, ok := w.(*hubWriter); ok && hw.legacy {
+		now := time.Now().UTC()
+		writeJSON(w, status, map[string]string{
+			"Message":          "ErrorCode:" + name + ";" + msg,
+			"ExceptionMessage": "Tracking ID:" + newTrackingID() + "-G:0-TimeStamp:" + now.Format("01/02/2006 15:04:05"),
+		})
+		return
+	}
 	inner, _ := json.Marshal(map[string]any{
 		"errorCode":    code,
 		"trackingId":   newTrackingID(),
-		"message":      fmt.Sprintf(format, args...),
+		"message":      msg,
 		"info":         map[string]any{},
 		"timestampUtc": nowUTC(),
 	})
-	w.Header().Set("iothub-errorcode", name)
 	writeJSON(w, status, map[string]string{"Message": string(inner), "ExceptionMessage": ""})
 }
 

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // hub is one emulated IoT hub.
@@ -71,6 +72,8 @@ func init() {
 
 // serve serves the hub's registry API and returns the operation name.
 func (h *hub) serve(w http.ResponseWriter, r *http.Request) string {
+	// Errors take the shape of the call's api-version, malformed calls included.
+	w = &hubWriter{ResponseWriter: w, legacy: hubLegacyErrors(r.URL.Query().Get("api-version"))}
 	segs := pathSegments(r.URL)
 	if segs == nil {
 		hubError(w, http.StatusBadRequest, "ArgumentInvalid", "the request path is not correctly escaped")
@@ -101,7 +104,7 @@ func (h *hub) serve(w http.ResponseWriter, r *http.Request) string {
 	case n == 1 && res == "devices" && r.Method == http.MethodGet:
 		op, need, handler = "hub.devices.list", permRegistryRead, func() { h.list(w, r) }
 	case n == 2 && res == "devices" && strings.EqualFold(segs[1], "query") && r.Method == http.MethodPost:
-		op, need, cost, handler = "hub.devices.query", permServiceConnect, 0, func() { h.query(w, r) }
+		op, need, handler = "hub.devices.query", permServiceConnect, func() { h.query(w, r) }
 	case n == 2 && res == "devices" && r.Method == http.MethodGet:
 		op, need, handler = "hub.devices.get", permRegistryRead, func() { h.get(w, segs[1]) }
 	case n == 2 && res == "devices" && r.Method == http.MethodPut:
@@ -110,6 +113,11 @@ func (h *hub) serve(w http.ResponseWriter, r *http.Request) string {
 		op, need, handler = "hub.devices.delete", permRegistryWrite, func() { h.delete(w, r, segs[1]) }
 	case n == 2 && res == "twins" && r.Method == http.MethodGet:
 		op, need, cost, handler = "hub.twins.get", permServiceConnect, 0, func() { h.getTwin(w, segs[1]) }
+	case n == 2 && res == "twins" && (r.Method == http.MethodPatch || r.Method == http.MethodPut):
+		// Twin writes need ServiceConnect ("Access twins … and run queries",
+		// authenticate-authorize-sas.md).
+		op, need, cost = "hub.twins.update", permServiceConnect, 0
+		handler = func() { h.updateTwin(w, r, segs[1], r.Method == http.MethodPatch) }
 	}
 	if handler == nil {
 		hubError(w, http.StatusNotFound, "GenericNotFound", "no IoT Hub operation %s %s", r.Method, r.URL.Path)
@@ -118,23 +126,24 @@ func (h *hub) serve(w http.ResponseWriter, r *http.Request) string {
 	if h.e.injectFault(w, r, op, h.name, true) {
 		return op
 	}
-	if r.URL.Query().Get("api-version") == "" {
-		hubError(w, http.StatusBadRequest, "ArgumentInvalid", "the api-version query parameter is required")
+	if _, err := checkAPIVersion(r); err != nil {
+		hubError(w, http.StatusBadRequest, "ArgumentInvalid", "%v", err)
 		return op
 	}
 	if reason, ok := h.e.authorize(r, h.host, HubAudience, h.policies, need); !ok {
 		hubError(w, http.StatusUnauthorized, "IotHubUnauthorizedAccess", "unauthorized: %s", reason)
 		return op
 	}
+	// Identity-registry operations and queries each have a per-minute budget
+	// (iot-hub-devguide-quotas-throttling.md, "Operation throttles"); every device of a bulk
+	// call counts ("the number of devices ... in the import or bulk call", same page). Twin
+	// reads and updates have per-second throttles that are not modelled.
 	b := h.bucket
 	if op == "hub.devices.query" {
-		b, cost = h.qbucket, 1
+		b = h.qbucket
 	}
-	if cost > 0 && op != "hub.twins.get" {
-		if wait := b.take(cost); wait > 0 {
-			w.Header().Set("Retry-After", strconv.Itoa(wait))
-			hubError(w, http.StatusTooManyRequests, "ThrottlingException",
-				"throttled: %s needs %d operations and the hub allows %d a minute", op, cost, b.limit())
+	if cost > 0 || op == "hub.devices.query" {
+		if !h.shape(w, r, b, max(cost, 1), op) {
 			return op
 		}
 		if op != "hub.devices.query" {
@@ -143,6 +152,51 @@ func (h *hub) serve(w http.ResponseWriter, r *http.Request) string {
 	}
 	handler()
 	return op
+}
+
+// shape applies a budget to a call as the hub does: within the budget it is served at once;
+// over it, with traffic shaping on ([Options.ThrottleBacklog]), it waits in the backlog until
+// the budget's rate reaches it ("IoT Hub returns 429 ThrottlingException only after the
+// limit has been violated for too long a period ... In the meantime, IoT Hub processes the
+// messages at the operation throttle rate", iot-hub-troubleshoot-error-429001-
+// throttlingexception.md), and is answered 429 ThrottlingBacklogTimeout (429003, "Requests
+// that were backlogged due to throttling have timed out while waiting in the backlog queue",
+// troubleshoot-error-codes.md) when it would wait longer than the backlog holds; with
+// shaping off it is answered 429 ThrottlingException (429001) at once. The recorded text of
+// the backlog refusal is "The request has been throttled. Wait 10 seconds and try again.
+// Operation type: CRUD" (Azure-Samples/Iot-Telemetry-Simulator #39). Retry-After on the
+// hub's 429 is UNCONFIRMED; the emulator sends it, in seconds, so that clients wait no
+// longer than needed. It reports whether the call may go on.
+func (h *hub) shape(w http.ResponseWriter, r *http.Request, b *bucket, cost int, op string) bool {
+	backlog := time.Duration(h.e.backlog.Load())
+	delay, retry := b.reserve(cost, backlog)
+	if retry > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(retry))
+		if backlog > 0 {
+			hubError(w, http.StatusTooManyRequests, "ThrottlingBacklogTimeout",
+				"The request has been throttled. Wait %d seconds and try again. Operation type: %s", retry, opType(op))
+		} else {
+			hubError(w, http.StatusTooManyRequests, "ThrottlingException",
+				"throttled: %s needs %d operations and the hub allows %d a minute", op, cost, b.limit())
+		}
+		return false
+	}
+	if delay > 0 {
+		select {
+		case <-time.After(delay):
+		case <-r.Context().Done():
+			return false
+		}
+	}
+	return true
+}
+
+// opType names a throttled operation's class as the hub's throttle messages do.
+func opType(op string) string {
+	if op == "hub.devices.query" {
+		return "Query"
+	}
+	return "CRUD"
 }
 
 func (h *hub) get(w http.ResponseWriter, id string) {
@@ -157,7 +211,16 @@ func (h *hub) get(w http.ResponseWriter, id string) {
 		hubError(w, http.StatusNotFound, "DeviceNotFound", "device %s does not exist on %s", id, h.host)
 		return
 	}
-	writeJSON(w, http.StatusOK, out)
+	writeDevice(w, out)
+}
+
+// writeDevice answers with a device identity and its etag, quoted, in the ETag header, as
+// every recorded device GET and PUT answer has it (Devices_Lifecycle.json,
+// DevicesClient_IdentityLifecycle.json: ETag "\"ODc1MzM1OTg4\"" with "etag":"ODc1MzM1OTg4").
+// Twin answers carry no ETag header (DevicesClient_TwinLifecycle.json).
+func writeDevice(w http.ResponseWriter, d deviceJSON) {
+	w.Header().Set("ETag", `"`+d.Etag+`"`)
+	writeJSON(w, http.StatusOK, d)
 }
 
 func (h *hub) getTwin(w http.ResponseWriter, id string) {
@@ -257,7 +320,7 @@ func (h *hub) put(w http.ResponseWriter, r *http.Request, id string) {
 		return
 	}
 	h.devices[id] = d
-	writeJSON(w, http.StatusOK, d.json())
+	writeDevice(w, d.json())
 }
 
 // deviceFromJSON builds the stored device from a request body, keeping what an update does
@@ -282,7 +345,9 @@ func deviceFromJSON(b *deviceJSON, old *device) (*device, error) {
 	if len(reason) > 128 {
 		return nil, fmt.Errorf("statusReason is longer than 128 characters")
 	}
-	if old == nil || old.status != d.status || old.statusReason != reason {
+	// statusUpdatedTime is the zero time until the status changes (a created device answers
+	// "0001-01-01T00:00:00"; disabling it sets the time: DevicesClient_IdentityLifecycle.json).
+	if old != nil && (old.status != d.status || old.statusReason != reason) {
 		d.statusUpdated = nowUTC()
 	}
 	d.statusReason = reason
@@ -297,6 +362,7 @@ func deviceFromJSON(b *deviceJSON, old *device) (*device, error) {
 	if old == nil {
 		d.generationID = newGenerationID()
 		d.twinVersion = 1
+		d.twinCreated = nowUTC()
 	}
 	d.etag = newDeviceEtag()
 	return d, nil
@@ -494,7 +560,7 @@ func (h *hub) bulkItem(it *exportImportDevice) (string, string) {
 			return "EtagDoesNotMatch", "eTag " + it.ETag + " does not match device " + it.ID
 		}
 	case "updateTwinIfMatchETag":
-		if !etagOK(it.TwinETag, twinEtag(old.twinVersion)) {
+		if tv, _ := old.counters(); !etagOK(it.TwinETag, twinEtag(tv)) {
 			return "EtagDoesNotMatch", "twinETag " + it.TwinETag + " does not match the twin of " + it.ID
 		}
 	}
@@ -504,7 +570,7 @@ func (h *hub) bulkItem(it *exportImportDevice) (string, string) {
 		return "", ""
 	case "updateTwin", "updateTwinIfMatchETag":
 		d := *old
-		applyTwin(&d, it)
+		applyTwin(&d, it, true)
 		h.devices[it.ID] = &d
 		return "", ""
 	}
@@ -514,22 +580,96 @@ func (h *hub) bulkItem(it *exportImportDevice) (string, string) {
 	if err != nil {
 		return "ArgumentInvalid", err.Error()
 	}
-	applyTwin(d, it)
+	applyTwin(d, it, old != nil)
 	h.devices[it.ID] = d
 	return "", ""
 }
 
-func applyTwin(d *device, it *exportImportDevice) {
+// applyTwin writes a bulk item's tags and desired properties, which replace the twin's ("If
+// a twin already exists, it's overwritten", iot-hub-bulk-identity-mgmt.md). On a device the
+// item creates they are the twin's first state: versions stay at their start, as recorded
+// for a bulk create with desired properties (DevicesClient_BulkCreation_DeviceWithTwin.json:
+// "$version":1, "etag":"AAAAAAAAAAE=").
+func applyTwin(d *device, it *exportImportDevice, existed bool) {
+	var desired map[string]any
+	if it.Properties != nil {
+		desired = it.Properties.Desired
+	}
+	if !existed {
+		d.tags = it.Tags
+		d.desired = nil
+		for k, v := range desired {
+			if d.desired == nil {
+				d.desired = map[string]any{}
+			}
+			if !strings.HasPrefix(k, "$") && v != nil {
+				d.desired[k] = v
+			}
+		}
+		return
+	}
 	changed := false
 	if it.Tags != nil {
-		d.tags = it.Tags
-		changed = true
+		changed = d.setTags(it.Tags, false) || changed
 	}
-	if it.Properties != nil && it.Properties.Desired != nil {
-		d.desired = it.Properties.Desired
-		changed = true
+	if desired != nil {
+		changed = d.setDesired(desired, false) || changed
 	}
 	if changed {
-		d.twinVersion++
+		d.twinVersion = max(d.twinVersion, 1) + 1
 	}
+}
+
+// twinPatch is the body of PATCH and PUT /twins/{id}: a Twin, of which only the tags and
+// the desired properties are written (the rest, sent back by clients that GET-modify-PATCH,
+// is the service's: DevicesClient_TwinLifecycle.json sends the whole twin).
+type twinPatch struct {
+	Tags       map[string]any `json:"tags"`
+	Properties *struct {
+		Desired map[string]any `json:"desired"`
+	} `json:"properties"`
+}
+
+// updateTwin serves PATCH /twins/{id} (patch: tags and desired properties merged, null
+// removing) and PUT /twins/{id} (both replaced), the calls of the official samples (Node
+// azure-iothub Registry.updateTwin and Twin.update in service/samples/twin.js of
+// Azure/azure-iot-sdk-node before aac592d9; C# RegistryManager.UpdateTwinAsync and
+// ReplaceTwinAsync). If-Match is the twin's etag, quoted, or "*": a stale one answers 412
+// PreconditionFailed ("ETag mismatch for device ID '…'", recorded for a module twin in
+// ModulesClient_UpdateModuleTwin_EtagDoesNotMatch.json; the device twin is assumed to
+// answer alike). An unquoted etag was seen to be ignored (azure-iot-sdk-java #574) and a
+// missing If-Match is unconditional (UNCONFIRMED). The answer is the updated twin, 200.
+func (h *hub) updateTwin(w http.ResponseWriter, r *http.Request, id string, patch bool) {
+	var body twinPatch
+	if err := readJSON(r, &body); err != nil {
+		hubError(w, http.StatusBadRequest, "ArgumentInvalid", "%v", err)
+		return
+	}
+	im := parseIfMatch(r.Header.Get("If-Match"))
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	old := h.devices[id]
+	if old == nil {
+		hubError(w, http.StatusNotFound, "DeviceNotFound", "%s", id)
+		return
+	}
+	if tv, _ := old.counters(); im.present && im.quoted && !im.wildcard && im.value != twinEtag(tv) {
+		hubError(w, http.StatusPreconditionFailed, "PreconditionFailed", "ETag mismatch for device ID '%s'", id)
+		return
+	}
+	d := *old
+	changed := false
+	if body.Tags != nil || !patch {
+		changed = d.setTags(body.Tags, patch) || changed
+	}
+	if body.Properties != nil && (body.Properties.Desired != nil || !patch) {
+		changed = d.setDesired(body.Properties.Desired, patch) || changed
+	} else if !patch {
+		changed = d.setDesired(nil, false) || changed
+	}
+	if changed {
+		d.twinVersion = max(d.twinVersion, 1) + 1
+	}
+	h.devices[id] = &d
+	writeJSON(w, http.StatusOK, d.twinJSON())
 }

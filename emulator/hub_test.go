@@ -189,7 +189,7 @@ func TestHubQuery(t *testing.T) {
 		}
 	}
 	all, pages, typ := query("SELECT * FROM devices", 7)
-	if len(all) != 30 || pages != 5 || typ != "twin" || all[0]["deviceId"] != "q-00" || all[0]["etag"] == nil || all[0]["authenticationType"] != "sas" {
+	if len(all) != 30 || pages != 5 || typ != "Twin" || all[0]["deviceId"] != "q-00" || all[0]["etag"] == nil || all[0]["authenticationType"] != "sas" {
 		t.Fatalf("%d items, %d pages, type %s, first %v", len(all), pages, typ, all[0])
 	}
 	dis, _, _ := query("SELECT * FROM devices WHERE status = 'disabled'", 100)
@@ -201,7 +201,7 @@ func TestHubQuery(t *testing.T) {
 		t.Fatalf("%v", one)
 	}
 	raw, _, typ := query("SELECT deviceId FROM devices WHERE status = 'disabled'", 100)
-	if len(raw) != 10 || typ != "raw" || len(raw[0]) != 1 {
+	if len(raw) != 10 || typ != "Raw" || len(raw[0]) != 1 {
 		t.Fatalf("projection %v type %s", raw, typ)
 	}
 	hubErr(t, c.hub(0, "POST", "/devices/query", map[string]string{"query": "SELECT * FROM jobs"}), 400, "ArgumentInvalid")

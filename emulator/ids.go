@@ -57,9 +57,13 @@ type ifMatch struct {
 	value    string // without surrounding quotes
 }
 
+// parseIfMatch reads an If-Match header. An empty quoted value ("\"\"") is no condition:
+// the .NET hub client sends it on every create, and the hub creates the device (recorded:
+// DevicesClient_IdentityLifecycle.json of Azure/azure-sdk-for-net,
+// sdk/iot/Azure.IoT.Hub.Service/tests/SessionRecords/DevicesClientTests, dd27b123).
 func parseIfMatch(h string) ifMatch {
 	h = strings.TrimSpace(h)
-	if h == "" {
+	if h == "" || h == `""` {
 		return ifMatch{}
 	}
 	m := ifMatch{present: true, value: h}

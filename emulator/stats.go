@@ -2,13 +2,23 @@ package emulator
 
 import (
 	"strconv"
+	"strings"
 	"sync"
 )
 
-// Stats counts calls per hub and per operation since start or the last reset.
+// Stats counts calls per hub, for DPS and per operation since start or the last reset.
 type Stats struct {
 	Hubs       map[string]HubStats `json:"hubs"`
+	DPS        DPSStats            `json:"dps"`
 	Operations map[string]OpStats  `json:"operations"`
+}
+
+// DPSStats counts the DPS instance's calls, service API and device API together.
+type DPSStats struct {
+	Calls         int64 `json:"calls"`         // every call routed to DPS
+	Throttled     int64 `json:"throttled"`     // calls answered 429 (throttle or injected fault)
+	Operations    int64 `json:"operations"`    // service operations charged (bulk items count one each)
+	Registrations int64 `json:"registrations"` // device registrations charged
 }
 
 // HubStats counts one hub's calls.
@@ -29,6 +39,7 @@ type OpStats struct {
 type statsSet struct {
 	mu  sync.Mutex
 	hub map[string]*HubStats
+	dps DPSStats
 	op  map[string]*OpStats
 }
 
@@ -57,6 +68,12 @@ func (s *statsSet) record(hub, op string, status int) {
 	o.Statuses[key]++
 	if status == 429 {
 		o.Throttled++
+	}
+	if strings.HasPrefix(op, "dps.") {
+		s.dps.Calls++
+		if status == 429 {
+			s.dps.Throttled++
+		}
 	}
 	if hub != "" {
 		h := s.hub[hub]
@@ -88,12 +105,19 @@ func (s *statsSet) charge(hub string, n int) {
 	s.mu.Unlock()
 }
 
+func (s *statsSet) chargeDPS(ops, registrations int) {
+	s.mu.Lock()
+	s.dps.Operations += int64(ops)
+	s.dps.Registrations += int64(registrations)
+	s.mu.Unlock()
+}
+
 // Stats returns a copy of the counters.
 func (e *Emulator) Stats() Stats {
 	s := e.stats
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := Stats{Hubs: map[string]HubStats{}, Operations: map[string]OpStats{}}
+	out := Stats{Hubs: map[string]HubStats{}, DPS: s.dps, Operations: map[string]OpStats{}}
 	for k, v := range s.hub {
 		out.Hubs[k] = *v
 	}
@@ -112,6 +136,7 @@ func (e *Emulator) Stats() Stats {
 func (e *Emulator) ResetStats() {
 	e.stats.mu.Lock()
 	e.stats.hub = map[string]*HubStats{}
+	e.stats.dps = DPSStats{}
 	e.stats.op = map[string]*OpStats{}
 	e.stats.mu.Unlock()
 }
