@@ -98,7 +98,7 @@ func TestStartupContract(t *testing.T) {
 
 func TestBadFlagsFailClearly(t *testing.T) {
 	bin := buildBinary(t)
-	for _, args := range [][]string{{"-hubs", "bad_name"}, {"-fault", `{"op":"x","status":200}`}, {"-log", "loud"}} {
+	for _, args := range [][]string{{"-hubs", "bad_name"}, {"-fault", `{"op":"x","status":200}`}, {"-log", "loud"}, {"-dps-throttle", "-1"}, {"-throttle-backlog", "-1s"}} {
 		out, err := exec.Command(bin, args...).CombinedOutput()
 		if err == nil || !strings.Contains(string(out), "iotemulator:") {
 			t.Fatalf("%v: err %v, output %s", args, err, out)
