@@ -39,8 +39,11 @@ func newPolicy(name string, p perm) *policy {
 }
 
 // authorize checks the request's Authorization header for a service API: a SAS token for
-// resource signed by one of policies and granting need, or, when enabled, a bearer JWT for
-// audience. It returns a reason when the call must be refused with 401.
+// resource signed by one of policies and granting need (authenticate-authorize-sas.md for
+// hubs, how-to-control-access.md for DPS: format, signature, permissions per operation), or,
+// when enabled, a bearer JWT for audience (authenticate-authorize-azure-ad.md,
+// concepts-control-access-dps-azure-ad.md). It returns a reason when the call must be
+// refused with 401.
 func (e *Emulator) authorize(r *http.Request, resource, audience string, policies map[string]*policy, need perm) (string, bool) {
 	h := r.Header.Get("Authorization")
 	if h == "" {

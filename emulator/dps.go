@@ -74,7 +74,9 @@ func (d *dps) reset() {
 
 const maxBody = 4 << 20
 
-// serveService serves the DPS service API and returns the operation name.
+// serveService serves the DPS service API and returns the operation name. The operations and
+// their paths are the DPS service spec's (azure-rest-api-specs,
+// specification/deviceprovisioningservices/data-plane, 2021-10-01).
 func (d *dps) serveService(w http.ResponseWriter, r *http.Request) string {
 	segs := pathSegments(r.URL)
 	if segs == nil {
@@ -133,6 +135,8 @@ func (d *dps) serveService(w http.ResponseWriter, r *http.Request) string {
 		}
 	}
 	if handler == nil {
+		// "405: a rest operation is missing the enrollment or registration ID parameters"
+		// (how-to-troubleshoot-dps.md, "Common error codes").
 		if n == 1 && (lower[0] == "enrollments" || lower[0] == "enrollmentgroups" || lower[0] == "registrations") && r.Method != http.MethodPost {
 			dpsError(w, http.StatusMethodNotAllowed, 0, "%s %s needs an id in the path", r.Method, r.URL.Path)
 			return "dps.invalid"
@@ -147,6 +151,8 @@ func (d *dps) serveService(w http.ResponseWriter, r *http.Request) string {
 		dpsError(w, http.StatusBadRequest, 0, "%v", err)
 		return op
 	}
+	// Shared access policies and their permissions: how-to-control-access.md (DPS); 401002 is
+	// the code seen in the wild for a refused credential (azure-iot-sdk-node #532).
 	if reason, ok := d.e.authorize(r, d.host, DPSAudience, d.policies, need); !ok {
 		dpsError(w, http.StatusUnauthorized, 401002, "unauthorized: %s", reason)
 		return op
@@ -253,6 +259,7 @@ func conflictCode(group bool) (int, string) {
 	return 409201, "Enrollment already exists."
 }
 
+// getEnrollment serves GET /enrollments/{id} and /enrollmentGroups/{id}.
 func (d *dps) getEnrollment(w http.ResponseWriter, id string, group bool) {
 	d.mu.RLock()
 	en := d.table(group)[strings.ToLower(id)]
@@ -269,8 +276,9 @@ func (d *dps) getEnrollment(w http.ResponseWriter, id string, group bool) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// regState returns a copy of an individual enrollment's registration state, if any.
-// The caller holds d.mu.
+// regState returns a copy of an individual enrollment's registration state, if any: only a
+// device registered through that individual enrollment, not a group member that happens to
+// have the same id. The caller holds d.mu.
 func (d *dps) regState(en *enrollment) *registrationState {
 	if en.group {
 		return nil
@@ -300,8 +308,13 @@ func (d *dps) putEnrollment(w http.ResponseWriter, r *http.Request, id string, g
 }
 
 // upsert validates body and stores it under id with the If-Match rules of DPS: no If-Match
-// creates only (409 if the id exists), "*" creates or replaces, an etag replaces only that
-// version (412 otherwise). The caller holds d.mu for writing.
+// creates only, 409 if the id exists (azure-iot-sdk-csharp #3076, azure-sdk-for-python
+// #35187); "*" creates or replaces (az CLI's update path, azure-iot-cli-extension
+// azext_iot/operations/dps.py); an etag replaces only that version, 412 otherwise ("412: The
+// ETag in the request does not match", how-to-troubleshoot-dps.md), also for an id that does
+// not exist (UNCONFIRMED: nothing can match). A body id differing from the path's is refused
+// with 400 (UNCONFIRMED; clients build the path from the body's id). The caller holds d.mu
+// for writing.
 func (d *dps) upsert(id string, body *enrollmentJSON, group bool, im ifMatch) (int, int, error) {
 	kind := "registrationId"
 	bodyID := &body.RegistrationID
@@ -345,8 +358,12 @@ func (d *dps) upsert(id string, body *enrollmentJSON, group bool, im ifMatch) (i
 	return 0, 0, nil
 }
 
-// normalize validates an enrollment body, fills defaults and keeps secrets the client did
-// not resend (GET never returns them, so a GET-modify-PUT omits them).
+// normalize validates an enrollment body against the DPS spec's models (the enums of
+// provisioningStatus, allocationPolicy and attestation type; required fields) and keeps
+// secrets the client did not resend: GET never returns them, so a GET-modify-PUT omits
+// them, as az CLI's enrollment update does (it PUTs back the record whose attestation holds
+// only certificate info, and the service keeps the certificate). Nothing is defaulted; see
+// the enrollmentJSON comment.
 func (d *dps) normalize(body *enrollmentJSON, group bool, old *enrollment) (*enrollment, error) {
 	en := &enrollment{body: *body, group: group}
 	b := &en.body
@@ -366,6 +383,8 @@ func (d *dps) normalize(body *enrollmentJSON, group bool, old *enrollment) (*enr
 	default:
 		return nil, fmt.Errorf("allocationPolicy %q is not hashed, geoLatency, static or custom", b.AllocationPolicy)
 	}
+	// iotHubs are "a subset of the linked hubs" (DPS spec, IndividualEnrollment.iotHubs);
+	// the status of a refusal is UNCONFIRMED (400, the body is the caller's mistake).
 	for _, h := range b.IotHubs {
 		if d.e.hubByHost(h) == nil {
 			return nil, fmt.Errorf("iotHubs names %q, which is not a hub linked to this DPS", h)
@@ -387,6 +406,9 @@ func (d *dps) normalize(body *enrollmentJSON, group bool, old *enrollment) (*enr
 	}
 	switch a.Type {
 	case "symmetricKey":
+		// Keys are generated when none are sent (recorded: the PUT of sym_enrollment2 in
+		// test_enrollment_symmetrickey_lifecycle), kept when a GET-modify-PUT sends none,
+		// and must be base64 of 16 to 64 bytes (concepts-symmetric-key-attestation.md).
 		a.X509, a.TPM = nil, nil
 		sk := symmetricKey{}
 		if a.SymmetricKey != nil {
@@ -455,6 +477,9 @@ func (d *dps) normalize(body *enrollmentJSON, group bool, old *enrollment) (*enr
 			xc.ClientCertificates, en.certs = certs, parsed
 		}
 	case "tpm":
+		// TPM attestation is for individual enrollments only (concepts-service.md,
+		// "Enrollment group"); the endorsement key is echoed in every answer (recorded:
+		// test_enrollment_tpm_lifecycle).
 		if group {
 			return nil, fmt.Errorf("an enrollment group cannot use TPM attestation")
 		}
@@ -469,8 +494,11 @@ func (d *dps) normalize(body *enrollmentJSON, group bool, old *enrollment) (*enr
 	return en, nil
 }
 
-// checkCerts parses the primary (required) and secondary certificates and computes their
-// info. A slot sent without certificate text keeps the stored certificate of that slot.
+// checkCerts parses the primary (required, "Only the primary is mandatory": C#
+// X509Attestation.cs) and secondary certificates and computes their info, as DPS "will
+// process the provided certificates, but will never return it back" (same file) and answers
+// with their info. A slot sent without certificate text keeps the stored certificate of that
+// slot.
 func checkCerts(field string, in, prev *x509Certificates, old *enrollment) (*x509Certificates, [2]*x509.Certificate, error) {
 	var parsed [2]*x509.Certificate
 	out := &x509Certificates{}
@@ -512,6 +540,10 @@ func checkCerts(field string, in, prev *x509Certificates, old *enrollment) (*x50
 	return out, parsed, nil
 }
 
+// deleteEnrollment deletes an enrollment or group: without If-Match unconditionally ("It will
+// delete the enrollment regardless the eTag", C# ProvisioningServiceClient docs), with a
+// stale etag 412. The registration states stay ("deleting an enrollment group does not
+// delete the registration records", how-to-unprovision-devices.md).
 func (d *dps) deleteEnrollment(w http.ResponseWriter, r *http.Request, id string, group bool) {
 	im := parseIfMatch(r.Header.Get("If-Match"))
 	d.mu.Lock()
@@ -531,6 +563,9 @@ func (d *dps) deleteEnrollment(w http.ResponseWriter, r *http.Request, id string
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// attestationMechanism serves POST …/attestationmechanism, the one answer besides a PUT's
+// that carries symmetric keys (recorded: test_enrollment_symmetrickey_lifecycle,
+// test_enrollment_group_symmetrickey_lifecycle; the CLI reads keys through it).
 func (d *dps) attestationMechanism(w http.ResponseWriter, id string, group bool) {
 	d.mu.RLock()
 	en := d.table(group)[strings.ToLower(id)]
@@ -693,7 +728,7 @@ type querySpec struct {
 var dpsSelectAllRe = regexp.MustCompile(`(?is)^\s*(\*|select\s+\*(\s+from\s+[a-z_][a-z0-9_]*)?)\s*$`)
 
 // checkDPSQuery reads a QuerySpecification. Whether DPS filters on a WHERE clause is not
-// documented (the references mark it UNCONFIRMED), so a query that asks for more than "all"
+// documented (it stays UNCONFIRMED), so a query that asks for more than "all"
 // is refused with 400 rather than answered with everything, which a caller relying on the
 // filter would take for a filtered answer. The registrations query may have no body: the
 // spec defines none and the Python SDK sends none (test_device_registration_lifecycle).
@@ -724,6 +759,9 @@ func checkDPSQuery(r *http.Request, required bool) error {
 	return nil
 }
 
+// queryEnrollments serves POST /enrollments/query and /enrollmentGroups/query; the answers
+// are items as viewQuery shows them, x-ms-item-type "Enrollment" or "EnrollmentGroup"
+// (recorded in every lifecycle recording).
 func (d *dps) queryEnrollments(w http.ResponseWriter, r *http.Request, group bool) {
 	if err := checkDPSQuery(r, true); err != nil {
 		dpsError(w, http.StatusBadRequest, 0, "%v", err)
@@ -775,6 +813,7 @@ func writePage(w http.ResponseWriter, itemType string, next string, items any) {
 	writeJSON(w, http.StatusOK, items)
 }
 
+// getRegistration serves GET /registrations/{id} (recorded: test_device_registration_lifecycle).
 func (d *dps) getRegistration(w http.ResponseWriter, id string) {
 	d.mu.RLock()
 	rg := d.regs[strings.ToLower(id)]
@@ -790,6 +829,9 @@ func (d *dps) getRegistration(w http.ResponseWriter, id string) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+// deleteRegistration serves DELETE /registrations/{id}, with the If-Match rules of the other
+// deletes (recorded without If-Match: test_device_registration_lifecycle). It does not touch
+// the hub's identity (how-to-unprovision-devices.md: the two steps are separate).
 func (d *dps) deleteRegistration(w http.ResponseWriter, r *http.Request, id string) {
 	im := parseIfMatch(r.Header.Get("If-Match"))
 	d.mu.Lock()
@@ -808,6 +850,10 @@ func (d *dps) deleteRegistration(w http.ResponseWriter, r *http.Request, id stri
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// queryRegistrations serves POST /registrations/{groupId}/query: the registration states of
+// the group's devices ([] for a group with none, recorded in
+// test_device_registration_lifecycle; a group that does not exist answers the same,
+// UNCONFIRMED).
 func (d *dps) queryRegistrations(w http.ResponseWriter, r *http.Request, groupID string) {
 	if err := checkDPSQuery(r, false); err != nil {
 		dpsError(w, http.StatusBadRequest, 0, "%v", err)

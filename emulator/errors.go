@@ -30,9 +30,11 @@ type dpsErrorBody struct {
 	TimestampUtc string            `json:"timestampUtc"`
 }
 
-// dpsError writes a DPS error: the ProvisioningServiceErrorDetails body and the
-// x-ms-error-code header. Six-digit codes other than 404201/404202/401002 are not
-// documented; the emulator uses <status>001 for them, and clients must not depend on them.
+// dpsError writes a DPS error: the ProvisioningServiceErrorDetails body of the DPS spec and
+// the x-ms-error-code header its every error response declares. The recorded six-digit codes
+// are 409201/409202 (an enrollment or group that exists, in bulk results); 401002 and
+// 404201/404202 are seen in the wild; for the others the emulator uses <status>001
+// (UNCONFIRMED; clients must branch on the status, not on these).
 func dpsError(w http.ResponseWriter, status, code int, format string, args ...any) {
 	if code == 0 {
 		code = status*1000 + 1

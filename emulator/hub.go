@@ -12,7 +12,9 @@ import (
 	"time"
 )
 
-// hub is one emulated IoT hub.
+// hub is one emulated IoT hub: its identity registry (devices and their twins), its shared
+// access policies (the five defaults of authenticate-authorize-sas.md, with their
+// permissions) and its throttles.
 type hub struct {
 	e        *Emulator
 	name     string
@@ -60,6 +62,8 @@ func (h *hub) reset() {
 	h.pager.reset()
 }
 
+// maxBulkDevices is the most devices one bulk registry call takes (hub spec,
+// BulkRegistry_UpdateRegistry: "at most 100 devices").
 const maxBulkDevices = 100
 
 var importModes = map[string]string{}
@@ -70,7 +74,9 @@ func init() {
 	}
 }
 
-// serve serves the hub's registry API and returns the operation name.
+// serve serves the hub's registry API and returns the operation name. The operations and
+// their paths are the hub service spec's (iothub-service.json, api-version 2021-04-12, as
+// published with azure-iot-sdk-python).
 func (h *hub) serve(w http.ResponseWriter, r *http.Request) string {
 	// Errors take the shape of the call's api-version, malformed calls included.
 	w = &hubWriter{ResponseWriter: w, legacy: hubLegacyErrors(r.URL.Query().Get("api-version"))}
@@ -238,6 +244,8 @@ func (h *hub) getTwin(w http.ResponseWriter, id string) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+// list serves GET /devices?top=N: at most N devices, N outside 1 to 1000 read as 1000 (hub
+// spec, Devices_GetDevices: "not recommended"; "any N outside 1–1000 is treated as 1000").
 func (h *hub) list(w http.ResponseWriter, r *http.Request) {
 	top := 1000
 	if v := r.URL.Query().Get("top"); v != "" {
@@ -265,7 +273,11 @@ func (h *hub) list(w http.ResponseWriter, r *http.Request) {
 }
 
 // checkDeviceIfMatch applies the hub's If-Match rules for an existing device: "*" or "\"*\""
-// always matches; any other value must be the quoted current etag.
+// always matches (the C# SDK sends the quoted form, az CLI the bare one, the .NET service
+// client "*" in DevicesClient_IdentityLifecycle.json); any other value must be the quoted
+// current etag: an unquoted one was answered 412 "Invalid ETag" (azure-iot-sdk-java #292),
+// and every SDK quotes it (azure-iot-sdk-node PR #613, azure-iot-sdk-python PR #754, C#
+// InsertEtag).
 func checkDeviceIfMatch(im ifMatch, d *device) (string, bool) {
 	if !im.present || im.wildcard {
 		return "", true
@@ -279,6 +291,12 @@ func checkDeviceIfMatch(im ifMatch, d *device) (string, bool) {
 	return "", true
 }
 
+// put serves PUT /devices/{id}: without If-Match (or with "", which the .NET client sends)
+// it creates, and an existing id is 409 DeviceAlreadyExists (azure-iot-sdks #711); with
+// If-Match it updates (412 PreconditionFailed on a stale etag, recorded in
+// DevicesClient_UpdateDevice_EtagDoesNotMatch.json). Device ids are case-sensitive with the
+// characters of the hub spec's Device.deviceId (iot-hub-devguide-identity-registry.md, "Device
+// identity properties"); a body id differing from the path's is refused (UNCONFIRMED).
 func (h *hub) put(w http.ResponseWriter, r *http.Request, id string) {
 	var body deviceJSON
 	if err := readJSON(r, &body); err != nil {
@@ -369,7 +387,10 @@ func deviceFromJSON(b *deviceJSON, old *device) (*device, error) {
 }
 
 // setAuth applies an authentication mechanism. Without one, or with type sas and no keys,
-// SAS keys are generated (or kept on update).
+// SAS keys are generated (hub spec, ExportImportDevice.authentication: "defaults to SAS ...
+// keys are auto-generated"; recorded: every create without keys in the .NET recordings
+// answers "type":"sas" with keys), or kept on update. Thumbprints are SHA-1 or SHA-256 hex
+// (iot-hub-x509ca-overview.md); type selfSigned needs a primary.
 func setAuth(d *device, a *authJSON, old *device) error {
 	typ := "sas"
 	var pk, sk, pt, st string
@@ -434,6 +455,9 @@ func deref(s *string) string {
 	return *s
 }
 
+// delete serves DELETE /devices/{id}: "*" (quoted or not) or the quoted etag; the twin goes
+// with the device ("Device twins are implicitly created and deleted when a device identity
+// is created or deleted", iot-hub-devguide-device-twins.md).
 func (h *hub) delete(w http.ResponseWriter, r *http.Request, id string) {
 	im := parseIfMatch(r.Header.Get("If-Match"))
 	h.mu.Lock()
@@ -443,7 +467,8 @@ func (h *hub) delete(w http.ResponseWriter, r *http.Request, id string) {
 		hubError(w, http.StatusNotFound, "DeviceNotFound", "device %s does not exist on %s", id, h.host)
 		return
 	}
-	// A missing If-Match deletes unconditionally (an SDK maintainer's reading; UNCONFIRMED).
+	// A missing If-Match deletes unconditionally (an SDK maintainer's reading in
+	// azure-sdk-for-net PR #12611; UNCONFIRMED by the docs).
 	if msg, ok := checkDeviceIfMatch(im, d); !ok {
 		hubError(w, http.StatusPreconditionFailed, "PreconditionFailed", "%s", msg)
 		return
@@ -486,9 +511,13 @@ type bulkRegistryResult struct {
 	Warnings     []json.RawMessage   `json:"warnings"`
 }
 
-// bulk serves POST /devices. Items are applied one by one (a failing item does not undo the
-// others; UNCONFIRMED but the likely behaviour); the answer is 200 when all succeed and 400
-// with the same BulkRegistryOperationResult otherwise. Error codes are the spec's names.
+// bulk serves POST /devices (BulkRegistry_UpdateRegistry). Items are applied one by one (a
+// failing item does not undo the others; UNCONFIRMED but the likely behaviour); the answer
+// is 200 when all succeed (recorded: DevicesClient_BulkCreation.json,
+// DevicesClient_BulkUpdate.json, {"isSuccessful":true,"errors":[],"warnings":[]}) and 400
+// with the same BulkRegistryOperationResult otherwise (the spec lists both). Error codes are
+// the spec's names (DeviceJobErrorCode enum). Import modes are the spec's enum, matched
+// without case since the Node SDK sends "Update" and "DeleteIfMatchETag".
 func (h *hub) bulk(w http.ResponseWriter, items []exportImportDevice) {
 	if len(items) == 0 {
 		hubError(w, http.StatusBadRequest, "ArgumentInvalid", "the bulk request holds no devices")
@@ -505,12 +534,13 @@ func (h *hub) bulk(w http.ResponseWriter, items []exportImportDevice) {
 			hubError(w, http.StatusBadRequest, "ArgumentInvalid", "a bulk item has no id")
 			return
 		}
+		// "Each device may appear only once" (hub spec); the error name for a repeat is
+		// the C# SDK's DeviceDefinedMultipleTimes (400011), its status UNCONFIRMED.
 		if seen[it.ID] {
 			hubError(w, http.StatusBadRequest, "DeviceDefinedMultipleTimes", "device %s appears more than once in the bulk request", it.ID)
 			return
 		}
 		seen[it.ID] = true
-		// Import modes are case-insensitive: the Node SDK sends "Update", "DeleteIfMatchETag".
 		if m, ok := importModes[strings.ToLower(it.ImportMode)]; ok {
 			items[i].ImportMode = m
 		} else {
@@ -534,7 +564,12 @@ func (h *hub) bulk(w http.ResponseWriter, items []exportImportDevice) {
 	writeJSON(w, status, res)
 }
 
-// bulkItem applies one item; the caller holds h.mu. It returns an error code name and text.
+// bulkItem applies one item with the meanings of iot-hub-bulk-identity-mgmt.md ("create:
+// error if the device exists; update: error if it does not, the etag is ignored;
+// updateIfMatchETag: the etag must match; delete: error if it does not exist;
+// deleteIfMatchETag"): recorded, an update with eTags and a delete with stale eTags succeed
+// (DevicesClient_BulkUpdate.json). The caller holds h.mu. It returns an error code name and
+// text.
 func (h *hub) bulkItem(it *exportImportDevice) (string, string) {
 	if it.ModuleID != "" {
 		return "ArgumentInvalid", "modules are not emulated"

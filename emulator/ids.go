@@ -6,7 +6,9 @@ import (
 )
 
 // validRegistrationID checks a DPS registration or enrollment group id: at most 128
-// characters of ASCII letters, digits and - . _ : with no special character first or last.
+// characters of ASCII letters, digits and - . _ : with no special character first or last
+// (the DPS spec's registrationId: case-insensitive, up to 128 characters, alphanumerics and
+// the four specials, none first or last; concepts-x509-attestation.md adds the same).
 func validRegistrationID(kind, id string) error {
 	if id == "" {
 		return fmt.Errorf("%s is empty", kind)
@@ -31,7 +33,8 @@ func validRegistrationID(kind, id string) error {
 }
 
 // validDeviceID checks an IoT Hub device id: at most 128 characters of ASCII letters, digits
-// and - : . + % _ # * ? ! ( ) , = @ ; $ '.
+// and - : . + % _ # * ? ! ( ) , = @ ; $ ' (iot-hub-devguide-identity-registry.md, "Device
+// identity properties": deviceId).
 func validDeviceID(id string) error {
 	if id == "" {
 		return fmt.Errorf("device id is empty")

@@ -11,8 +11,10 @@ import (
 	"time"
 )
 
-// Page sizes for the query operations. Neither service documents its default or maximum;
-// these are the emulator's choice (docs/emulator.md).
+// Page sizes for the query operations. DPS pages 100 items when the caller sets no
+// x-ms-max-item-count (recorded: test_individual_enrollment_paging of
+// azure-sdk-for-python's DPS tests, 150 enrollments in pages of 100 and 50); the hub's default
+// and both maximums are undocumented and the emulator's choice (UNCONFIRMED).
 const (
 	defaultPageSize = 100
 	maxPageSize     = 1000
@@ -20,10 +22,13 @@ const (
 	snapshotTTL     = 15 * time.Minute
 )
 
-// pager serves continuation-token paging over a sorted snapshot of keys. A token names the
-// snapshot, an offset into it and the last key served; if the snapshot has been evicted the
-// keys are listed again and paging resumes after the last key, so paging never fails because
-// of eviction and never repeats an item.
+// pager serves continuation-token paging over a sorted snapshot of keys. The tokens are
+// opaque to clients, as the services' are (DPS's hold a Cosmos DB continuation, recorded in
+// test_individual_enrollment_paging), and go only in the x-ms-continuation headers. A token
+// names the snapshot, an offset into it and the last key served; if the snapshot has been
+// evicted the keys are listed again and paging resumes after the last key, so paging never
+// fails because of eviction and never repeats an item. (The services page in their storage's
+// order, not in id order; clients must not depend on either.)
 type pager struct {
 	mu    sync.Mutex
 	snaps map[string]*snapshot

@@ -15,7 +15,9 @@ import (
 	"time"
 )
 
-// sasToken is a parsed "SharedAccessSignature sr=...&sig=...&se=...&skn=..." value.
+// sasToken is a parsed "SharedAccessSignature sr=...&sig=...&se=...&skn=..." value, the
+// format of authenticate-authorize-sas.md (fields in any order; sig is
+// base64(HMAC-SHA256(key, urlencode(sr) + "\n" + se))).
 type sasToken struct {
 	rawSR  string // sr exactly as sent (still URL-encoded)
 	sr     string // sr decoded
@@ -103,7 +105,8 @@ func signHMAC(key []byte, msg string) []byte {
 }
 
 // DeriveDeviceKey returns the symmetric key of a device in a symmetric-key enrollment group:
-// base64(HMAC-SHA256(base64decode(groupKey), registrationID)).
+// base64(HMAC-SHA256(base64decode(groupKey), registrationID)), as
+// concepts-symmetric-key-attestation.md ("Group enrollments") derives it.
 func DeriveDeviceKey(groupKey, registrationID string) (string, error) {
 	k, err := base64.StdEncoding.DecodeString(groupKey)
 	if err != nil {

@@ -130,6 +130,12 @@ type stack struct {
 // rate limiter at work and still finishes in seconds. The benchmark sets its own.
 const demoThrottle = 6000
 
+// demoDPSThrottle is the emulated DPS instance's budgets of service operations and of device
+// registrations, a minute each, in the demo and the benchmark: the documented numbers
+// (includes/iot-dps-limits.md, "1,000/min/service" for both), so that both run against the
+// limits a real instance has.
+var demoDPSThrottle = strconv.Itoa(emulator.DPSDocumentedPerMinute)
+
 // devhostInfo is the part of cmd/devhost's ready line and info file the demo reads.
 type devhostInfo struct {
 	URL          string            `json:"url"`
@@ -248,7 +254,8 @@ func (s *stack) up(ctx context.Context, root string) error {
 		hubs = "hub1,hub2"
 	}
 	emu, out, err := start("iotemulator", emuLog, nil, filepath.Join(s.bin, "iotemulator"),
-		append([]string{"-hubs", hubs, "-cert-dir", filepath.Join(s.dir, "emulator"), "-log", "warn", "-throttle", strconv.Itoa(demoThrottle)}, s.emuArgs...)...)
+		append([]string{"-hubs", hubs, "-cert-dir", filepath.Join(s.dir, "emulator"), "-log", "warn", "-throttle", strconv.Itoa(demoThrottle),
+			"-dps-throttle", demoDPSThrottle, "-dps-registration-throttle", demoDPSThrottle}, s.emuArgs...)...)
 	if err != nil {
 		return err
 	}
