@@ -456,13 +456,20 @@ func groupFromDPS(d *dps.EnrollmentGroup) *deprovision.Group {
 	return g
 }
 
+// certInfos lists an enrollment's distinct certificates. DPS answers an enrollment written
+// with a primary certificate only with the primary's info in the secondary slot too
+// (recorded by azure-sdk-for-python's DPS tests, both X.509 lifecycles), which is one
+// certificate, not two.
 func certInfos(c *dps.X509Certificates) []deprovision.CertInfo {
 	if c == nil {
 		return nil
 	}
 	var out []deprovision.CertInfo
-	for _, ci := range []*dps.X509CertificateWithInfo{c.Primary, c.Secondary} {
+	for i, ci := range []*dps.X509CertificateWithInfo{c.Primary, c.Secondary} {
 		if ci == nil || ci.Info == nil {
+			continue
+		}
+		if i == 1 && c.Primary != nil && c.Primary.Info != nil && c.Primary.Info.SHA256Thumbprint == ci.Info.SHA256Thumbprint {
 			continue
 		}
 		out = append(out, deprovision.CertInfo{
