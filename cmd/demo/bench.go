@@ -62,13 +62,13 @@ type benchResult struct {
 	PerHub    map[string]hubFigs `json:"perHub"`
 	// The DPS instance's budget of service operations (a minute), the operations the run
 	// charged to it and the DPS calls answered 429.
-	DPSThrottle int   `json:"dpsThrottlePerMinute"`
-	DPSOps      int64 `json:"dpsOperations"`
-	DPS429      int64 `json:"dpsCalls429"`
-	Calls     int64              `json:"hubCalls"`
-	Calls429  int64              `json:"hubCalls429"`
-	Pct429    float64            `json:"percent429"`
-	PeakRSSMB float64            `json:"handlerPeakRssMB"`
+	DPSThrottle int     `json:"dpsThrottlePerMinute"`
+	DPSOps      int64   `json:"dpsOperations"`
+	DPS429      int64   `json:"dpsCalls429"`
+	Calls       int64   `json:"hubCalls"`
+	Calls429    int64   `json:"hubCalls429"`
+	Pct429      float64 `json:"percent429"`
+	PeakRSSMB   float64 `json:"handlerPeakRssMB"`
 	// The single compromised device published a third of the way through.
 	SingleAt      int     `json:"singlePublishedAtDone"`
 	SingleSec     float64 `json:"singleSeconds"`
