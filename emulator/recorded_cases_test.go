@@ -294,10 +294,10 @@ func recordedCases() []recordedCase {
 			name:   "hub bulk create with desired properties",
 			source: netRecordings + "DevicesClientTests/DevicesClient_BulkCreation_DeviceWithTwin.json @ a5903fe1098f95fc6da65e68575e9272e7262d1b",
 			steps: []exchange{
-				step("POST", "hub", "/devices"+netHubAPI, bulkTwinCreate(10), bulkDone(true)),
+				step("POST", "hub", "/devices"+netHubAPI, bulkItems(10, `{"id":"bt-%d","importMode":"create","status":"enabled","properties":{"desired":{"user":"userA"}}}`), bulkDone(true)),
 				step("GET", "hub", "/twins/bt-0"+netHubAPI, "", withEtag(ok(200, join(twinKeys, keys("", "properties.desired.user", "properties.desired.$metadata.$lastUpdatedVersion",
 					"properties.desired.$metadata.user.$lastUpdated", "properties.desired.$metadata.user.$lastUpdatedVersion"))...), "T1", false)),
-				step("POST", "hub", "/devices"+netHubAPI, bulkDelete("bt-", 10), bulkDone(true)),
+				step("POST", "hub", "/devices"+netHubAPI, bulkItems(10, `{"id":"bt-%d","importMode":"delete"}`), bulkDone(true)),
 			},
 		},
 		{
@@ -315,18 +315,11 @@ func recordedCases() []recordedCase {
 	return cases
 }
 
-func bulkTwinCreate(n int) string {
-	var items []string
-	for i := range n {
-		items = append(items, fmt.Sprintf(`{"id":"bt-%d","importMode":"create","status":"enabled","properties":{"desired":{"user":"userA"}}}`, i))
-	}
-	return "[" + strings.Join(items, ",") + "]"
-}
-
-func bulkDelete(prefix string, n int) string {
-	var items []string
-	for i := range n {
-		items = append(items, fmt.Sprintf(`{"id":"%s%d","importMode":"delete"}`, prefix, i))
+// bulkItems is a bulk body of n items, item i written by format with i.
+func bulkItems(n int, format string) string {
+	items := make([]string, n)
+	for i := range items {
+		items[i] = fmt.Sprintf(format, i)
 	}
 	return "[" + strings.Join(items, ",") + "]"
 }

@@ -9,14 +9,13 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
 	"testing"
 
 	"dpsdeprov/emulator"
+	"dpsdeprov/internal/recorded"
 	"dpsdeprov/internal/testenv"
 )
 
@@ -35,21 +34,6 @@ import (
 // recorded etags and continuation tokens are replaced with the emulator's in later requests,
 // and the pairing of recorded and emulated etags must stay one to one (a new etag where the
 // service kept its etag, or the reverse, is a difference).
-
-// recording is a test-proxy session record.
-type recording struct {
-	Entries []recEntry `json:"Entries"`
-}
-
-type recEntry struct {
-	RequestURI      string                     `json:"RequestUri"`
-	RequestMethod   string                     `json:"RequestMethod"`
-	RequestHeaders  map[string]json.RawMessage `json:"RequestHeaders"`
-	RequestBody     json.RawMessage            `json:"RequestBody"`
-	StatusCode      int                        `json:"StatusCode"`
-	ResponseHeaders map[string]json.RawMessage `json:"ResponseHeaders"`
-	ResponseBody    json.RawMessage            `json:"ResponseBody"`
-}
 
 // exchange is one call to replay and what the service answered to it.
 type exchange struct {
@@ -99,39 +83,15 @@ type replayFigures struct {
 }
 
 func TestReplayRecordedTraffic(t *testing.T) {
-	dir := testenv.SharedReference(t, "recordings")
-	files, err := filepath.Glob(filepath.Join(dir, "*", "*.json"))
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no recordings under %s (%v)", dir, err)
-	}
-	sort.Strings(files)
 	var all []replayFigures
-	for _, f := range files {
-		name := filepath.Base(filepath.Dir(f)) + "/" + filepath.Base(f)
-		raw, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
+	for _, set := range recorded.Sets(t, "") {
+		ex := make([]exchange, 0, len(set.Entries))
+		for i := range set.Entries {
+			ex = append(ex, fromRecorded(&set.Entries[i]))
 		}
-		var rec recording
-		if err := json.Unmarshal(raw, &rec); err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		var ex []exchange
-		skipped := 0
-		for i, en := range rec.Entries {
-			x, ok, err := fromRecorded(en)
-			if err != nil {
-				t.Fatalf("%s entry %d: %v", name, i, err)
-			}
-			if !ok {
-				skipped++ // the Azure AD token calls of the Python recordings
-				continue
-			}
-			ex = append(ex, x)
-		}
-		t.Run(strings.TrimSuffix(name, ".json"), func(t *testing.T) {
-			fig := replay(t, name, ex)
-			fig.skipped = skipped
+		t.Run(set.Name, func(t *testing.T) {
+			fig := replay(t, set.Name, ex)
+			fig.skipped = set.Skipped // the Azure AD token calls of the Python recordings
 			all = append(all, fig)
 		})
 	}
@@ -171,72 +131,27 @@ func report(t *testing.T, all []replayFigures) {
 	}
 }
 
-// fromRecorded turns a recorded entry into an exchange; ok is false for calls that are not
-// to the services (Azure AD).
-func fromRecorded(en recEntry) (exchange, bool, error) {
-	u, err := url.Parse(en.RequestURI)
-	if err != nil {
-		return exchange{}, false, err
-	}
-	x := exchange{method: en.RequestMethod, path: u.EscapedPath(), header: http.Header{}}
-	if u.RawQuery != "" {
-		x.path += "?" + u.RawQuery
+// fromRecorded turns a recorded entry into an exchange.
+func fromRecorded(en *recorded.Entry) exchange {
+	x := exchange{method: en.Method, path: en.URL.EscapedPath(), header: http.Header{}, body: en.RequestBody}
+	if en.URL.RawQuery != "" {
+		x.path += "?" + en.URL.RawQuery
 	}
 	switch {
-	case strings.HasSuffix(u.Host, ".azure-devices-provisioning.net") && strings.HasPrefix(u.Path, "/0ne"):
+	case strings.HasSuffix(en.URL.Host, ".azure-devices-provisioning.net") && strings.HasPrefix(en.URL.Path, "/0ne"):
 		x.host = "device"
-	case strings.HasSuffix(u.Host, ".azure-devices-provisioning.net"):
+	case strings.HasSuffix(en.URL.Host, ".azure-devices-provisioning.net"):
 		x.host = "dps"
-	case strings.Contains(u.Host, "login.microsoftonline.com"):
-		return exchange{}, false, nil
 	default: // FakeHost.net and the hubs the .NET tests ran against
 		x.host = "hub"
 	}
-	for k, v := range en.RequestHeaders {
-		switch strings.ToLower(k) {
-		case "if-match", "x-ms-max-item-count", "x-ms-continuation", "content-type":
-			var s string
-			if json.Unmarshal(v, &s) == nil {
-				x.header.Set(k, s)
-			}
+	for _, k := range []string{"If-Match", "x-ms-max-item-count", "x-ms-continuation", "Content-Type"} {
+		if v := en.RequestHeader.Get(k); v != "" {
+			x.header.Set(k, v)
 		}
 	}
-	if x.body, err = bodyBytes(en.RequestBody); err != nil {
-		return exchange{}, false, fmt.Errorf("request body: %w", err)
-	}
-	resp, err := bodyBytes(en.ResponseBody)
-	if err != nil {
-		return exchange{}, false, fmt.Errorf("response body: %w", err)
-	}
-	h := http.Header{}
-	for k, v := range en.ResponseHeaders {
-		var s string
-		if json.Unmarshal(v, &s) == nil {
-			h.Set(k, s)
-		}
-	}
-	x.want = expect(en.StatusCode, h, resp)
-	return x, true, nil
-}
-
-// bodyBytes reads a recorded body: null (none), a JSON value, or a string holding the body.
-func bodyBytes(raw json.RawMessage) ([]byte, error) {
-	t := bytes.TrimSpace(raw)
-	if len(t) == 0 || string(t) == "null" {
-		return nil, nil
-	}
-	if t[0] == '"' {
-		var s string
-		if err := json.Unmarshal(t, &s); err != nil {
-			return nil, err
-		}
-		return []byte(s), nil
-	}
-	if string(t) == "[]" {
-		// The .NET recorder writes an empty body as [] (204 answers).
-		return nil, nil
-	}
-	return t, nil
+	x.want = expect(en.Status, en.Header, en.Body)
+	return x
 }
 
 // expect reduces an answer (the service's or the emulator's) to an expectation.
@@ -260,7 +175,7 @@ func expect(status int, h http.Header, body []byte) expectation {
 		if a, ok := v.([]any); ok {
 			x.items = len(a)
 		}
-		x.keys = keyPaths(v, "")
+		x.keys = recorded.Paths(v, func(v any) bool { return v != nil })
 		x.codes = append(x.codes, bodyCodes(v)...)
 		if m, ok := v.(map[string]any); ok {
 			x.bodyEtags = map[string]string{}
@@ -297,45 +212,6 @@ func bodyCodes(v any) []string {
 			if em, ok := e.(map[string]any); ok && em["errorCode"] != nil {
 				out = append(out, "item:"+fmt.Sprint(em["errorCode"]))
 			}
-		}
-	}
-	return out
-}
-
-// keyPaths lists the paths of every non-null value.
-func keyPaths(v any, prefix string) []string {
-	var out []string
-	switch x := v.(type) {
-	case map[string]any:
-		for k, e := range x {
-			if e == nil {
-				continue
-			}
-			p := k
-			if prefix != "" {
-				p = prefix + "." + k
-			}
-			out = append(out, p)
-			out = append(out, keyPaths(e, p)...)
-		}
-	case []any:
-		p := "[]"
-		if prefix != "" {
-			p = prefix + "[]"
-		}
-		for _, e := range x {
-			out = append(out, keyPaths(e, p)...)
-		}
-	}
-	sort.Strings(out)
-	return slicesCompact(out)
-}
-
-func slicesCompact(s []string) []string {
-	out := s[:0]
-	for i, v := range s {
-		if i == 0 || v != s[i-1] {
-			out = append(out, v)
 		}
 	}
 	return out

@@ -6,13 +6,11 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"dpsdeprov/azure/dps"
-	"dpsdeprov/azure/internal/recorded"
-	"dpsdeprov/internal/testenv"
+	"dpsdeprov/internal/recorded"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
@@ -24,20 +22,11 @@ import (
 // without losing a field the service filled, and classify every refusal by its status and
 // six-digit code. No emulator is involved.
 func TestDecodesRecordedAnswers(t *testing.T) {
-	files, _ := filepath.Glob(filepath.Join(testenv.SharedReference(t, "recordings", "dps"), "*.json"))
-	if len(files) == 0 {
-		t.Fatal("no DPS recordings")
-	}
 	calls := 0
-	for _, f := range files {
-		entries, err := recorded.Load(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Run(strings.TrimSuffix(filepath.Base(f), ".json"), func(t *testing.T) {
-			for i := range entries {
-				e := &entries[i]
-				checkDPSCall(t, e)
+	for _, set := range recorded.Sets(t, "dps") {
+		t.Run(set.Name, func(t *testing.T) {
+			for i := range set.Entries {
+				checkDPSCall(t, &set.Entries[i])
 				calls++
 			}
 		})

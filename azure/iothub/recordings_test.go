@@ -6,14 +6,12 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 
-	"dpsdeprov/azure/internal/recorded"
 	"dpsdeprov/azure/iothub"
-	"dpsdeprov/internal/testenv"
+	"dpsdeprov/internal/recorded"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
@@ -25,19 +23,11 @@ import (
 // every refusal by its status and error name, whatever the shape of the error body. Calls
 // the client does not make (twins) are left out. No emulator is involved.
 func TestDecodesRecordedAnswers(t *testing.T) {
-	files, _ := filepath.Glob(filepath.Join(testenv.SharedReference(t, "recordings", "iothub"), "*.json"))
-	if len(files) == 0 {
-		t.Fatal("no IoT Hub recordings")
-	}
 	calls := 0
-	for _, f := range files {
-		entries, err := recorded.Load(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Run(strings.TrimSuffix(filepath.Base(f), ".json"), func(t *testing.T) {
-			for i := range entries {
-				if checkHubCall(t, &entries[i]) {
+	for _, set := range recorded.Sets(t, "iothub") {
+		t.Run(set.Name, func(t *testing.T) {
+			for i := range set.Entries {
+				if checkHubCall(t, &set.Entries[i]) {
 					calls++
 				}
 			}

@@ -1,8 +1,8 @@
-// Package recorded replays HTTP exchanges that Microsoft's SDK test suites recorded against
-// the real IoT Hub and DPS (test-proxy session records, as in the shared reference
-// recordings) to the project's clients: a [Transport] answers each request with the next
-// recorded answer, so that a contract test can check that the clients decode what the
-// services really send and classify what they really refuse.
+// Package recorded reads the HTTP exchanges that Microsoft's SDK test suites recorded
+// against the real IoT Hub and DPS (test-proxy session records: the shared reference
+// recordings, read where they lie and never copied into the project), for the tests that
+// hold the project to them: the emulator's replay, and the clients' contract tests, to which
+// a [Transport] answers each request with its recorded answer.
 package recorded
 
 import (
@@ -13,9 +13,13 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
+	"testing"
+
+	"dpsdeprov/internal/testenv"
 )
 
 // Entry is one recorded exchange.
@@ -31,12 +35,44 @@ type Entry struct {
 	Body          []byte // nil: none
 }
 
+// Set is the exchanges of one recording.
+type Set struct {
+	Name    string // the recording's folder and file name without .json, e.g. "dps/x"
+	Entries []Entry
+	Skipped int // calls that are not to the services (Azure AD), left out of Entries
+}
+
+// Sets loads the shared reference recordings of service ("dps", "iothub" or "" for both),
+// or skips the test, saying why, where they are not beside the checkout.
+func Sets(tb testing.TB, service string) []Set {
+	tb.Helper()
+	dir := testenv.SharedReference(tb, "recordings")
+	pattern := filepath.Join(dir, "*", "*.json")
+	if service != "" {
+		pattern = filepath.Join(dir, service, "*.json")
+	}
+	files, err := filepath.Glob(pattern)
+	if err != nil || len(files) == 0 {
+		tb.Fatalf("no recordings match %s (%v)", pattern, err)
+	}
+	sort.Strings(files)
+	out := make([]Set, 0, len(files))
+	for _, f := range files {
+		entries, skipped, err := Load(f)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		out = append(out, Set{Name: filepath.Base(filepath.Dir(f)) + "/" + strings.TrimSuffix(filepath.Base(f), ".json"), Entries: entries, Skipped: skipped})
+	}
+	return out
+}
+
 // Load reads a session record, leaving out the calls that are not to the services (the Azure
-// AD token calls of the Python recordings).
-func Load(path string) ([]Entry, error) {
+// AD token calls of the Python recordings), which it counts.
+func Load(path string) ([]Entry, int, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	var rec struct {
 		Entries []struct {
@@ -50,15 +86,17 @@ func Load(path string) ([]Entry, error) {
 		} `json:"Entries"`
 	}
 	if err := json.Unmarshal(raw, &rec); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, 0, fmt.Errorf("%s: %w", path, err)
 	}
 	var out []Entry
+	skipped := 0
 	for i, e := range rec.Entries {
 		u, err := url.Parse(e.RequestURI)
 		if err != nil {
-			return nil, fmt.Errorf("%s entry %d: %w", path, i, err)
+			return nil, 0, fmt.Errorf("%s entry %d: %w", path, i, err)
 		}
 		if strings.Contains(u.Host, "login.microsoftonline.com") {
+			skipped++
 			continue
 		}
 		en := Entry{Method: e.RequestMethod, URL: u, RequestHeader: http.Header{}, Status: e.StatusCode, Header: http.Header{}}
@@ -74,20 +112,20 @@ func Load(path string) ([]Entry, error) {
 				en.Header.Set(k, s)
 			}
 		}
-		if en.RequestBody, err = body(e.RequestBody); err != nil {
-			return nil, fmt.Errorf("%s entry %d request: %w", path, i, err)
+		if en.RequestBody, err = Body(e.RequestBody); err != nil {
+			return nil, 0, fmt.Errorf("%s entry %d request: %w", path, i, err)
 		}
-		if en.Body, err = body(e.ResponseBody); err != nil {
-			return nil, fmt.Errorf("%s entry %d response: %w", path, i, err)
+		if en.Body, err = Body(e.ResponseBody); err != nil {
+			return nil, 0, fmt.Errorf("%s entry %d response: %w", path, i, err)
 		}
 		out = append(out, en)
 	}
-	return out, nil
+	return out, skipped, nil
 }
 
-// body reads a recorded body: null (none), a JSON value, or a string holding the body; the
+// Body reads a recorded body: null (none), a JSON value, or a string holding the body; the
 // .NET recorder writes an empty body as [].
-func body(raw json.RawMessage) ([]byte, error) {
+func Body(raw json.RawMessage) ([]byte, error) {
 	t := bytes.TrimSpace(raw)
 	switch {
 	case len(t) == 0 || string(t) == "null" || string(t) == "[]":
@@ -159,21 +197,27 @@ func Keys(doc []byte) ([]string, error) {
 	if err := json.Unmarshal(doc, &v); err != nil {
 		return nil, err
 	}
+	return Paths(v, func(v any) bool { return v != nil }), nil
+}
+
+// Paths lists the paths of the values of a decoded JSON document that keep says to keep
+// (and of everything under them).
+func Paths(v any, keep func(any) bool) []string {
 	set := map[string]bool{}
-	walk(v, "", set)
+	walk(v, "", keep, set)
 	out := make([]string, 0, len(set))
 	for k := range set {
 		out = append(out, k)
 	}
 	sort.Strings(out)
-	return out, nil
+	return out
 }
 
-func walk(v any, prefix string, set map[string]bool) {
+func walk(v any, prefix string, keep func(any) bool, set map[string]bool) {
 	switch x := v.(type) {
 	case map[string]any:
 		for k, e := range x {
-			if e == nil {
+			if !keep(e) {
 				continue
 			}
 			p := k
@@ -181,11 +225,11 @@ func walk(v any, prefix string, set map[string]bool) {
 				p = prefix + "." + k
 			}
 			set[p] = true
-			walk(e, p, set)
+			walk(e, p, keep, set)
 		}
 	case []any:
 		for _, e := range x {
-			walk(e, prefix+"[]", set)
+			walk(e, prefix+"[]", keep, set)
 		}
 	}
 }
@@ -200,13 +244,7 @@ func Lost(recorded []byte, model any, unmodelled ...string) ([]string, error) {
 	if err := json.Unmarshal(recorded, &doc); err != nil {
 		return nil, err
 	}
-	set := map[string]bool{}
-	walkFilled(doc, "", set)
-	want := make([]string, 0, len(set))
-	for k := range set {
-		want = append(want, k)
-	}
-	sort.Strings(want)
+	want := Paths(doc, func(v any) bool { return !isZero(v) })
 	again, err := json.Marshal(model)
 	if err != nil {
 		return nil, err
@@ -235,28 +273,6 @@ next:
 		lost = append(lost, k)
 	}
 	return lost, nil
-}
-
-// walkFilled is walk over the values that are not zero.
-func walkFilled(v any, prefix string, set map[string]bool) {
-	switch x := v.(type) {
-	case map[string]any:
-		for k, e := range x {
-			if isZero(e) {
-				continue
-			}
-			p := k
-			if prefix != "" {
-				p = prefix + "." + k
-			}
-			set[p] = true
-			walkFilled(e, p, set)
-		}
-	case []any:
-		for _, e := range x {
-			walkFilled(e, prefix+"[]", set)
-		}
-	}
 }
 
 func isZero(v any) bool {
