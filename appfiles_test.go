@@ -23,6 +23,9 @@ var appFunctions = map[string]struct{ trigger, binding string }{
 	handler.FunctionGroupWork:    {"queueTrigger", handler.BindingMessage},
 	handler.FunctionCleanup:      {"timerTrigger", handler.BindingTimer},
 	handler.FunctionOperations:   {"httpTrigger", handler.BindingRequest},
+	// Anonymous at the host: the handler serves only callers App Service authentication
+	// signed in (handler/auth.go).
+	handler.FunctionSignedInOperations: {"httpTrigger", handler.BindingRequest},
 }
 
 // compileSchema compiles a SchemaStore schema; the compiler picks the draft from its $schema
@@ -151,8 +154,8 @@ func TestAppFilesMatchSchemas(t *testing.T) {
 					t.Errorf("%s: trigger %v named %v, the handler reads %s named %s", name, bm["type"], bm["name"], want.trigger, want.binding)
 				}
 			}
-			if bm["type"] == "httpTrigger" && bm["authLevel"] != "function" {
-				t.Errorf("%s: authLevel %v; the endpoint must need a function key", name, bm["authLevel"])
+			if want := map[string]string{handler.FunctionOperations: "function", handler.FunctionSignedInOperations: "anonymous"}[name]; bm["type"] == "httpTrigger" && bm["authLevel"] != want {
+				t.Errorf("%s: authLevel %v, want %s (the key endpoint needs a function key; the signed-in one is guarded by the handler)", name, bm["authLevel"], want)
 			}
 			if bm["type"] == "timerTrigger" && bm["schedule"] != "%CLEANUP_SCHEDULE%" {
 				t.Errorf("%s: schedule %v", name, bm["schedule"])

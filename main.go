@@ -251,6 +251,7 @@ func wire(ctx context.Context, cfg *settings, logger *slog.Logger) (*app, error)
 		Cleaner:     cleaner,
 		Lifecycle:   lifecycle,
 		Admission:   cfg.admission,
+		Access:      cfg.access,
 		Logger:      logger,
 	})
 	if err != nil {

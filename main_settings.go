@@ -27,6 +27,7 @@ type settings struct {
 	// hubConnections holds each hub's connection string by host name (connection strings only).
 	hubConnections map[string]config.Secret
 	admission      handler.Admission
+	access         handler.Access
 	guard          deprovision.Guardrails
 	cleanup        cleanup.Options
 }
@@ -73,6 +74,9 @@ func newSettings(cfg *config.Config) (*settings, error) {
 		errs = append(errs, err)
 	}
 	s.admission = admission
+	if s.access, err = handler.NewAccess(cfg.Auth); err != nil {
+		errs = append(errs, err)
+	}
 	s.guard = deprovision.Guardrails{MaxGroupDevices: cfg.Guard.MaxGroupDevices, MaxDestructivePerHour: cfg.Guard.MaxDestructivePerHour}
 	c := cfg.Cleanup
 	s.cleanup = cleanup.Options{

@@ -185,6 +185,8 @@ type Config struct {
 	Scale Scale
 	// Cleanup holds the cleanup passes' settings (cleanupsettings.go).
 	Cleanup Cleanup
+	// Auth says who may call the Operations endpoints (auth.go).
+	Auth Auth
 }
 
 // SettingError names a setting that is missing or malformed.
@@ -263,6 +265,7 @@ func Load(env map[string]string) (*Config, error) {
 	l.cleanupPasses(c)
 	l.outcome(c)
 	l.emulator(c)
+	l.auth(c)
 	if len(l.errs) > 0 {
 		return nil, errors.Join(l.errs...)
 	}
@@ -646,6 +649,7 @@ func (c *Config) Summary() []any {
 		"storage", storage, "journalTablePrefix", c.JournalPrefix,
 		"dryRun", c.Admission.DryRun, "maxEventAge", c.Admission.MaxEventAge.String(),
 		"outcomeTopic", c.Outcome.Endpoint != "", "emulator", c.Emulator != nil,
+		"appServiceAuthentication", c.Auth.Enabled, "functionKeyAccess", c.Auth.KeyAccess,
 	}
 }
 

@@ -49,4 +49,8 @@ type Request struct {
 	Action         Action
 	TargetHub      string
 	DryRun         bool
+	// SubmittedBy is who asked through the Operations endpoints (nil for events): verified
+	// when App Service authentication signed the caller in. It does not make the request
+	// another event (RequestDiff leaves it out).
+	SubmittedBy *Principal `json:",omitempty"`
 }

@@ -21,11 +21,6 @@ type Approver interface {
 	Deny(ctx context.Context, id string, a deprovision.Approval) (*deprovision.Operation, error)
 }
 
-// principalHeaders carry the caller's identity when App Service authentication (Easy Auth)
-// fronts the app: the platform sets them after signing the caller in and drops any the caller
-// sent. Without it they are only what the holder of the function key says.
-var principalHeaders = []string{"X-MS-CLIENT-PRINCIPAL-NAME", "X-MS-CLIENT-PRINCIPAL-ID"}
-
 // flexStrs is a header value: an array of strings (the host's form) or one string.
 type flexStrs []string
 
@@ -59,9 +54,10 @@ func (r *httpRequest) header(name string) string {
 // ApprovalBody is what POST deprovision/approvals/{operationId} and
 // deprovision/denials/{operationId} take.
 type ApprovalBody struct {
-	// ApprovedBy names the person deciding when the platform does not (no App Service
-	// authentication); an authenticated principal always wins over it. DeniedBy is accepted
-	// as its synonym on a denial.
+	// ApprovedBy names the person deciding when nobody is signed in (no App Service
+	// authentication): it is journaled as claimed, not verified. A signed-in caller is
+	// journaled as App Service authentication identified it, whatever the body says.
+	// DeniedBy is accepted as its synonym on a denial.
 	ApprovedBy string `json:"approvedBy"`
 	DeniedBy   string `json:"deniedBy"`
 	// Reason says why; it is required.
@@ -71,8 +67,9 @@ type ApprovalBody struct {
 // approve serves POST deprovision/approvals/{operationId} (deny false): it journals who
 // approved the held operation and why, and runs it in this call; and POST
 // deprovision/denials/{operationId} (deny true): it journals who denied it and why, and ends
-// it rejected without running any of it.
-func (h *Handler) approve(ctx context.Context, c *call, r *httpRequest, id string, deny bool) {
+// it rejected without running any of it. An operation a signed-in person submitted is approved
+// by another signed-in person only (four eyes); its submitter may still deny it.
+func (h *Handler) approve(ctx context.Context, c *call, r *httpRequest, id string, deny bool, who caller) {
 	verb, noun := "approve", "approval"
 	if deny {
 		verb, noun = "deny", "denial"
@@ -97,18 +94,17 @@ func (h *Handler) approve(ctx context.Context, c *call, r *httpRequest, id strin
 		}
 	}
 	a := deprovision.Approval{Reason: body.Reason}
-	for _, name := range principalHeaders {
-		if v := r.header(name); v != "" {
-			a.By, a.Via = v, name+" header"
-			break
-		}
-	}
 	claimed := strings.TrimSpace(body.ApprovedBy)
 	if claimed == "" {
 		claimed = strings.TrimSpace(body.DeniedBy)
 	}
-	if a.By == "" && claimed != "" {
-		a.By, a.Via = claimed, "request body (not authenticated)"
+	switch {
+	case who.verified():
+		a.By, a.Via = who.who.Label(), who.who.Details()
+	case claimed != "":
+		a.By, a.Via = claimed, "request body, claimed, not verified"
+	case who.who != nil:
+		a.By, a.Via = who.who.Label(), who.claimedVia+", claimed, not verified: App Service authentication is off"
 	}
 	if a.By == "" {
 		c.respond(http.StatusBadRequest, apiError{fmt.Sprintf("the %s names no approver: sign in through App Service authentication, or add \"approvedBy\" to the body", noun)})
@@ -116,6 +112,9 @@ func (h *Handler) approve(ctx context.Context, c *call, r *httpRequest, id strin
 	}
 	if strings.TrimSpace(a.Reason) == "" {
 		c.respond(http.StatusBadRequest, apiError{fmt.Sprintf("the %s gives no reason: add \"reason\" to the body", noun)})
+		return
+	}
+	if !deny && !h.fourEyes(ctx, c, r, id, who) {
 		return
 	}
 	decide := ap.Approve
@@ -146,4 +145,35 @@ func (h *Handler) approve(ctx context.Context, c *call, r *httpRequest, id strin
 		status = http.StatusAccepted
 	}
 	c.respond(status, outcome.Summarize(op))
+}
+
+// fourEyes refuses the approval of an operation by the verified identity that submitted it
+// (409), and by anyone not signed in when a signed-in person submitted it (401: nothing shows
+// that the key holder is someone else). It reports whether the approval may go on; an unknown
+// operation goes on, for the engine to answer.
+func (h *Handler) fourEyes(ctx context.Context, c *call, r *httpRequest, id string, who caller) bool {
+	op, _, err := h.o.Engine.Operation(ctx, id)
+	switch {
+	case errors.Is(err, deprovision.ErrNotFound):
+		return true
+	case err != nil:
+		c.respondError("approval of operation "+id, err)
+		return false
+	}
+	sub := op.Request.SubmittedBy
+	if sub == nil || !sub.Verified {
+		return true
+	}
+	route := "POST " + r.route()
+	if !who.verified() {
+		h.refuse(ctx, c, who, route, &refusal{http.StatusUnauthorized, fmt.Sprintf(
+			"operation %s was submitted by %s; four eyes: only another person, signed in through App Service authentication with the app role %s, may approve it", id, sub, RoleApprover)})
+		return false
+	}
+	if sub.Same(who.who) {
+		h.refuse(ctx, c, who, route, &refusal{http.StatusConflict, fmt.Sprintf(
+			"%s submitted operation %s and may not approve it too (four eyes): another person with the app role %s must approve it; its submitter may still deny it", who.who, id, RoleApprover)})
+		return false
+	}
+	return true
 }

@@ -29,6 +29,8 @@ const (
 	FunctionGroupWork    = "GroupWork"
 	FunctionCleanup      = "Cleanup"
 	FunctionOperations   = "Operations"
+	// FunctionSignedInOperations serves the Operations routes to signed-in callers (auth.go).
+	FunctionSignedInOperations = "SignedInOperations"
 
 	BindingEvent   = "event"
 	BindingMessage = "message"
@@ -78,6 +80,9 @@ type Options struct {
 	// Lifecycle keeps what IoT Hub lifecycle events say (last seen, delete confirmations);
 	// nil acknowledges them without recording.
 	Lifecycle LifecycleRecorder
+	// Access says who may call the Operations endpoints and do what (auth.go); the zero
+	// value is an app without App Service authentication.
+	Access Access
 }
 
 // Handler is the custom handler's http.Handler.
@@ -103,6 +108,7 @@ func New(o Options) (*Handler, error) {
 	if o.MaxBodyBytes <= 0 {
 		o.MaxBodyBytes = 4 << 20
 	}
+	o.Access = o.Access.withDefaults()
 	h := &Handler{o: o, mux: http.NewServeMux()}
 	// The host probes GET / until anything answers, then pings it for status (the host's
 	// DefaultHttpWorkerService.IsWorkerReady and HttpWorkerChannel.GetWorkerStatusAsync).
@@ -113,6 +119,7 @@ func New(o Options) (*Handler, error) {
 	h.mux.HandleFunc("POST /"+FunctionGroupWork, h.invoke(FunctionGroupWork, h.groupWork))
 	h.mux.HandleFunc("POST /"+FunctionCleanup, h.invoke(FunctionCleanup, h.cleanup))
 	h.mux.HandleFunc("POST /"+FunctionOperations, h.invoke(FunctionOperations, h.operations))
+	h.mux.HandleFunc("POST /"+FunctionSignedInOperations, h.invoke(FunctionSignedInOperations, h.signedInOperations))
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("no function answers %s %s", r.Method, r.URL.Path)})
 	})

@@ -96,9 +96,21 @@ type apiError struct {
 	Error string `json:"error"`
 }
 
-// operations serves the Operations function: GET an operation, GET a device's history, POST a
-// request (a dry run unless the body says "dryRun": false). Route: deprovision/{kind?}/{id?}.
+// operations serves the Operations function, reached with a function key: GET an operation,
+// GET a device's history, POST a request (a dry run unless the body says "dryRun": false).
+// Route: deprovision/{kind?}/{id?}. Who may do what is auth.go's.
 func (h *Handler) operations(ctx context.Context, c *call) error {
+	return h.serveOperations(ctx, c, true)
+}
+
+// signedInOperations serves the SignedInOperations function: the same routes under
+// signed-in/deprovision/, for callers that App Service authentication signed in (no key).
+func (h *Handler) signedInOperations(ctx context.Context, c *call) error {
+	return h.serveOperations(ctx, c, false)
+}
+
+// serveOperations serves both; viaKey is true for the function the host guards with a key.
+func (h *Handler) serveOperations(ctx context.Context, c *call, viaKey bool) error {
 	raw, err := c.inv.binding(BindingRequest)
 	if err != nil {
 		c.respond(http.StatusBadRequest, apiError{err.Error()})
@@ -115,7 +127,15 @@ func (h *Handler) operations(ctx context.Context, c *call) error {
 	}
 	kind := strings.ToLower(r.param("kind"))
 	id := r.param("id")
-	switch strings.ToUpper(r.Method) {
+	method := strings.ToUpper(r.Method)
+	var who caller
+	if method == http.MethodGet || method == http.MethodPost {
+		who = h.identify(&r, viaKey)
+		if !h.admit(ctx, c, &r, who, actionOf(method, kind), method+" "+r.route()) {
+			return nil
+		}
+	}
+	switch method {
 	case http.MethodGet:
 		switch {
 		case kind == "operations" && id != "", r.param("operation") != "":
@@ -133,18 +153,19 @@ func (h *Handler) operations(ctx context.Context, c *call) error {
 		}
 	case http.MethodPost:
 		if kind == "cleanup" {
+			c.logf(slog.LevelInfo, "cleanup pass %s run by hand by %s", id, who.describe())
 			h.postCleanup(ctx, c, id, r.body())
 			return nil
 		}
 		if kind == "approvals" || kind == "denials" {
-			h.approve(ctx, c, &r, id, kind == "denials")
+			h.approve(ctx, c, &r, id, kind == "denials", who)
 			return nil
 		}
 		if kind != "" && kind != "requests" {
 			c.respond(http.StatusNotFound, apiError{fmt.Sprintf("POST goes to deprovision/requests, deprovision/approvals/{operationId} or deprovision/denials/{operationId}, not deprovision/%s", kind)})
 			return nil
 		}
-		h.postRequest(ctx, c, r.body())
+		h.postRequest(ctx, c, r.body(), who)
 	default:
 		c.respond(http.StatusMethodNotAllowed, apiError{fmt.Sprintf("method %s is not served; use GET or POST", r.Method)})
 	}
@@ -180,7 +201,9 @@ type StepView struct {
 // OperationView is the answer to GET deprovision/operations/{id}.
 type OperationView struct {
 	outcome.Summary
-	Journal []StepView `json:"journal"`
+	// SubmittedBy is who asked through the Operations endpoints, verified or claimed.
+	SubmittedBy *deprovision.Principal `json:"submittedBy,omitempty"`
+	Journal     []StepView             `json:"journal"`
 }
 
 func (h *Handler) getOperation(ctx context.Context, c *call, id string) {
@@ -189,7 +212,7 @@ func (h *Handler) getOperation(ctx context.Context, c *call, id string) {
 		c.respondError("operation "+id, err)
 		return
 	}
-	v := OperationView{Summary: outcome.Summarize(op), Journal: []StepView{}}
+	v := OperationView{Summary: outcome.Summarize(op), SubmittedBy: op.Request.SubmittedBy, Journal: []StepView{}}
 	for _, s := range steps {
 		sv := StepView{Index: s.Index, Kind: s.Kind, Target: s.Target, Outcome: s.Outcome, HTTPStatus: s.HTTPStatus, ErrorCode: s.ErrorCode, Error: s.Error, DurationMS: s.Duration.Milliseconds()}
 		if !s.Time.IsZero() {
@@ -253,7 +276,7 @@ func (h *Handler) getDevice(ctx context.Context, c *call, rid string) {
 // postRequest submits a request from the body: the event data fields (eventFields), plus
 // `intent` (or an event `type`), an optional `id` that makes the request idempotent, and
 // `dryRun` (default true: a POST changes nothing unless it says "dryRun": false).
-func (h *Handler) postRequest(ctx context.Context, c *call, body []byte) {
+func (h *Handler) postRequest(ctx context.Context, c *call, body []byte, who caller) {
 	if len(body) == 0 {
 		c.respond(http.StatusBadRequest, apiError{"the request body is empty; post a JSON object such as {\"intent\":\"compromised\",\"registrationId\":\"sensor-042\"}"})
 		return
@@ -268,7 +291,7 @@ func (h *Handler) postRequest(ctx context.Context, c *call, body []byte) {
 	}
 	_ = json.Unmarshal(body, &extra)
 	now := h.o.Clock.Now()
-	req := deprovision.Request{EventID: extra.ID, Source: APISource, EventTime: now}
+	req := deprovision.Request{EventID: extra.ID, Source: APISource, EventTime: now, SubmittedBy: who.who}
 	if req.EventID == "" {
 		req.EventID = "http-" + c.id
 	}
@@ -313,6 +336,6 @@ func (h *Handler) postRequest(ctx context.Context, c *call, body []byte) {
 	case !op.Status.Terminal():
 		status = http.StatusAccepted
 	}
-	c.logf(slog.LevelInfo, "request %s (%s %s, dry run %t) → operation %s %s", req.EventID, req.Intent, subjectOf(req), req.DryRun, op.ID, op.Status)
+	c.logf(slog.LevelInfo, "request %s (%s %s, dry run %t) by %s → operation %s %s", req.EventID, req.Intent, subjectOf(req), req.DryRun, who.describe(), op.ID, op.Status)
 	c.respond(status, outcome.Summarize(op))
 }

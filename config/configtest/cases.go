@@ -73,6 +73,7 @@ func BadSettingCases() []BadSettingCase {
 		{"emulator CA missing", config.SettingEmulatorCAFile, set(config.SettingEmulatorAddress, "127.0.0.1:8443")},
 		{"emulator CA unreadable", config.SettingEmulatorCAFile, both(set(config.SettingEmulatorAddress, "127.0.0.1:8443"), set(config.SettingEmulatorCAFile, "does-not-exist.pem"))},
 		{"emulator CA without address", config.SettingEmulatorCAFile, set(config.SettingEmulatorCAFile, "ca.pem")},
+		{"function key access malformed", config.SettingFunctionKeyAccess, set(config.SettingFunctionKeyAccess, "write")},
 	}
 }
 
