@@ -37,6 +37,8 @@ type Options struct {
 	OnInvocation func(*Invocation)
 	// OnResult, if set, is called with the outcome of every invocation (err nil on success).
 	OnResult func(inv *Invocation, err error)
+	// Auth, if set, fronts the app as App Service authentication does (easyauth.go).
+	Auth *AuthOptions
 }
 
 // Host is a running stand-in for the Functions host with its handler process.
@@ -124,6 +126,15 @@ func Start(ctx context.Context, app *App, opts Options) (*Host, error) {
 		}
 	}
 
+	if opts.Auth != nil {
+		if err := opts.Auth.check(); err != nil {
+			return nil, fmt.Errorf("authentication front: %w", err)
+		}
+	}
+	if _, set := h.settings[settingAuthEnabled]; set {
+		h.log.Warn("ignoring app setting "+settingAuthEnabled+": App Service sets it when its authentication fronts the app; devhost sets it when it does (Options.Auth)")
+	}
+
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	if opts.EventGrid != nil {
 		eg, err := newEventGrid(h, *opts.EventGrid)
@@ -156,7 +167,7 @@ func Start(ctx context.Context, app *App, opts Options) (*Host, error) {
 		writeJSON(w, http.StatusOK, map[string]string{"state": "Running", "version": h.hostVersion})
 	})
 	mux.HandleFunc("/", h.serveHTTPTrigger)
-	h.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	h.srv = &http.Server{Handler: h.front(mux), ReadHeaderTimeout: 10 * time.Second}
 	h.wg.Add(1)
 	go func() {
 		defer h.wg.Done()

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -109,10 +110,18 @@ func (w *worker) start(ctx context.Context) error {
 	workerID := newGUID()
 	cmd := exec.Command(path, args...)
 	cmd.Dir = dir
-	cmd.Env = os.Environ()
-	for k, v := range h.settings {
-		cmd.Env = append(cmd.Env, k+"="+v)
+	cmd.Env = nil
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, settingAuthEnabled+"=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
 	}
+	for k, v := range h.settings {
+		if k != settingAuthEnabled {
+			cmd.Env = append(cmd.Env, k+"="+v)
+		}
+	}
+	cmd.Env = append(cmd.Env, h.handlerAuthEnv()...)
 	portNum := w.fixedPort
 	if portNum == 0 {
 		if portNum, err = freePort(); err != nil {

@@ -69,7 +69,7 @@ func runTestHandler() {
 	}
 	env := map[string]string{}
 	for _, k := range []string{"FUNCTIONS_CUSTOMHANDLER_PORT", "FUNCTIONS_CUSTOMHANDLER_WORKER_ID", "FUNCTIONS_HTTPWORKER_PORT",
-		"FUNCTIONS_HTTPWORKER_ID", "FUNCTIONS_APP_ROOT_PATH", "ORDERS_QUEUE"} {
+		"FUNCTIONS_HTTPWORKER_ID", "FUNCTIONS_APP_ROOT_PATH", "ORDERS_QUEUE", "WEBSITE_AUTH_ENABLED"} {
 		env[k] = os.Getenv(k)
 	}
 	wd, _ := os.Getwd()

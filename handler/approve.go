@@ -104,7 +104,7 @@ func (h *Handler) approve(ctx context.Context, c *call, r *httpRequest, id strin
 	case claimed != "":
 		a.By, a.Via = claimed, "request body, claimed, not verified"
 	case who.who != nil:
-		a.By, a.Via = who.who.Label(), who.claimedVia+", claimed, not verified: App Service authentication is off"
+		a.By, a.Via = who.who.Label(), who.who.Details()+", from the "+who.claimedVia+" with App Service authentication off"
 	}
 	if a.By == "" {
 		c.respond(http.StatusBadRequest, apiError{fmt.Sprintf("the %s names no approver: sign in through App Service authentication, or add \"approvedBy\" to the body", noun)})

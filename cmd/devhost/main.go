@@ -91,6 +91,7 @@ func serve(args []string) error {
 	stateDir := fs.String("state-dir", ".demo", "folder for devhost.json, the CA certificate and the dead-letter file")
 	logLevel := fs.String("log", "info", "log level: debug, info, warn, error")
 	handlerLog := fs.String("handler-log", "", "file for the handler's stdout and stderr (default: devhost's stderr)")
+	authFile := fs.String("auth", "", "front the app as App Service authentication does, signing in the test identities of this JSON file by bearer token (docs/devhost.md)")
 	_ = fs.Parse(args)
 
 	var lvl slog.Level
@@ -137,6 +138,12 @@ func serve(args []string) error {
 		defer f.Close()
 		out = f
 	}
+	var auth *devhost.AuthOptions
+	if *authFile != "" {
+		if auth, err = devhost.LoadAuthOptions(*authFile); err != nil {
+			return fmt.Errorf("-auth: %w", err)
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	eg := &devhost.EventGridOptions{
@@ -156,6 +163,7 @@ func serve(args []string) error {
 		Logger:        logger,
 		HandlerOutput: out,
 		Disabled:      disabled,
+		Auth:          auth,
 	})
 	if err != nil {
 		return err
