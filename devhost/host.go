@@ -132,7 +132,7 @@ func Start(ctx context.Context, app *App, opts Options) (*Host, error) {
 		}
 	}
 	if _, set := h.settings[settingAuthEnabled]; set {
-		h.log.Warn("ignoring app setting "+settingAuthEnabled+": App Service sets it when its authentication fronts the app; devhost sets it when it does (Options.Auth)")
+		h.log.Warn("ignoring app setting " + settingAuthEnabled + ": App Service sets it when its authentication fronts the app; devhost sets it when it does (Options.Auth)")
 	}
 
 	h.ctx, h.cancel = context.WithCancel(context.Background())
