@@ -33,6 +33,7 @@ var testDeployment = deployment{
 const (
 	stubClientID    = "c1c1c1c1-0000-4000-8000-000000000001"
 	stubPrincipalID = "d2d2d2d2-0000-4000-8000-000000000002"
+	stubTenantID    = "d3d3d3d3-0000-4000-8000-000000000003"
 )
 
 func (d deployment) resourceGroupID() string {
@@ -702,7 +703,7 @@ func (t *template) call(fn string, args []any, c evalCtx) (any, error) {
 	case "resourcegroup":
 		return map[string]any{"id": t.dep.resourceGroupID(), "name": t.dep.resourceGroup, "location": t.dep.location}, nil
 	case "subscription":
-		return map[string]any{"id": "/subscriptions/" + t.dep.subscriptionID, "subscriptionId": t.dep.subscriptionID}, nil
+		return map[string]any{"id": "/subscriptions/" + t.dep.subscriptionID, "subscriptionId": t.dep.subscriptionID, "tenantId": stubTenantID}, nil
 	case "uniquestring":
 		ss, err := strs(0)
 		if err != nil {
@@ -873,6 +874,25 @@ func (t *template) resources() ([]resource, error) {
 				}
 			}
 			out = append(out, res)
+			// Child resources nested in the parent's "resources" deploy as resources of their
+			// own: type and name under the parent's, dropped when their condition is false.
+			children, _ := em["resources"].([]any)
+			for j, ch := range children {
+				cm, ok := ch.(map[string]any)
+				if !ok {
+					return nil, fmt.Errorf("resource %d child %d is not an object", i, j)
+				}
+				if b, ok := cm["condition"].(bool); ok && !b {
+					continue
+				}
+				child := resource{Raw: cm}
+				typ, _ := cm["type"].(string)
+				name, _ := cm["name"].(string)
+				child.Type, child.Name = res.Type+"/"+typ, res.Name+"/"+name
+				child.APIVersion, _ = cm["apiVersion"].(string)
+				child.Properties, _ = cm["properties"].(map[string]any)
+				out = append(out, child)
+			}
 		}
 	}
 	return out, nil

@@ -188,6 +188,16 @@ func TestSchemaValidationCatchesMistakes(t *testing.T) {
 				r["apiVersion"] = "2020-04-01-preview"
 			})
 		}},
+		{"unknown action for unauthenticated callers", "main.json", func(doc map[string]any) bool {
+			return withResource(doc, "Microsoft.Web/sites", func(r map[string]any) {
+				children, _ := r["resources"].([]any)
+				for _, c := range children {
+					if cm, _ := c.(map[string]any); cm["name"] == "authsettingsV2" {
+						dig(cm, "properties", "globalValidation")["unauthenticatedClientAction"] = "AllowEveryone"
+					}
+				}
+			})
+		}},
 		{"misspelt top-level key", "iot-access.json", func(doc map[string]any) bool {
 			doc["resourcez"] = doc["resources"]
 			return true

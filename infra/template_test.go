@@ -321,6 +321,11 @@ var deploymentView = map[string]settingKind{
 	config.SettingCleanupStaleDryRun:   optional,
 	config.SettingCleanupOrphansDryRun: optional,
 	config.SettingCleanupOrphanGroups:  optional,
+
+	// Access: App Service sets WEBSITE_AUTH_ENABLED itself when authsettingsV2 turns its
+	// authentication on (auth_test.go); the function key's reach has a default per mode.
+	config.SettingAuthEnabled:       setByPlatform,
+	config.SettingFunctionKeyAccess: optional,
 }
 
 // configSettings lists the setting names the config package declares: the string constants
