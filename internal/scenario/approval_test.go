@@ -117,7 +117,7 @@ func TestGroupAboveTheLimitWaitsForApproval(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(steps) == 0 || steps[0].Kind != deprovision.StepApproval || steps[0].Target != "secops@contoso.com (X-MS-CLIENT-PRINCIPAL-NAME header)" {
+	if len(steps) == 0 || steps[0].Kind != deprovision.StepApproval || steps[0].Target != "secops@contoso.com (claimed, not verified, from the X-MS-CLIENT-PRINCIPAL-NAME header with App Service authentication off)" {
 		t.Fatalf("the approval is not journaled first: %+v", steps)
 	}
 	before := e.writes()
