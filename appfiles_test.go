@@ -157,6 +157,9 @@ func TestAppFilesMatchSchemas(t *testing.T) {
 			if want := map[string]string{handler.FunctionOperations: "function", handler.FunctionSignedInOperations: "anonymous"}[name]; bm["type"] == "httpTrigger" && bm["authLevel"] != want {
 				t.Errorf("%s: authLevel %v, want %s (the key endpoint needs a function key; the signed-in one is guarded by the handler)", name, bm["authLevel"], want)
 			}
+			if want := map[string]string{handler.FunctionOperations: handler.RouteKey, handler.FunctionSignedInOperations: handler.RouteSignedIn}[name]; want != "" && bm["type"] == "httpTrigger" && bm["route"] != want+"/{kind?}/{id?}" {
+				t.Errorf("%s: route %v, want %s/{kind?}/{id?} (the handler's and its clients' route)", name, bm["route"], want)
+			}
 			if bm["type"] == "timerTrigger" && bm["schedule"] != "%CLEANUP_SCHEDULE%" {
 				t.Errorf("%s: schedule %v", name, bm["schedule"])
 			}

@@ -34,6 +34,13 @@ import (
 // (azure-functions-host, AuthenticationLevelHandler). With authentication off the headers are
 // whatever the caller typed: they are journaled as claimed, never trusted.
 
+// Routes of the two Operations functions under the host's route prefix (/api/): a client signs
+// in and calls RouteSignedIn, or holds the function key and calls RouteKey.
+const (
+	RouteKey      = "deprovision"
+	RouteSignedIn = "signed-in/deprovision"
+)
+
 // App roles of the app registration (docs/deploy.md says how to declare and assign them).
 const (
 	// RoleReader reads operations, devices and findings.
