@@ -173,10 +173,16 @@ var (
 // few kilobytes; the host's own request limits apply before that).
 const maxPrincipalHeader = 64 << 10
 
+// maxIdentityField bounds an object id, name or provider name kept in the journal.
+const maxIdentityField = 256
+
 // identify tells who called. viaKey is true on the Operations function.
 func (h *Handler) identify(r *httpRequest, viaKey bool) caller {
 	c := caller{key: viaKey, roles: map[string]bool{}}
-	id, name, idp := r.header(HeaderClientPrincipalID), r.header(HeaderClientPrincipalName), r.header(HeaderClientPrincipalIDP)
+	// A name or id is a few dozen characters; anything longer is cut before it reaches the
+	// journal (without authentication it is whatever the caller sent).
+	id, name, idp := abbreviate(r.header(HeaderClientPrincipalID), maxIdentityField), abbreviate(r.header(HeaderClientPrincipalName), maxIdentityField),
+		abbreviate(r.header(HeaderClientPrincipalIDP), maxIdentityField)
 	if !h.o.Access.Authentication {
 		// Whatever the caller typed: kept for the journal, as a claim.
 		for _, hv := range []struct{ name, value string }{{HeaderClientPrincipalName, name}, {HeaderClientPrincipalID, id}} {
@@ -199,7 +205,7 @@ func (h *Handler) identify(r *httpRequest, viaKey bool) caller {
 			for _, t := range types {
 				for _, cl := range cp.Claims {
 					if strings.EqualFold(cl.Type, t) && strings.TrimSpace(cl.Value) != "" {
-						return strings.TrimSpace(cl.Value)
+						return abbreviate(strings.TrimSpace(cl.Value), maxIdentityField)
 					}
 				}
 			}
@@ -212,7 +218,7 @@ func (h *Handler) identify(r *httpRequest, viaKey bool) caller {
 			p.Name = claim(append([]string{cp.NameType}, nameClaims...)...)
 		}
 		if p.IdentityProvider == "" {
-			p.IdentityProvider = cp.AuthType
+			p.IdentityProvider = abbreviate(cp.AuthType, maxIdentityField)
 		}
 		types := append([]string{cp.RoleType}, roleClaims...)
 		for _, cl := range cp.Claims {
@@ -307,7 +313,7 @@ func (h *Handler) authorize(c caller, act action) *refusal {
 
 // admit authorizes a call, answering and journaling a refusal; it reports whether the call
 // may go on.
-func (h *Handler) admit(ctx context.Context, c *call, r *httpRequest, who caller, act action, route string) bool {
+func (h *Handler) admit(ctx context.Context, c *call, who caller, act action, route string) bool {
 	ref := h.authorize(who, act)
 	if ref == nil {
 		return true
@@ -323,6 +329,7 @@ func (h *Handler) admit(ctx context.Context, c *call, r *httpRequest, who caller
 // one id and with the same content, so that such calls cannot fill the journal.
 func (h *Handler) refuse(ctx context.Context, c *call, who caller, route string, ref *refusal) {
 	now := h.o.Clock.Now()
+	route = abbreviate(route, 300) // the caller's URL
 	reason := fmt.Sprintf("%d %s: %s refused: %s", ref.status, http.StatusText(ref.status), route, ref.msg)
 	req := deprovision.Request{Source: APISource, EventType: "operations-api:refused", EventTime: now, Reason: reason, SubmittedBy: who.who}
 	if !who.verified() && !who.key {

@@ -131,7 +131,7 @@ func (h *Handler) serveOperations(ctx context.Context, c *call, viaKey bool) err
 	var who caller
 	if method == http.MethodGet || method == http.MethodPost {
 		who = h.identify(&r, viaKey)
-		if !h.admit(ctx, c, &r, who, actionOf(method, kind), method+" "+r.route()) {
+		if !h.admit(ctx, c, who, actionOf(method, kind), method+" "+r.route()) {
 			return nil
 		}
 	}
