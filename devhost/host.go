@@ -28,7 +28,9 @@ type Options struct {
 	HostVersion string
 	// Logger receives devhost's log; default slog.Default().
 	Logger *slog.Logger
-	// HandlerOutput receives the handler's stdout and stderr; nil discards them.
+	// HandlerOutput receives the handler's stdout and stderr as they are written. When it is
+	// nil, each line is logged through Logger at the level the host gives it ([ConsoleLevel]:
+	// stdout Information, stderr Error, or Warning when the line says "warn").
 	HandlerOutput io.Writer
 	// Disabled lists functions not to run (as the AzureWebJobs.<name>.Disabled setting does).
 	Disabled []string

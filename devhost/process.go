@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -141,12 +140,15 @@ func (w *worker) start(ctx context.Context) error {
 		"FUNCTIONS_HTTPWORKER_ID="+workerID,
 		"FUNCTIONS_APP_ROOT_PATH="+h.app.Root,
 	)
-	out := h.handlerOutput
-	if out == nil {
-		out = io.Discard
+	var consoles []*console
+	if out := h.handlerOutput; out != nil {
+		cmd.Stdout, cmd.Stderr = out, out
+	} else {
+		// As the host does: each line is logged at the level its stream and text give it.
+		stdout, stderr := &console{log: h.log}, &console{log: h.log, stderr: true}
+		cmd.Stdout, cmd.Stderr = stdout, stderr
+		consoles = []*console{stdout, stderr}
 	}
-	cmd.Stdout = out
-	cmd.Stderr = out
 	// Its own process group, so that stopping devhost stops whatever the handler started, and
 	// killed with devhost if devhost dies.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -159,6 +161,9 @@ func (w *worker) start(ctx context.Context) error {
 	w.mu.Unlock()
 	go func() {
 		err := cmd.Wait()
+		for _, c := range consoles {
+			c.flush()
+		}
 		close(exited)
 		w.onExit(err)
 	}()

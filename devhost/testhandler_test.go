@@ -75,6 +75,15 @@ func runTestHandler() {
 	wd, _ := os.Getwd()
 	env["cwd"] = wd
 	write(recorded{Method: "START", Env: env})
+	// DEVHOST_TEST_CONSOLE lists lines to write to stdout and stderr as the handler starts.
+	var console struct{ Stdout, Stderr []string }
+	_ = json.Unmarshal([]byte(os.Getenv("DEVHOST_TEST_CONSOLE")), &console)
+	for _, l := range console.Stdout {
+		fmt.Fprintln(os.Stdout, l)
+	}
+	for _, l := range console.Stderr {
+		fmt.Fprintln(os.Stderr, l)
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/" && r.Method == http.MethodGet {

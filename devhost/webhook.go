@@ -136,10 +136,15 @@ func validationCode(event json.RawMessage) (string, error) {
 	return d.ValidationCode, nil
 }
 
-// eventInvocation builds the invocation for one Event Grid event: the event
-// unchanged as an object in Data[<binding name>], and Metadata {"data": <event data>, "sys"}.
+// eventInvocation builds the invocation for one Event Grid event: the event unchanged as an
+// object in Data[<binding name>] (a key given twice merged as the host's parser merges it, see
+// lastWins), and Metadata {"data": <event data>, "sys"}.
 func (h *Host) eventInvocation(f *Function, event json.RawMessage) (*Invocation, error) {
 	inv := newInvocation(f, time.Now())
+	event, err := lastWins(event)
+	if err != nil {
+		return nil, err
+	}
 	obj, err := compactHost(event)
 	if err != nil {
 		return nil, err

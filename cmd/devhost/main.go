@@ -90,7 +90,7 @@ func serve(args []string) error {
 	ttl := fs.Duration("event-ttl", devhost.DefaultEventTTL, "Event Grid's event time to live (before -retry-scale)")
 	stateDir := fs.String("state-dir", ".demo", "folder for devhost.json, the CA certificate and the dead-letter file")
 	logLevel := fs.String("log", "info", "log level: debug, info, warn, error")
-	handlerLog := fs.String("handler-log", "", "file for the handler's stdout and stderr (default: devhost's stderr)")
+	handlerLog := fs.String("handler-log", "", "file for the handler's stdout and stderr as written (default: devhost logs each line at the level the Functions host gives it)")
 	authFile := fs.String("auth", "", "front the app as App Service authentication does, signing in the test identities of this JSON file by bearer token (docs/devhost.md)")
 	_ = fs.Parse(args)
 
@@ -129,7 +129,7 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
-	var out io.Writer = os.Stderr
+	var out io.Writer // nil: devhost logs the handler's lines as the host does
 	if *handlerLog != "" {
 		f, err := os.OpenFile(*handlerLog, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 		if err != nil {
