@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +22,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
 
+	"dpsdeprov/azure/journal"
 	"dpsdeprov/deprovision"
 	"dpsdeprov/devhost"
 	"dpsdeprov/emulator"
@@ -30,11 +32,15 @@ import (
 // hostileEvent is one file of handler/testdata/hostile (described in handler/hostile_test.go,
 // which runs the same corpus in process).
 type hostileEvent struct {
-	name      string
-	Expect    string            `json:"expect"`
-	Event     json.RawMessage   `json:"event"`
-	EventText *string           `json:"eventText"`
-	Before    []json.RawMessage `json:"before"`
+	name   string
+	Expect string `json:"expect"`
+	// ExpectThroughHost, when set, is what the reason says once a host has parsed the event:
+	// the host's Json.NET keeps the last of a key given twice (devhost/lastwins.go), so the
+	// handler never sees that duplicate.
+	ExpectThroughHost string            `json:"expectThroughHost"`
+	Event             json.RawMessage   `json:"event"`
+	EventText         *string           `json:"eventText"`
+	Before            []json.RawMessage `json:"before"`
 }
 
 func loadHostileCorpus(t *testing.T, now time.Time, uid string) []hostileEvent {
@@ -286,13 +292,17 @@ func connectionValue(t *testing.T, cs, key string) string {
 	return ""
 }
 
-// The hostile corpus through devhost, the local stand-in for the Functions host: each event is
-// posted to the Event Grid webhook as Event Grid delivers it, and the handler binary behind
-// devhost runs it over the real engine, Azurite and the emulator. Events that are JSON objects
-// are answered 2xx, journaled as rejected with the expected reason, and make no call to DPS or a
-// hub. The others (numbers, text, truncated JSON) cannot come through Event Grid, which refuses
-// them at publish time; the host's webhook refuses them too (400) without invoking the handler.
-func TestHostileCorpusThroughDevhost(t *testing.T) {
+// devhostRig is the real handler binary behind devhost, over Azurite and the emulator, as the
+// Functions host would run it, with the journal opened beside it.
+type devhostRig struct {
+	host    *devhost.Host
+	emu     *emulator.Emulator
+	ops     *aztables.Client
+	journal deprovision.Journal
+}
+
+func newDevhostRig(t *testing.T) *devhostRig {
+	t.Helper()
 	az := sharedAzurite(t)
 	emu := testenv.StartEmulator(t, emulator.Options{Hubs: []string{"hub1", "hub2"}})
 	info := emu.Info()
@@ -324,79 +334,105 @@ func TestHostileCorpusThroughDevhost(t *testing.T) {
 	t.Cleanup(func() {
 		_ = host.Close()
 		if t.Failed() {
-			t.Logf("devhost and handler log:\n%s", out.log())
+			t.Logf("devhost and handler log:\n%s", tail(out.log(), 8000))
 		}
 	})
 	svc, err := aztables.NewServiceClientFromConnectionString(az.ConnectionString(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ops := svc.NewClient(prefix + "ops")
-	// rejected lists the journal's rejected operations by id, with their reasons.
-	rejected := func(t *testing.T) map[string]string {
-		m := map[string]string{}
-		pager := ops.NewListEntitiesPager(nil)
-		for pager.More() {
-			p, err := pager.NextPage(context.Background())
-			var re *azcore.ResponseError
-			if errors.As(err, &re) && re.StatusCode == http.StatusNotFound {
-				return m // the handler creates its tables as it starts
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, raw := range p.Entities {
-				var e struct{ PartitionKey, RowKey, Status, Reason string }
-				if json.Unmarshal(raw, &e) == nil && e.RowKey == "op" && e.Status == string(deprovision.StatusRejected) {
-					m[e.PartitionKey] = e.Reason
-				}
-			}
-		}
-		return m
+	j, err := journal.New(context.Background(), svc, journal.Options{TablePrefix: prefix})
+	if err != nil {
+		t.Fatal(err)
 	}
-	calls := func() int64 {
-		var n int64
-		for _, o := range emu.Stats().Operations {
-			n += o.Calls
-		}
-		return n
+	return &devhostRig{host: host, emu: emu, ops: svc.NewClient(prefix + "ops"), journal: j}
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "…" + s[len(s)-n:]
 	}
-	// deliver posts events as Event Grid does: a JSON array (or, for a truncated delivery,
-	// the text as it is).
-	deliver := func(t *testing.T, event json.RawMessage, text *string) int {
-		t.Helper()
-		if len(event) == 0 {
-			event = json.RawMessage("null")
+	return s
+}
+
+// rejected lists the journal's rejected operations by id, with their reasons.
+func (r *devhostRig) rejected(t *testing.T) map[string]string {
+	t.Helper()
+	m := map[string]string{}
+	pager := r.ops.NewListEntitiesPager(nil)
+	for pager.More() {
+		p, err := pager.NextPage(context.Background())
+		var re *azcore.ResponseError
+		if errors.As(err, &re) && re.StatusCode == http.StatusNotFound {
+			return m // the handler creates its tables as it starts
 		}
-		body := append(append([]byte("["), event...), ']')
-		if text != nil {
-			body = []byte(*text)
-		}
-		req, _ := http.NewRequest(http.MethodPost, host.WebhookURL("DeviceEvents"), bytes.NewReader(body))
-		req.Header.Set("aeg-event-type", "Notification")
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
-		resp.Body.Close()
-		return resp.StatusCode
+		for _, raw := range p.Entities {
+			var e struct{ PartitionKey, RowKey, Status, Reason string }
+			if json.Unmarshal(raw, &e) == nil && e.RowKey == "op" && e.Status == string(deprovision.StatusRejected) {
+				m[e.PartitionKey] = e.Reason
+			}
+		}
 	}
+	return m
+}
 
+// calls counts the calls made to DPS and the hubs.
+func (r *devhostRig) calls() int64 {
+	var n int64
+	for _, o := range r.emu.Stats().Operations {
+		n += o.Calls
+	}
+	return n
+}
+
+// deliver posts events as Event Grid does: a JSON array (or, for a truncated delivery, the
+// text as it is), and returns the status the host answered.
+func (r *devhostRig) deliver(t *testing.T, event json.RawMessage, text *string) int {
+	t.Helper()
+	if len(event) == 0 {
+		event = json.RawMessage("null")
+	}
+	body := append(append([]byte("["), event...), ']')
+	if text != nil {
+		body = []byte(*text)
+	}
+	req, _ := http.NewRequest(http.MethodPost, r.host.WebhookURL("DeviceEvents"), bytes.NewReader(body))
+	req.Header.Set("aeg-event-type", "Notification")
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// The hostile corpus through devhost, the local stand-in for the Functions host: each event is
+// posted to the Event Grid webhook as Event Grid delivers it, and the handler binary behind
+// devhost runs it over the real engine, Azurite and the emulator. Events that are JSON objects
+// are answered 2xx, journaled as rejected with the expected reason (or, for a key given twice,
+// the reason left once the host kept the last value), and make no call to DPS or a hub. The
+// others (numbers, text, truncated JSON) cannot come through Event Grid, which refuses them at
+// publish time; the host's webhook refuses them too (400) without invoking the handler.
+func TestHostileCorpusThroughDevhost(t *testing.T) {
+	r := newDevhostRig(t)
 	now := time.Now()
 	events := loadHostileCorpus(t, now, testenv.UniqueName("dh"))
 	objects := 0
 	for _, e := range events {
 		t.Run(e.name, func(t *testing.T) {
 			for _, b := range e.Before {
-				if status := deliver(t, b, nil); status/100 != 2 {
+				if status := r.deliver(t, b, nil); status/100 != 2 {
 					t.Fatalf("the event before answered %d", status)
 				}
 			}
 			isObject := e.EventText == nil && len(bytes.TrimSpace(e.Event)) > 0 && bytes.TrimSpace(e.Event)[0] == '{'
-			was, before := rejected(t), calls()
-			status := deliver(t, e.Event, e.EventText)
-			if after := calls(); after != before {
+			was, before := r.rejected(t), r.calls()
+			status := r.deliver(t, e.Event, e.EventText)
+			if after := r.calls(); after != before {
 				t.Fatalf("the event made %d calls to DPS or a hub", after-before)
 			}
 			if !isObject {
@@ -409,19 +445,93 @@ func TestHostileCorpusThroughDevhost(t *testing.T) {
 			if status/100 != 2 {
 				t.Fatalf("answered %d: Event Grid would retry a hostile event", status)
 			}
+			want := e.Expect
+			if e.ExpectThroughHost != "" {
+				want = e.ExpectThroughHost
+			}
 			var found []string
-			for id, reason := range rejected(t) {
+			for id, reason := range r.rejected(t) {
 				if _, old := was[id]; !old {
 					found = append(found, reason)
-					if strings.Contains(reason, e.Expect) {
+					if strings.Contains(reason, want) {
 						return
 					}
 				}
 			}
-			t.Fatalf("no new rejection saying %q; new rejections: %q", e.Expect, found)
+			t.Fatalf("no new rejection saying %q; new rejections: %q", want, found)
 		})
 	}
 	if objects < 60 {
 		t.Fatalf("only %d hostile JSON-object events went through devhost; at least 60 are required", objects)
+	}
+}
+
+// cutField matches what the journal keeps of a field cut to its bound (handler/bound.go).
+var cutField = regexp.MustCompile(`…\[(\d+) characters cut, sha256:([0-9a-f]{64})\]$`)
+
+// Events up to Event Grid's 1 MB that put it all in one field (the 300,000-character reason of
+// the issue, and each other field) are answered 2xx through devhost and journaled rejected,
+// in Azurite, with the field cut to its bound and the cut named by its length and SHA-256.
+func TestOversizedFieldsJournaledBoundedThroughDevhost(t *testing.T) {
+	r := newDevhostRig(t)
+	uid := testenv.UniqueName("big")
+	const near1MB = 1_000_000 - 4096 // the event's JSON is at most 1 MB with its envelope
+	pad := func(s string, n int) string { return strings.Repeat(s, n/len(s)) }
+	type field struct {
+		name  string
+		value string
+		get   func(deprovision.Request) string
+		limit int
+	}
+	fields := []field{
+		{"reason", pad("r", 300_000), func(q deprovision.Request) string { return q.Reason }, 1024},
+		{"reason", pad("é", near1MB/2), func(q deprovision.Request) string { return q.Reason }, 1024},
+		{"registrationId", pad("sensor", near1MB), func(q deprovision.Request) string { return q.RegistrationID }, 1024},
+		{"deviceId", pad("d\u0001", near1MB/4), func(q deprovision.Request) string { return q.DeviceID }, 1024},
+		{"iotHub", pad("hub.", near1MB), func(q deprovision.Request) string { return q.Hub }, 1024},
+		{"certificate", "-----BEGIN CERTIFICATE-----\n" + pad("QUJD", near1MB), func(q deprovision.Request) string { return q.CertificatePEM }, 60 << 10},
+		{"certificate", pad("\u0007", near1MB/6), func(q deprovision.Request) string { return q.CertificatePEM }, 4096},
+	}
+	for i, f := range fields {
+		t.Run(fmt.Sprintf("%s-%d", f.name, i), func(t *testing.T) {
+			id := fmt.Sprintf("%s-%d", uid, i)
+			data := map[string]any{"registrationId": "sensor-a", f.name: f.value}
+			ev, err := json.Marshal(map[string]any{"specversion": "1.0", "type": "device-lost", "source": "/assets/inventory", "id": id,
+				"time": time.Now().UTC().Format(time.RFC3339), "data": data})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ev) > 1_000_000 {
+				t.Fatalf("the test event is %d bytes, over Event Grid's 1 MB", len(ev))
+			}
+			before := r.calls()
+			if status := r.deliver(t, ev, nil); status/100 != 2 {
+				t.Fatalf("answered %d to a %d-byte event: Event Grid would retry it for 24 hours", status, len(ev))
+			}
+			if r.calls() != before {
+				t.Fatal("the oversized event made calls to DPS or a hub")
+			}
+			op, err := r.journal.GetOperation(context.Background(), deprovision.OperationID("/assets/inventory", id))
+			if err != nil {
+				t.Fatalf("the %d-byte event is not in the journal: %v", len(ev), err)
+			}
+			if op.Status != deprovision.StatusRejected {
+				t.Fatalf("journaled %s (%s), want rejected", op.Status, op.Reason)
+			}
+			kept := f.get(op.Request)
+			if n := len([]rune(kept)); n > f.limit {
+				t.Fatalf("the journal kept %d characters of %s; the bound is %d", n, f.name, f.limit)
+			}
+			m := cutField.FindStringSubmatch(kept)
+			if m == nil {
+				t.Fatalf("%s was not cut with a marker: …%q", f.name, kept[max(0, len(kept)-100):])
+			}
+			sent := f.value
+			prefix := cutField.ReplaceAllString(kept, "")
+			cutPart := strings.TrimPrefix(sent, prefix)
+			if !strings.HasPrefix(sent, prefix) || m[1] != strconv.Itoa(len([]rune(cutPart))) || m[2] != fmt.Sprintf("%x", sha256.Sum256([]byte(cutPart))) {
+				t.Fatalf("the marker %q does not name what was cut (%d characters)", m[0], len([]rune(cutPart)))
+			}
+		})
 	}
 }

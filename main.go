@@ -38,6 +38,7 @@ import (
 	"dpsdeprov/config"
 	"dpsdeprov/deprovision"
 	"dpsdeprov/handler"
+	"dpsdeprov/internal/hostlog"
 	"dpsdeprov/outcome"
 )
 
@@ -53,7 +54,9 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("the app settings are not usable:\n%w", err)
 	}
-	logger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	// The host reads stdout as Information and stderr as Error (Warning if the line says
+	// "warn"): each line goes to the stream of its level (internal/hostlog, docs/app.md).
+	logger := slog.New(hostlog.New(os.Stdout, os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
@@ -253,6 +256,7 @@ func wire(ctx context.Context, cfg *settings, logger *slog.Logger) (*app, error)
 		Admission:   cfg.admission,
 		Access:      cfg.access,
 		Logger:      logger,
+		Failures:    &handler.JournalFailures{Journal: jrnl},
 	})
 	if err != nil {
 		return nil, err

@@ -158,7 +158,7 @@ func startHandler(t *testing.T, settings map[string]string) *proc {
 	for k, v := range settings {
 		p.cmd.Env = append(p.cmd.Env, k+"="+v)
 	}
-	p.cmd.Stderr = p
+	p.cmd.Stdout, p.cmd.Stderr = p, p
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

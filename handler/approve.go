@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"dpsdeprov/deprovision"
+	"dpsdeprov/internal/hostlog"
 	"dpsdeprov/outcome"
 )
 
@@ -92,6 +93,10 @@ func (h *Handler) approve(ctx context.Context, c *call, r *httpRequest, id strin
 			c.respond(http.StatusBadRequest, apiError{fmt.Sprintf("the %s body is not a JSON object {\"approvedBy\":…,\"reason\":…}: %v", noun, err)})
 			return
 		}
+		if rej := refuseDuplicateKeys("the "+noun+" body", b); rej != nil {
+			c.respond(http.StatusBadRequest, apiError{rej.Reason})
+			return
+		}
 	}
 	a := deprovision.Approval{Reason: body.Reason}
 	claimed := strings.TrimSpace(body.ApprovedBy)
@@ -114,6 +119,7 @@ func (h *Handler) approve(ctx context.Context, c *call, r *httpRequest, id strin
 		c.respond(http.StatusBadRequest, apiError{fmt.Sprintf("the %s gives no reason: add \"reason\" to the body", noun)})
 		return
 	}
+	ctx = hostlog.With(ctx, "operation", id)
 	if !deny && !h.fourEyes(ctx, c, r, id, who) {
 		return
 	}
@@ -137,9 +143,11 @@ func (h *Handler) approve(ctx context.Context, c *call, r *httpRequest, id strin
 		}
 		// Approved, then interrupted: the journal has the approval, and a redelivery or
 		// the cleanup timer carries the operation on.
-		c.logf(slog.LevelWarn, "operation %s approved by %s, then interrupted: %v", id, a.By, err)
+		c.note(ctx, slog.LevelWarn, fmt.Sprintf("operation %s approved by %s, then interrupted: %v", id, a.By, err),
+			"approved operation interrupted", "operation", id, "error", err.Error())
 	}
-	c.logf(slog.LevelInfo, "operation %s: %s by %s (%s) → %s", id, noun, a.By, a.Via, op.Status)
+	c.note(ctx, slog.LevelInfo, fmt.Sprintf("operation %s: %s by %s (%s) → %s", id, noun, a.By, a.Via, op.Status),
+		"operation "+noun, "operation", id, "by", a.By, "via", a.Via, "status", op.Status)
 	status := http.StatusOK
 	if !op.Status.Terminal() {
 		status = http.StatusAccepted

@@ -72,6 +72,25 @@ func decodeEvent(raw json.RawMessage) (Event, error) {
 		// Event Grid refuses events over 1 MB (413), so this one did not come through it.
 		return loose, fmt.Errorf("the event is %d bytes long; Event Grid delivers events of at most %d bytes", len(raw), MaxEventBytes)
 	}
+	if key, path, found := duplicateKey(raw); found {
+		// Through the Functions host a key twice in the event object never arrives: the host
+		// parses each event with Json.NET, which keeps the last value (docs/app.md). It does
+		// arrive inside data sent as a JSON string or as data_base64 (parseFields checks
+		// that), and from anything that posts to the handler unparsed, as devhost may.
+		if path == key {
+			// An identity attribute given twice identifies nothing: journal the event under
+			// the hash of its bytes and unknown-source instead of either value.
+			switch key {
+			case "id":
+				loose.ID = ""
+			case "source", "topic":
+				loose.Source = ""
+			case "type", "eventType":
+				loose.Type = ""
+			}
+		}
+		return loose, refuseDuplicateKeys("the event", raw)
+	}
 	if has(keys, "specversion") {
 		// CloudEvents attribute names are lower-case; these are the Event Grid schema's.
 		for _, k := range []string{"eventType", "eventTime", "topic", "dataVersion", "metadataVersion"} {
@@ -241,12 +260,18 @@ type eventFields struct {
 	DryRun       *bool
 }
 
-// parseFields reads the fields from a data object. Scalars of other JSON types are taken as
-// their text (a numeric registration id is still an id); a boolean dryRun may also be a string.
+// parseFields reads the fields from a data object. Every field but dryRun must be a JSON
+// string; dryRun is a boolean, or a string holding one. A key twice anywhere in the data
+// refuses it (see duplicateKey).
 func parseFields(data json.RawMessage) (eventFields, error) {
 	var f eventFields
 	if len(data) == 0 {
 		return f, nil
+	}
+	if json.Valid(data) {
+		if rej := refuseDuplicateKeys("the data", data); rej != nil {
+			return f, rej
+		}
 	}
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(data, &m); err != nil {
@@ -296,8 +321,10 @@ func parseFields(data json.RawMessage) (eventFields, error) {
 		if len(v) == 0 || bytes.Equal(v, []byte("null")) {
 			continue
 		}
-		if v[0] == '{' || v[0] == '[' {
-			return f, fmt.Errorf("data field %s is a JSON %s; a string is expected", k, map[byte]string{'{': "object", '[': "array"}[v[0]])
+		if v[0] != '"' {
+			// A number or a boolean is not an id: taking its text would make 12345, 1.2345e4
+			// and "12345" three spellings of one device to some readers and not to others.
+			return f, fmt.Errorf("data field %s is a JSON %s; a string is expected (got %s; send it in quotes)", k, jsonKind(v), abbreviate(string(v), 24))
 		}
 		s, err := decodeText(v)
 		if err != nil {
@@ -308,6 +335,21 @@ func parseFields(data json.RawMessage) (eventFields, error) {
 		*p = strings.Trim(s, " \t")
 	}
 	return f, nil
+}
+
+// jsonKind names the JSON type of a value that is not a string.
+func jsonKind(v []byte) string {
+	switch v[0] {
+	case '{':
+		return "object"
+	case '[':
+		return "array"
+	case 't', 'f':
+		return "boolean"
+	case 'n':
+		return "null"
+	}
+	return "number"
 }
 
 // idFromSubject reads a registration id from a subject "devices/{id}" or "registrations/{id}"

@@ -21,6 +21,7 @@ import (
 	"sync"
 
 	"dpsdeprov/deprovision"
+	"dpsdeprov/internal/hostlog"
 )
 
 // Function (folder) names and their binding names, as in each function.json.
@@ -83,6 +84,14 @@ type Options struct {
 	// Access says who may call the Operations endpoints and do what (auth.go); the zero
 	// value is an app without App Service authentication.
 	Access Access
+	// Failures journals an event whose handling panicked as a failed operation, so that the
+	// invocation still succeeds and the event is not delivered again into the same panic;
+	// nil fails the invocation instead.
+	Failures FailureRecorder
+	// MaxConcurrentEvents bounds how many events of one invocation's event array are handled
+	// at once (default 8). The host sends one event per invocation; an array comes only from
+	// a binding with cardinality "many", or from something posting to the handler directly.
+	MaxConcurrentEvents int
 }
 
 // Handler is the custom handler's http.Handler.
@@ -109,6 +118,9 @@ func New(o Options) (*Handler, error) {
 		o.MaxBodyBytes = 4 << 20
 	}
 	o.Access = o.Access.withDefaults()
+	if o.MaxConcurrentEvents <= 0 {
+		o.MaxConcurrentEvents = 8
+	}
 	h := &Handler{o: o, mux: http.NewServeMux()}
 	// The host probes GET / until anything answers, then pings it for status (the host's
 	// DefaultHttpWorkerService.IsWorkerReady and HttpWorkerChannel.GetWorkerStatusAsync).
@@ -156,6 +168,31 @@ func (c *call) logf(level slog.Level, format string, args ...any) {
 	c.mu.Unlock()
 }
 
+// note records text for the host (Logs, shown under the function in Application Insights)
+// and a structured line for the process log: msg, a short fixed message to query on, with
+// attrs, text as detail, and what ctx says of the event (withEvent). The process log is what
+// docs/app.md's queries read.
+func (c *call) note(ctx context.Context, level slog.Level, text, msg string, attrs ...any) {
+	c.log.Log(ctx, level, msg, append(attrs, "detail", text)...)
+	c.mu.Lock()
+	c.lines = append(c.lines, text)
+	c.mu.Unlock()
+}
+
+// maxLogValue bounds each identity value withEvent puts on log lines: a refused event's fields
+// may be long, and a log line need only find them.
+const maxLogValue = 256
+
+// withEvent returns ctx carrying what identifies req on every log line written with it (the
+// engine's too): its operation, event, source, device or group, and intent.
+func withEvent(ctx context.Context, req deprovision.Request) context.Context {
+	return hostlog.With(ctx,
+		"operation", deprovision.OperationID(req.Source, req.EventID),
+		"event", cut(req.EventID, maxLogValue), "source", cut(req.Source, maxLogValue),
+		"device", cut(req.RegistrationID, maxLogValue), "group", cut(req.EnrollmentGroupID, maxLogValue),
+		"intent", string(req.Intent))
+}
+
 // invocationFunc handles one decoded invocation; a non-nil error fails it (non-2xx).
 type invocationFunc func(ctx context.Context, c *call) error
 
@@ -187,10 +224,15 @@ func (h *Handler) invoke(function string, f invocationFunc) http.HandlerFunc {
 		}
 		status := http.StatusOK
 		if err != nil {
-			// Any non-2xx fails the invocation; its Logs are ignored by the
-			// host, so the process log carries the reason.
+			// Any non-2xx fails the invocation; its Logs are ignored by the host, so the
+			// process log carries the reason. A transient failure is a warning: the same
+			// invocation comes again (Event Grid, the queue) and usually succeeds.
 			status = http.StatusInternalServerError
-			c.logf(slog.LevelError, "invocation failed: %v", err)
+			level := slog.LevelError
+			if deprovision.IsTransient(err) {
+				level = slog.LevelWarn
+			}
+			c.note(r.Context(), level, fmt.Sprintf("invocation failed: %v", err), "invocation failed", "error", err.Error(), "transient", deprovision.IsTransient(err))
 		}
 		c.mu.Lock()
 		res := result{Outputs: c.outputs, Logs: c.lines}
@@ -233,14 +275,23 @@ func (h *Handler) deviceEvents(ctx context.Context, c *call) error {
 	if err := json.Unmarshal(doc, &events); err != nil {
 		return h.rejectUnreadable(ctx, c, doc, fmt.Errorf("the event array: %w", err))
 	}
-	// The host runs events concurrently; so do we, and the invocation fails if any failed
-	// transiently (the whole batch is redelivered, and finished operations are not redone).
+	// The host runs events concurrently; so do we, at most MaxConcurrentEvents at a time, and
+	// the invocation fails if any failed transiently (the whole batch is redelivered, and
+	// finished operations are not redone). A panic in one event is handled in handleEvent and
+	// never takes the others down.
 	var wg sync.WaitGroup
 	errs := make([]error, len(events))
+	slots := make(chan struct{}, h.o.MaxConcurrentEvents)
 	for i, ev := range events {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			errs[i] = fmt.Errorf("event %d of %d not started: %w", i+1, len(events), ctx.Err())
+			continue
+		}
 		wg.Add(1)
 		go func() {
-			defer wg.Done()
+			defer func() { <-slots; wg.Done() }()
 			errs[i] = h.handleEvent(ctx, c, ev)
 		}()
 	}
@@ -263,7 +314,7 @@ func (h *Handler) rejectUnreadable(ctx context.Context, c *call, raw []byte, cau
 // is journaled by the engine as a conflict under its own name (deprovision.ReplayConflict),
 // and logged with that operation's reason.
 func (h *Handler) journalRejection(ctx context.Context, c *call, req deprovision.Request, reason string) error {
-	op, err := h.o.Engine.Reject(ctx, req, reason)
+	op, err := h.o.Engine.Reject(ctx, boundRejected(req), reason)
 	if err != nil {
 		if deprovision.IsTransient(err) {
 			return fmt.Errorf("journaling the rejection of event %s from %s: %w", req.EventID, req.Source, err)
@@ -275,34 +326,65 @@ func (h *Handler) journalRejection(ctx context.Context, c *call, req deprovision
 	if op.ID != deprovision.OperationID(req.Source, req.EventID) {
 		reason = op.Reason // a conflict: the engine's reason says with what
 	}
-	c.logf(slog.LevelWarn, "event %s from %s rejected: %s (operation %s)", req.EventID, req.Source, reason, op.ID)
+	c.note(ctx, slog.LevelWarn, fmt.Sprintf("event %s from %s rejected: %s (operation %s)", req.EventID, req.Source, reason, op.ID),
+		"event rejected", "operation", op.ID, "status", op.Status, "reason", reason)
 	return nil
 }
 
-func (h *Handler) handleEvent(ctx context.Context, c *call, raw json.RawMessage) error {
+// handleEvent handles one event. A panic anywhere below it is recovered here and journaled
+// as a failed operation of the event (see Options.Failures), under the identity read so far.
+func (h *Handler) handleEvent(ctx context.Context, c *call, raw json.RawMessage) (err error) {
 	now := h.o.Clock.Now()
+	// req is what is known of the event, filled in as it is read.
+	req := deprovision.Request{EventID: fallbackID(raw), Source: "unknown-source", EventTime: now}
+	defer func() {
+		if p := recover(); p != nil {
+			err = h.journalPanic(ctx, c, req, p)
+		}
+	}()
 	ev, err := DecodeEvent(raw)
+	if strings.TrimSpace(ev.ID) != "" {
+		req.EventID = ev.ID
+	}
+	if strings.TrimSpace(ev.Source) != "" {
+		req.Source = ev.Source
+	}
+	req.EventType = ev.Type
+	ctx = withEvent(ctx, req)
 	if err != nil {
-		req := deprovision.Request{EventID: ev.ID, Source: ev.Source, EventType: ev.Type, EventTime: now}
-		if strings.TrimSpace(req.EventID) == "" {
-			req.EventID = fallbackID(raw)
-		}
-		if strings.TrimSpace(req.Source) == "" {
-			req.Source = "unknown-source"
-		}
 		return h.journalRejection(ctx, c, req, err.Error())
 	}
 	if IsLifecycleEvent(ev.Type) {
 		return h.lifecycle(ctx, c, ev)
 	}
-	req, rej := h.o.Admission.Normalize(ev, now)
+	norm, rej := h.o.Admission.Normalize(ev, now)
+	if strings.TrimSpace(norm.Source) == "" {
+		norm.Source = "unknown-source"
+	}
+	req = norm
+	ctx = withEvent(ctx, req)
 	if rej != nil {
-		if strings.TrimSpace(req.Source) == "" {
-			req.Source = "unknown-source"
-		}
 		return h.journalRejection(ctx, c, req, rej.Reason)
 	}
 	return h.submit(ctx, c, req)
+}
+
+// journalPanic journals the event whose handling panicked with p as a failed operation and
+// logs the stack. Without Options.Failures, or when the journal fails, the invocation fails
+// (and is delivered again).
+func (h *Handler) journalPanic(ctx context.Context, c *call, req deprovision.Request, p any) error {
+	c.log.ErrorContext(ctx, "event handling panicked", "panic", redact(abbreviate(fmt.Sprint(p), 500)), "stack", string(debug.Stack()))
+	reason := fmt.Sprintf("internal error while handling the event: %s; the handler stopped here (its log has the stack) and what was done before is in the steps: a person must look at this device", redact(abbreviate(fmt.Sprint(p), 200)))
+	if h.o.Failures == nil {
+		return fmt.Errorf("event %s from %s: %s", req.EventID, req.Source, reason)
+	}
+	op, err := h.o.Failures.RecordFailure(context.WithoutCancel(ctx), boundRejected(req), reason)
+	if err != nil {
+		return fmt.Errorf("journaling the failure of event %s from %s (%s): %w", req.EventID, req.Source, reason, err)
+	}
+	c.note(ctx, slog.LevelError, fmt.Sprintf("event %s from %s failed: %s (operation %s %s)", req.EventID, req.Source, reason, op.ID, op.Status),
+		"event failed", "operation", op.ID, "status", op.Status)
+	return nil
 }
 
 // submit hands req to the engine and logs the outcome. Only a transient failure is returned.
@@ -316,19 +398,30 @@ func (h *Handler) submit(ctx context.Context, c *call, req deprovision.Request) 
 	}
 	if op.ID != deprovision.OperationID(req.Source, req.EventID) {
 		// The id was already another event's: the engine journaled this one as a conflict.
-		c.logf(slog.LevelWarn, "event %s from %s rejected: %s (operation %s)", req.EventID, req.Source, op.Reason, op.ID)
+		c.note(ctx, slog.LevelWarn, fmt.Sprintf("event %s from %s rejected: %s (operation %s)", req.EventID, req.Source, op.Reason, op.ID),
+			"event rejected", "operation", op.ID, "status", op.Status, "reason", op.Reason)
 		return nil
-	}
-	level := slog.LevelInfo
-	if op.Status == deprovision.StatusRejected || op.Status == deprovision.StatusFailed {
-		level = slog.LevelWarn
 	}
 	reason := ""
 	if op.Reason != "" {
 		reason = ": " + op.Reason
 	}
-	c.logf(level, "event %s from %s: %s %s → operation %s %s%s", req.EventID, req.Source, req.Intent, subjectOf(req), op.ID, op.Status, reason)
+	c.note(ctx, statusLevel(op.Status), fmt.Sprintf("event %s from %s: %s %s → operation %s %s%s", req.EventID, req.Source, req.Intent, subjectOf(req), op.ID, op.Status, reason),
+		"event handled", "operation", op.ID, "status", op.Status, "reason", op.Reason)
 	return nil
+}
+
+// statusLevel is the log level of an operation that reached status: a failure is an error (a
+// device may be left half done, and an alert on errors should fire), a refusal or an operation
+// held for a person's approval a warning, the rest information.
+func statusLevel(s deprovision.Status) slog.Level {
+	switch s {
+	case deprovision.StatusFailed:
+		return slog.LevelError
+	case deprovision.StatusRejected, deprovision.StatusAwaitingApproval:
+		return slog.LevelWarn
+	}
+	return slog.LevelInfo
 }
 
 func subjectOf(req deprovision.Request) string {

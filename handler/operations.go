@@ -177,10 +177,10 @@ func (c *call) respondError(what string, err error) {
 	case errors.Is(err, deprovision.ErrNotFound):
 		c.respond(http.StatusNotFound, apiError{what + ": not found"})
 	case deprovision.IsTransient(err):
-		c.logf(slog.LevelWarn, "%s: %v", what, err)
+		c.note(context.Background(), slog.LevelWarn, fmt.Sprintf("%s: %v", what, err), "operations request failed", "error", err.Error(), "transient", true)
 		c.respond(http.StatusServiceUnavailable, apiError{what + ": the journal is not available; try again"})
 	default:
-		c.logf(slog.LevelError, "%s: %v", what, err)
+		c.note(context.Background(), slog.LevelError, fmt.Sprintf("%s: %v", what, err), "operations request failed", "error", err.Error())
 		c.respond(http.StatusInternalServerError, apiError{what + ": " + err.Error()})
 	}
 }
@@ -316,12 +316,13 @@ func (h *Handler) postRequest(ctx context.Context, c *call, body []byte, who cal
 	}
 	dry := f.DryRun == nil || *f.DryRun
 	req, rej := h.o.Admission.build(req, f, dry, now)
+	ctx = withEvent(ctx, req)
 	// An `id` reused with other content (a dry run, then the same id with "dryRun": false) is
 	// a conflict: the engine journals it as rejected under its own id and returns that
 	// operation, answered 422 like any rejection. The real run needs a new id.
 	var op *deprovision.Operation
 	if rej != nil {
-		op, err = h.o.Engine.Reject(ctx, req, rej.Reason)
+		op, err = h.o.Engine.Reject(ctx, boundRejected(req), rej.Reason)
 	} else {
 		op, err = h.o.Engine.Submit(ctx, req)
 	}
@@ -336,6 +337,7 @@ func (h *Handler) postRequest(ctx context.Context, c *call, body []byte, who cal
 	case !op.Status.Terminal():
 		status = http.StatusAccepted
 	}
-	c.logf(slog.LevelInfo, "request %s (%s %s, dry run %t) by %s → operation %s %s", req.EventID, req.Intent, subjectOf(req), req.DryRun, who.describe(), op.ID, op.Status)
+	c.note(ctx, statusLevel(op.Status), fmt.Sprintf("request %s (%s %s, dry run %t) by %s → operation %s %s", req.EventID, req.Intent, subjectOf(req), req.DryRun, who.describe(), op.ID, op.Status),
+		"request handled", "operation", op.ID, "status", op.Status, "reason", op.Reason, "dryRun", req.DryRun, "by", who.describe())
 	c.respond(status, outcome.Summarize(op))
 }

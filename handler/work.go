@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"dpsdeprov/deprovision"
+	"dpsdeprov/internal/hostlog"
 )
 
 // GroupWorkQueue is the Storage queue the GroupWork function reads (GroupWork/function.json).
@@ -52,6 +53,7 @@ func (w *EngineGroupWorker) Apply(ctx context.Context, msg QueueMessage) error {
 	if item.OperationID == "" || item.Hub == "" || len(item.Members) == 0 {
 		return fmt.Errorf("message %s lacks operationId, hub or members", msg.ID)
 	}
+	ctx = hostlog.With(ctx, "operation", item.OperationID, "batch", item.Seq, "hub", item.Hub)
 	maxDequeue := w.MaxDequeueCount
 	if maxDequeue <= 0 {
 		maxDequeue = DefaultMaxDequeueCount
