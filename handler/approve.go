@@ -11,6 +11,7 @@ import (
 
 	"dpsdeprov/deprovision"
 	"dpsdeprov/internal/hostlog"
+	"dpsdeprov/opsapi"
 	"dpsdeprov/outcome"
 )
 
@@ -54,16 +55,7 @@ func (r *httpRequest) header(name string) string {
 
 // ApprovalBody is what POST deprovision/approvals/{operationId} and
 // deprovision/denials/{operationId} take.
-type ApprovalBody struct {
-	// ApprovedBy names the person deciding when nobody is signed in (no App Service
-	// authentication): it is journaled as claimed, not verified. A signed-in caller is
-	// journaled as App Service authentication identified it, whatever the body says.
-	// DeniedBy is accepted as its synonym on a denial.
-	ApprovedBy string `json:"approvedBy"`
-	DeniedBy   string `json:"deniedBy"`
-	// Reason says why; it is required.
-	Reason string `json:"reason"`
-}
+type ApprovalBody = opsapi.Decision
 
 // approve serves POST deprovision/approvals/{operationId} (deny false): it journals who
 // approved the held operation and why, and runs it in this call; and POST

@@ -13,6 +13,7 @@ import (
 
 	"dpsdeprov/config"
 	"dpsdeprov/deprovision"
+	"dpsdeprov/opsapi"
 )
 
 // Who may do what on the Operations endpoints (docs/app.md, "Who may do what").
@@ -37,8 +38,8 @@ import (
 // Routes of the two Operations functions under the host's route prefix (/api/): a client signs
 // in and calls RouteSignedIn, or holds the function key and calls RouteKey.
 const (
-	RouteKey      = "deprovision"
-	RouteSignedIn = "signed-in/deprovision"
+	RouteKey      = opsapi.RouteKey
+	RouteSignedIn = opsapi.RouteSignedIn
 )
 
 // App roles of the app registration (docs/deploy.md says how to declare and assign them).

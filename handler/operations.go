@@ -9,9 +9,9 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"time"
 
 	"dpsdeprov/deprovision"
+	"dpsdeprov/opsapi"
 	"dpsdeprov/outcome"
 )
 
@@ -92,9 +92,8 @@ func (c *call) respond(status int, v any) {
 	c.mu.Unlock()
 }
 
-type apiError struct {
-	Error string `json:"error"`
-}
+// apiError is the body of every answer that is not a view (opsapi.Error).
+type apiError opsapi.Error
 
 // operations serves the Operations function, reached with a function key: GET an operation,
 // GET a device's history, POST a request (a dry run unless the body says "dryRun": false).
@@ -185,26 +184,20 @@ func (c *call) respondError(what string, err error) {
 	}
 }
 
-// StepView is one journaled step.
-type StepView struct {
-	Index      int                     `json:"index"`
-	Kind       deprovision.StepKind    `json:"kind"`
-	Target     string                  `json:"target"`
-	Outcome    deprovision.StepOutcome `json:"outcome"`
-	HTTPStatus int                     `json:"httpStatus,omitempty"`
-	ErrorCode  string                  `json:"errorCode,omitempty"`
-	Error      string                  `json:"error,omitempty"`
-	DurationMS int64                   `json:"durationMs,omitempty"`
-	Time       *time.Time              `json:"time,omitempty"`
-}
-
-// OperationView is the answer to GET deprovision/operations/{id}.
-type OperationView struct {
-	outcome.Summary
-	// SubmittedBy is who asked through the Operations endpoints, verified or claimed.
-	SubmittedBy *deprovision.Principal `json:"submittedBy,omitempty"`
-	Journal     []StepView             `json:"journal"`
-}
+// The views the Operations function answers with are defined in package opsapi, which its
+// client and the dpsdeprov command share.
+type (
+	// OperationView is the answer to GET deprovision/operations/{id}.
+	OperationView = opsapi.Operation
+	// StepView is one journaled step.
+	StepView = opsapi.Step
+	// DeviceView is the answer to GET deprovision/devices/{registrationId}.
+	DeviceView = opsapi.Device
+	// DeviceStateView is the state this system left a device in.
+	DeviceStateView = opsapi.DeviceState
+	// OperationHistoryView is one line of a device's history.
+	OperationHistoryView = opsapi.OperationHistory
+)
 
 func (h *Handler) getOperation(ctx context.Context, c *call, id string) {
 	op, steps, err := h.o.Engine.Operation(ctx, id)
@@ -212,45 +205,7 @@ func (h *Handler) getOperation(ctx context.Context, c *call, id string) {
 		c.respondError("operation "+id, err)
 		return
 	}
-	v := OperationView{Summary: outcome.Summarize(op), SubmittedBy: op.Request.SubmittedBy, Journal: []StepView{}}
-	for _, s := range steps {
-		sv := StepView{Index: s.Index, Kind: s.Kind, Target: s.Target, Outcome: s.Outcome, HTTPStatus: s.HTTPStatus, ErrorCode: s.ErrorCode, Error: s.Error, DurationMS: s.Duration.Milliseconds()}
-		if !s.Time.IsZero() {
-			t := s.Time.UTC()
-			sv.Time = &t
-		}
-		v.Journal = append(v.Journal, sv)
-	}
-	c.respond(http.StatusOK, v)
-}
-
-// DeviceView is the answer to GET deprovision/devices/{registrationId}.
-type DeviceView struct {
-	RegistrationID string                 `json:"registrationId"`
-	State          *DeviceStateView       `json:"state"`
-	Operations     []OperationHistoryView `json:"operations"`
-}
-
-// DeviceStateView is the state this system left a device in.
-type DeviceStateView struct {
-	DeviceID           string             `json:"deviceId,omitempty"`
-	Hub                string             `json:"iotHub,omitempty"`
-	Intent             deprovision.Intent `json:"intent"`
-	OperationID        string             `json:"operationId"`
-	EventTime          time.Time          `json:"eventTime"`
-	BlockingEnrollment bool               `json:"blockingEnrollment"`
-	HubAction          string             `json:"hubAction,omitempty"`
-	Updated            time.Time          `json:"updated"`
-}
-
-// OperationHistoryView is one line of a device's history.
-type OperationHistoryView struct {
-	OperationID string             `json:"operationId"`
-	Intent      deprovision.Intent `json:"intent"`
-	Status      deprovision.Status `json:"status"`
-	Reason      string             `json:"reason,omitempty"`
-	EventTime   time.Time          `json:"eventTime"`
-	Updated     time.Time          `json:"updated"`
+	c.respond(http.StatusOK, opsapi.NewOperation(op, steps))
 }
 
 func (h *Handler) getDevice(ctx context.Context, c *call, rid string) {
@@ -259,13 +214,7 @@ func (h *Handler) getDevice(ctx context.Context, c *call, rid string) {
 		c.respondError("device "+rid, err)
 		return
 	}
-	v := DeviceView{RegistrationID: rid, Operations: []OperationHistoryView{}}
-	if ds != nil {
-		v.State = &DeviceStateView{DeviceID: ds.DeviceID, Hub: ds.Hub, Intent: ds.Intent, OperationID: ds.OperationID, EventTime: ds.EventTime, BlockingEnrollment: ds.BlockingEnrollment, HubAction: ds.HubAction, Updated: ds.Updated}
-	}
-	for _, o := range hist {
-		v.Operations = append(v.Operations, OperationHistoryView{OperationID: o.OperationID, Intent: o.Intent, Status: o.Status, Reason: o.Reason, EventTime: o.EventTime, Updated: o.Updated})
-	}
+	v := opsapi.NewDevice(rid, ds, hist)
 	if v.State == nil && len(v.Operations) == 0 {
 		c.respond(http.StatusNotFound, apiError{fmt.Sprintf("device %s: this system has no record of it", rid)})
 		return

@@ -48,7 +48,7 @@ func build(dir string) error {
 	if err != nil {
 		return err
 	}
-	for name, pkg := range map[string]string{"handler": ".", "iotemulator": "./cmd/iotemulator", "devhost": "./cmd/devhost"} {
+	for name, pkg := range map[string]string{"handler": ".", "iotemulator": "./cmd/iotemulator", "devhost": "./cmd/devhost", "dpsdeprov": "./cmd/dpsdeprov"} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg)
 		cmd.Dir = root
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
@@ -135,6 +135,19 @@ func TestStoryEndToEndThroughDevhost(t *testing.T) {
 	}
 	if !ok {
 		t.Errorf("a device's next provisioning attempt did not get what the story says:\n%s", d.out.(*bytes.Buffer).String())
+	}
+
+	// The operator CLI, as the demo runs it, tells what happened to the meter: lost, then
+	// recovered, the recovery in full.
+	var cli bytes.Buffer
+	d.out = &cli
+	if err := d.operatorCLI(ctx, "meter-07"); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"recovered by operation", "history", "lost  succeeded", "latest operation:", "why: "} {
+		if !strings.Contains(cli.String(), want) {
+			t.Errorf("dpsdeprov status meter-07 does not say %q:\n%s", want, cli.String())
+		}
 	}
 
 	// Redelivery and resumption: the gateway's first invocation failed on the hub fault.

@@ -110,6 +110,7 @@ func run() error {
 		d.say("ready. Publish your own events, for example:")
 		fmt.Fprintf(d.out, "\n  go run ./cmd/devhost publish -type device-lost -subject devices/meter-07 -data '{\"registrationId\":\"meter-07\"}'\n\n")
 		fmt.Fprintf(d.out, "  devices: %s, and %s-d0 … %s-d%d in group %s\n", strings.Join(d.fleet.order, ", "), d.fleet.bulk.ID, d.fleet.bulk.ID, d.fleet.bulk.Registrations-1, d.fleet.bulk.ID)
+		fmt.Fprintf(d.out, "  what happened to a device: go run ./cmd/dpsdeprov status meter-07   (then show, plan, apply, approve, deny; docs/app.md)\n")
 		fmt.Fprintf(d.out, "  outcome events: go run ./cmd/devhost received   · logs: %s/*.log   · Ctrl-C stops everything\n\n", *state)
 		select {
 		case <-ctx.Done():
@@ -129,6 +130,9 @@ func run() error {
 		return err
 	}
 	if err := d.outcomes(ctx); err != nil {
+		return err
+	}
+	if err := d.operatorCLI(ctx, "meter-07"); err != nil {
 		return err
 	}
 	ok, err := d.check(ctx)

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -26,6 +27,7 @@ import (
 	"dpsdeprov/deprovision"
 	"dpsdeprov/emulator"
 	"dpsdeprov/internal/dpsdevice"
+	"dpsdeprov/opsapi"
 )
 
 // Event sources of the story: security tooling may ask for compromise responses (the demo's
@@ -207,7 +209,9 @@ func (d *demo) addFault(ctx context.Context, ft emulator.Fault) error {
 	return nil
 }
 
-// summary prints, from the journal, one block per chapter: intent, path, steps, outcome.
+// summary prints, from the journal, one block per chapter: the operation as the Operations
+// function shows it (its plan, each step's reason and outcome; opsapi renders it for the
+// dpsdeprov command too), and how Event Grid delivered the event.
 func (d *demo) summary(ctx context.Context, chapters []*chapter) error {
 	fmt.Fprintln(d.out)
 	fmt.Fprintln(d.out, "What the journal says")
@@ -222,42 +226,28 @@ func (d *demo) summary(ctx context.Context, chapters []*chapter) error {
 			return fmt.Errorf("reading steps of %s: %w", c.Device, err)
 		}
 		fmt.Fprintf(d.out, "\n%s (%s): %s\n", c.Device, d.kind(c), c.Title)
-		tw := tabwriter.NewWriter(d.out, 2, 4, 2, ' ', 0)
-		path := "-"
-		if op.Plan != nil && op.Plan.Path != "" {
-			path = op.Plan.Path
-		}
-		fmt.Fprintf(tw, "  intent\t%s\n", op.Request.Intent)
-		fmt.Fprintf(tw, "  path\t%s\n", path)
-		outcome := string(op.Status)
-		if op.Reason != "" {
-			outcome += ": " + op.Reason
-		}
-		if op.Progress.Total > 0 {
-			outcome += fmt.Sprintf(" (%d of %d members done, %d failed)", op.Progress.Done, op.Progress.Total, op.Progress.Failed)
-		}
-		sort.Slice(steps, func(i, j int) bool { return steps[i].Time.Before(steps[j].Time) })
-		for i, s := range steps {
-			label := ""
-			if i == 0 {
-				label = "steps"
-			}
-			detail := string(s.Outcome)
-			if s.Error != "" {
-				detail += " (" + s.Error + ")"
-			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", label, s.Kind, s.Target, detail)
-		}
-		if len(steps) == 0 {
-			fmt.Fprintf(tw, "  steps\tnone\n")
-		}
-		if n := d.redeliveries(c.eventID); n > 0 {
-			fmt.Fprintf(tw, "  delivery\tEvent Grid redelivered the event %d time(s) after a failed invocation; the operation resumed\n", n)
-		}
-		fmt.Fprintf(tw, "  outcome\t%s\n", outcome)
-		if err := tw.Flush(); err != nil {
+		view := opsapi.NewOperation(op, steps)
+		if err := opsapi.WriteOperation(d.out, &view); err != nil {
 			return err
 		}
+		if n := d.redeliveries(c.eventID); n > 0 {
+			fmt.Fprintf(d.out, "  delivery: Event Grid redelivered the event %d time(s) after a failed invocation; the operation resumed\n", n)
+		}
+	}
+	return nil
+}
+
+// operatorCLI shows one use of the operator command, dpsdeprov, as an analyst would run it:
+// what happened to a device, asked of the Operations function through devhost.
+func (d *demo) operatorCLI(ctx context.Context, device string) error {
+	fmt.Fprintln(d.out)
+	title := "What happened to " + device + "? Asked with the operator CLI: dpsdeprov status " + device
+	fmt.Fprintln(d.out, title)
+	fmt.Fprintln(d.out, strings.Repeat("=", len(title)))
+	cmd := exec.CommandContext(ctx, filepath.Join(d.stack.bin, "dpsdeprov"), "status", device, "--url", d.stack.devhost.URL+"/api")
+	cmd.Stdout, cmd.Stderr = d.out, d.out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("dpsdeprov status %s: %w", device, err)
 	}
 	return nil
 }

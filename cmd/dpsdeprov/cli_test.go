@@ -1,0 +1,315 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+
+	"dpsdeprov/devhost"
+	"dpsdeprov/emulator"
+	"dpsdeprov/internal/testenv"
+)
+
+// handlerBin is the real handler binary, built once for the package's tests.
+var handlerBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "dpsdeprov-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	root, err := testenv.RepoRoot()
+	if err == nil {
+		handlerBin = filepath.Join(dir, "handler")
+		build := exec.Command("go", "build", "-o", handlerBin, ".")
+		build.Dir, build.Stdout, build.Stderr = root, os.Stderr, os.Stderr
+		err = build.Run()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "building the handler:", err)
+		os.Exit(1)
+	}
+	defer os.RemoveAll(dir)
+	testenv.Main(m)
+}
+
+// syncBuffer is a bytes.Buffer safe for a process's output and the test's reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.Buffer.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.Buffer.String()
+}
+
+// stack is the local stack `make run` starts: the real handler behind devhost, the journal
+// and queues in Azurite, DPS and two hubs in the emulator, seeded with one group.
+type stack struct {
+	api   string
+	group string
+	n     int
+}
+
+func newStack(t *testing.T, members int, extra map[string]string) *stack {
+	t.Helper()
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	az := testenv.SharedAzurite(t)
+	emu := testenv.StartEmulator(t, emulator.Options{Hubs: []string{"hub1", "hub2"}})
+	prefix := testenv.UniqueName("cli")
+	seeded, err := emu.Seed(emulator.SeedSpec{Prefix: prefix, Registrations: members})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := emu.Info()
+	settings := map[string]string{
+		"AzureWebJobsStorage":   az.ConnectionString(),
+		"JOURNAL_TABLE_PREFIX":  prefix,
+		"DPS_CONNECTION_STRING": info.DPS.ConnectionString,
+		"CLEANUP_SCHEDULE":      "0 0 0 1 1 *",
+		"EMULATOR_ADDRESS":      info.Addr,
+		"EMULATOR_CA_FILE":      info.CAFile,
+		"DRY_RUN":               "false",
+		"LOG_LEVEL":             "info",
+		"HUB_OPS_PER_MINUTE":    "6000",
+	}
+	for i, h := range info.Hubs {
+		settings[fmt.Sprintf("IOT_HUB_CONNECTION_STRING_%d", i)] = h.ConnectionString
+	}
+	for k, v := range extra {
+		settings[k] = v
+	}
+	app, err := devhost.LoadApp(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	app.Host.CustomHandler.Description.DefaultExecutablePath = handlerBin
+	out := &syncBuffer{}
+	h, err := devhost.Start(context.Background(), app, devhost.Options{Settings: settings, Addr: "127.0.0.1:0", HandlerOutput: out,
+		Logger: slog.New(slog.NewTextHandler(out, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = h.Close()
+		if t.Failed() {
+			s := out.String()
+			t.Logf("devhost and handler log:\n%s", s[max(0, len(s)-8000):])
+		}
+	})
+	return &stack{api: h.URL() + "/api", group: seeded.Groups[0].ID, n: members}
+}
+
+func (s *stack) member(i int) string { return fmt.Sprintf("%s-d%d", s.group, i) }
+
+// cliRun is one run of the command: its exit status and what it printed.
+type cliRun struct {
+	code           int
+	stdout, stderr string
+}
+
+// dpsdeprov runs the command as a person would, against s, with env as the environment.
+func (s *stack) dpsdeprov(t *testing.T, env map[string]string, args ...string) cliRun {
+	t.Helper()
+	var out, errs bytes.Buffer
+	if env == nil {
+		env = map[string]string{}
+	}
+	if _, ok := env["DPSDEPROV_URL"]; !ok {
+		env["DPSDEPROV_URL"] = s.api
+	}
+	code := run(context.Background(), args, &out, &errs, func(k string) string { return env[k] })
+	r := cliRun{code: code, stdout: out.String(), stderr: errs.String()}
+	t.Logf("dpsdeprov %s → %d\n%s%s", strings.Join(args, " "), code, r.stdout, r.stderr)
+	return r
+}
+
+var opID = regexp.MustCompile(`operation (op-[0-9a-f]{32})`)
+
+// A person's way through the CLI against the local stack: a device nobody has asked about,
+// a dry run printed as a plan, the real thing, the device's status and its operation in
+// full, and the same as JSON for scripts.
+func TestOperatorCLIAgainstTheLocalStack(t *testing.T) {
+	s := newStack(t, 6, nil)
+	dev := s.member(0)
+
+	r := s.dpsdeprov(t, nil, "status", dev)
+	if r.code != exitError || !strings.Contains(r.stderr, "no record of it") || !strings.Contains(r.stderr, "dpsdeprov plan lost "+dev) {
+		t.Fatalf("status of an untouched device: want exit 1 saying there is no record and what to try")
+	}
+
+	r = s.dpsdeprov(t, nil, "plan", "lost", dev, "--reason", "not seen on site since Monday")
+	if r.code != exitOK {
+		t.Fatal("plan failed")
+	}
+	for _, want := range []string{"planned", "dry run", "1. dps.", "why: "} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("the plan does not show %q", want)
+		}
+	}
+
+	r = s.dpsdeprov(t, nil, "apply", "lost", dev, "--reason", "not seen on site since Monday")
+	if r.code != exitOK || !strings.Contains(r.stdout, "succeeded") || !strings.Contains(r.stdout, "done") {
+		t.Fatal("apply did not succeed with its steps done")
+	}
+	m := opID.FindStringSubmatch(r.stdout)
+	if m == nil {
+		t.Fatal("apply printed no operation id")
+	}
+	op := m[1]
+
+	r = s.dpsdeprov(t, nil, "status", dev)
+	if r.code != exitOK || !strings.Contains(r.stdout, "lost by operation "+op) || !strings.Contains(r.stdout, "latest operation:") {
+		t.Fatal("status does not show the device's state and latest operation")
+	}
+
+	r = s.dpsdeprov(t, nil, "show", op, "--json")
+	var view struct {
+		OperationID string `json:"operationId"`
+		Status      string `json:"status"`
+		Plan        []struct {
+			Kind, Reason string
+		} `json:"plan"`
+		Journal []struct {
+			Index   int    `json:"index"`
+			Outcome string `json:"outcome"`
+		} `json:"journal"`
+	}
+	if r.code != exitOK || json.Unmarshal([]byte(r.stdout), &view) != nil {
+		t.Fatal("show --json printed no JSON")
+	}
+	if view.OperationID != op || view.Status != "succeeded" || len(view.Plan) == 0 || len(view.Journal) < len(view.Plan) {
+		t.Fatalf("show --json: %+v", view)
+	}
+	for _, p := range view.Plan {
+		if p.Reason == "" {
+			t.Errorf("step %s has no reason", p.Kind)
+		}
+	}
+
+	r = s.dpsdeprov(t, nil, "show", "op-00000000000000000000000000000000")
+	if r.code != exitError || !strings.Contains(r.stderr, "not found") || !strings.Contains(r.stderr, "dpsdeprov status") {
+		t.Fatal("an unknown operation: want exit 1 saying how to find operations")
+	}
+	r = s.dpsdeprov(t, nil, "show", "op-00000000000000000000000000000000", "--json")
+	var e struct {
+		Error  string `json:"error"`
+		Status int    `json:"status"`
+	}
+	if r.code != exitError || json.Unmarshal([]byte(r.stdout), &e) != nil || e.Status != 404 || e.Error == "" {
+		t.Fatalf("an unknown operation with --json: want a JSON error with status 404")
+	}
+
+	r = s.dpsdeprov(t, nil, "apply", "lost", "sensor/../x")
+	if r.code != exitError || !strings.Contains(r.stderr, "refused") || !strings.Contains(r.stdout, "rejected") {
+		t.Fatal("a malformed registration id: want the refusal and its reason")
+	}
+}
+
+// A group operation over the guardrail is held: apply says so (exit 3) and how to approve;
+// an approval without an approver says to give --by; with one, the group runs and show
+// --watch follows its progress bar to the end. A second held operation is denied.
+func TestHeldGroupOperationApprovedAndDeniedThroughTheCLI(t *testing.T) {
+	s := newStack(t, 8, map[string]string{"MAX_GROUP_DEVICES": "3"})
+
+	r := s.dpsdeprov(t, nil, "apply", "group-compromised", s.group, "--reason", "CA key leaked")
+	if r.code != exitHeld || !strings.Contains(r.stdout, "awaiting-approval") || !strings.Contains(r.stderr, "dpsdeprov approve") {
+		t.Fatal("a group over MAX_GROUP_DEVICES: want exit 3, held, with the approve command")
+	}
+	op := opID.FindStringSubmatch(r.stdout)[1]
+
+	r = s.dpsdeprov(t, nil, "approve", op, "--reason", "INC-2041 confirmed")
+	if r.code != exitError || !strings.Contains(r.stderr, "--by") {
+		t.Fatal("an approval without an approver: want the hint to give --by")
+	}
+	r = s.dpsdeprov(t, nil, "approve", op, "--reason", "INC-2041 confirmed", "--by", "alice@contoso.com")
+	if r.code != exitOK || !strings.Contains(r.stdout, "alice@contoso.com") {
+		t.Fatal("the approval did not go through, or its record is not shown")
+	}
+	r = s.dpsdeprov(t, nil, "show", op, "--watch", "--interval", "100ms")
+	if r.code != exitOK || !strings.Contains(r.stdout, "succeeded") || !strings.Contains(r.stdout, fmt.Sprintf("%d/%d members (100%%)", s.n, s.n)) {
+		t.Fatal("show --watch did not follow the group to its end with a full progress bar")
+	}
+	if r = s.dpsdeprov(t, nil, "approve", op, "--reason", "again", "--by", "alice@contoso.com"); r.code != exitOK {
+		t.Fatal("approving twice must be harmless: the second approval returns the operation")
+	}
+
+	r = s.dpsdeprov(t, nil, "apply", "group-retired", s.group, "--json")
+	var held struct {
+		OperationID, Status string
+	}
+	if r.code != exitHeld || json.Unmarshal([]byte(r.stdout), &held) != nil || held.Status != "awaiting-approval" {
+		t.Fatal("the second group operation was not held")
+	}
+	r = s.dpsdeprov(t, nil, "deny", held.OperationID, "--reason", "retired by mistake", "--by", "bob@contoso.com", "--json")
+	if r.code != exitError || !strings.Contains(r.stdout, `"status": "rejected"`) {
+		t.Fatal("the denial did not end the operation rejected")
+	}
+	r = s.dpsdeprov(t, nil, "approve", held.OperationID, "--reason", "changed my mind", "--by", "alice@contoso.com")
+	if r.code != exitError || !strings.Contains(r.stderr, "only an operation awaiting approval") || !strings.Contains(r.stderr, "dpsdeprov show "+held.OperationID) {
+		t.Fatal("approving a denied operation: want the app's reason and where to look")
+	}
+}
+
+// What the CLI says when the app answers as the Functions host does to a wrong key (401, no
+// body), or is not there at all, and when it is called wrongly. (devhost checks no keys, as
+// Core Tools does not, so the 401 comes from a stand-in here.)
+func TestCLIErrorsSayWhatToDo(t *testing.T) {
+	host := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("x-functions-key") != "right" {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"registrationId":"d","state":null,"operations":[]}`)
+	}))
+	defer host.Close()
+	s := &stack{api: host.URL + "/api"}
+
+	r := s.dpsdeprov(t, map[string]string{"DPSDEPROV_KEY": "wrong"}, "status", "d")
+	if r.code != exitError || !strings.Contains(r.stderr, "refused the function key") || !strings.Contains(r.stderr, "az functionapp function keys list") {
+		t.Fatal("a wrong key: want what to check and how to list the keys")
+	}
+	if r = s.dpsdeprov(t, map[string]string{"DPSDEPROV_KEY": "right"}, "status", "d"); r.code != exitOK {
+		t.Fatal("the right key in the x-functions-key header was not accepted")
+	}
+	r = s.dpsdeprov(t, map[string]string{"DPSDEPROV_URL": "https://dpsdeprov-contoso.azurewebsites.net/api"}, "status", "d")
+	if r.code != exitUsage || !strings.Contains(r.stderr, "needs a credential") {
+		t.Fatal("a remote app without a credential: want the two ways to give one")
+	}
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closed.Close()
+	r = s.dpsdeprov(t, map[string]string{"DPSDEPROV_URL": closed.URL + "/api"}, "show", "op-1")
+	if r.code != exitError || !strings.Contains(r.stderr, "cannot reach the app") {
+		t.Fatal("an app that is not there: want to be told to check --url")
+	}
+	for _, args := range [][]string{{}, {"frobnicate"}, {"plan", "lost"}, {"approve", "op-1"}} {
+		if r = s.dpsdeprov(t, nil, args...); r.code != exitUsage {
+			t.Fatalf("dpsdeprov %v: exit %d, want %d (usage)", args, r.code, exitUsage)
+		}
+	}
+}
