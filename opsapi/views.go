@@ -91,7 +91,7 @@ func NewDevice(registrationID string, ds *deprovision.DeviceState, hist []deprov
 	return v
 }
 
-// Request is the body of POST deprovision/requests: the event data fields of DESIGN §4, an
+// Request is the body of POST deprovision/requests: the event data fields (docs/app.md), an
 // intent, an optional ID that makes the request idempotent (the same ID finds the same
 // operation), and DryRun (the server's default is true: nothing changes unless it is false).
 type Request struct {
