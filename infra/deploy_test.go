@@ -215,6 +215,7 @@ func TestDeployScriptChecksItsInputs(t *testing.T) {
 		{"DRY_RUN among the settings", deployEnv("APP_SETTINGS", "LOG_LEVEL=info;DRY_RUN=false"), "set DRY_RUN with the DRY_RUN variable"},
 		{"setting without a value", deployEnv("APP_SETTINGS", "LOG_LEVEL"), `"LOG_LEVEL" is not NAME=VALUE`},
 		{"bad group name", deployEnv("RESOURCE_GROUP", "rg deprov"), `RESOURCE_GROUP "rg deprov" is not a resource group name`},
+		{"bad client id", deployEnv("AUTH_CLIENT_ID", "my-app"), `AUTH_CLIENT_ID "my-app" is not a client id`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -282,7 +283,8 @@ func TestDeployScriptDeploysAndIsSafeToRunAgain(t *testing.T) {
 	s := subscription()
 	s.RefusePublish = 2 // the sender role is not yet effective for the first two tries
 	r := newDeployRig(t, bin, s)
-	code, out, calls := r.run(deployEnv("YES", "1", "SENDERS", senderOne, "APP_SETTINGS", `LOG_LEVEL=info;EVENT_TYPE_MAP=Contoso.X="y"=lost`))
+	const client = "33333333-4444-5555-6666-777777777777"
+	code, out, calls := r.run(deployEnv("YES", "1", "SENDERS", senderOne, "APP_SETTINGS", `LOG_LEVEL=info;EVENT_TYPE_MAP=Contoso.X="y"=lost`, "AUTH_CLIENT_ID", client))
 	if code != 0 {
 		t.Fatalf("first run: exit %d:\n%s", code, out)
 	}
@@ -309,6 +311,10 @@ func TestDeployScriptDeploysAndIsSafeToRunAgain(t *testing.T) {
 	st.param("rg-deprov/deprov-app", "additionalAppSettings", &settings)
 	if !slices.Contains(settings, struct{ Name, Value string }{"EVENT_TYPE_MAP", `Contoso.X="y"=lost`}) {
 		t.Fatalf("APP_SETTINGS did not reach main.json intact: %+v", settings)
+	}
+	var authClient string
+	if st.param("rg-deprov/deprov-app", "authClientId", &authClient); authClient != client {
+		t.Fatalf("main.json got authClientId %q, want %s", authClient, client)
 	}
 	var hosts []string
 	st.param("rg-deprov/deprov-app", "iotHubHostNames", &hosts)

@@ -226,8 +226,9 @@ func (c *Client) decide(ctx context.Context, path string, d Decision) (DecideRes
 	return out, nil
 }
 
-// ErrorMessage returns what the server said of a failed call: the "error" of its JSON answer
-// when it has one, else the error's own text.
+// ErrorMessage returns what the server said of a failed call: the "error" of its JSON answer,
+// or its answer's text when that is not JSON (a front end's refusal), else the error's own
+// text.
 func ErrorMessage(err error) string {
 	var re *azcore.ResponseError
 	if errors.As(err, &re) && re.RawResponse != nil {
@@ -235,6 +236,9 @@ func ErrorMessage(err error) string {
 			var e Error
 			if json.Unmarshal(b, &e) == nil && e.Error != "" {
 				return e.Error
+			}
+			if t := strings.TrimSpace(string(b)); t != "" && !strings.HasPrefix(t, "{") && !strings.HasPrefix(t, "<") && len(t) <= 500 {
+				return t
 			}
 		}
 	}

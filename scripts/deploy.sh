@@ -16,6 +16,8 @@
 #                       or resource ids                                                  (required)
 #   IOT_RESOURCE_GROUP  where DPS and hub names are found (default RESOURCE_GROUP)
 #   APP_NAME            the function app's name (default: main.json's, from the group's id)
+#   AUTH_CLIENT_ID      the app registration's client id: turns on App Service authentication
+#                       for signed-in operators (docs/deploy.md, signed-in operators and app roles)
 #   TOPIC               the device-events topic (default <app>-device-events; created)
 #   SENDERS             object ids allowed to publish device events, comma-separated
 #   SENDER_TYPE         their principal type: ServicePrincipal (default), User or Group
@@ -62,6 +64,8 @@ check_inputs() {
 		problems+=("SENDER_TYPE is \"$SENDER_TYPE\": ServicePrincipal, User or Group") ;;
 	esac
 	local s
+	[ -z "${AUTH_CLIENT_ID:-}" ] || [[ "$AUTH_CLIENT_ID" =~ ^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$ ]] ||
+		problems+=("AUTH_CLIENT_ID \"$AUTH_CLIENT_ID\" is not a client id")
 	for s in $(split_list "${SENDERS:-}"); do
 		[[ "$s" =~ ^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$ ]] || problems+=("SENDERS: \"$s\" is not an object id")
 	done
@@ -186,6 +190,7 @@ write_main_parameters() {
 	fi
 	local app_param=""
 	[ -z "${APP_NAME:-}" ] || app_param=",\"appName\":{\"value\":$(json_string "$APP_NAME")}"
+	[ -z "${AUTH_CLIENT_ID:-}" ] || app_param+=",\"authClientId\":{\"value\":$(json_string "$AUTH_CLIENT_ID")}"
 	cat >"$WORK/main.parameters.json" <<EOF
 {"\$schema":"https://schema.management.azure.com/schemas/2019-04-01/deploymentParameters.json#","contentVersion":"1.0.0.0","parameters":{
 "dpsHostName":{"value":$(json_string "$DPS_HOST")},"iotHubHostNames":{"value":[$hosts]},"additionalAppSettings":{"value":[$settings]}$app_param}}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 
 	"dpsdeprov/deprovision"
@@ -53,7 +54,9 @@ every command takes:
   --key KEY          the Operations function's key ($DPSDEPROV_KEY)
   --scope SCOPE      sign in with Entra ID for this scope, the app's Application ID URI with
                      /.default ($DPSDEPROV_SCOPE)
-  --credential C     default (azidentity's DefaultAzureCredential) or cli (az login) ($DPSDEPROV_CREDENTIAL)
+  --credential C     default (azidentity's DefaultAzureCredential), cli (az login), or token: the
+                     access token in $DPSDEPROV_ACCESS_TOKEN, e.g. from az account get-access-token
+                     ($DPSDEPROV_CREDENTIAL)
   --json             print the app's answers as JSON
 `
 
@@ -200,7 +203,7 @@ func (c *cli) connect() error {
 	case c.key != "":
 		c.auth = "key"
 		c.client, err = opsapi.NewClientWithKey(c.url, azcore.NewKeyCredential(c.key), o)
-	case c.scope != "":
+	case c.scope != "" || c.credential == "token":
 		c.auth = "entra"
 		var cred azcore.TokenCredential
 		switch c.credential {
@@ -208,13 +211,19 @@ func (c *cli) connect() error {
 			cred, err = azidentity.NewAzureCLICredential(nil)
 		case "default":
 			cred, err = azidentity.NewDefaultAzureCredential(nil)
+		case "token":
+			t := strings.TrimSpace(c.getenv("DPSDEPROV_ACCESS_TOKEN"))
+			if t == "" {
+				return &usageError{"--credential token reads the access token from DPSDEPROV_ACCESS_TOKEN, which is empty: `az account get-access-token --scope <the app's Application ID URI>/.default --query accessToken -o tsv` gets one"}
+			}
+			cred = staticToken(t)
 		default:
-			return &usageError{fmt.Sprintf("--credential %q: use default or cli", c.credential)}
+			return &usageError{fmt.Sprintf("--credential %q: use default, cli or token", c.credential)}
 		}
 		if err != nil {
 			return fmt.Errorf("setting up the Entra ID credential: %w", err)
 		}
-		o.Scopes = []string{c.scope}
+		o.Scopes = []string{or(c.scope, "token-from-DPSDEPROV_ACCESS_TOKEN")}
 		c.client, err = opsapi.NewClient(c.url, cred, o)
 	case loopback:
 		c.auth = "none" // devhost and Core Tools check no keys
@@ -223,6 +232,15 @@ func (c *cli) connect() error {
 		return &usageError{fmt.Sprintf("the app at %s needs a credential: the Operations function's key (--key or DPSDEPROV_KEY; `az functionapp function keys list -g <resource group> -n <app> --function-name Operations` lists them), or your Entra ID sign-in (--scope api://<app's Application ID URI>/.default, after `az login`)", c.url)}
 	}
 	return err
+}
+
+// staticToken is an access token the caller already holds (DPSDEPROV_ACCESS_TOKEN); it is
+// sent as it is, for whatever scope it was issued.
+type staticToken string
+
+// GetToken returns the token, valid for the length of a command.
+func (t staticToken) GetToken(context.Context, policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	return azcore.AccessToken{Token: string(t), ExpiresOn: time.Now().Add(time.Hour)}, nil
 }
 
 // localStack returns the API base of the stack `make run` started, from the info file
@@ -476,14 +494,19 @@ func (c *cli) explain(err error, what, id string) error {
 		msg = "interrupted"
 	case status == 0:
 		msg = fmt.Sprintf("cannot reach the app at %s (%v): check --url, and that the app (or `make run`) is up", c.url, err)
+	case status == 401 && c.auth == "key" && serverSaid(err):
+		// The key was right, but what it may do (FUNCTION_KEY_ACCESS) ends here.
+		msg = fmt.Sprintf("%s (HTTP 401); sign in with Entra ID instead (--scope <the app's Application ID URI>/.default) to act with your app roles", said)
 	case status == 401 && c.auth == "key":
 		msg = "the app refused the function key (HTTP 401): check --key or DPSDEPROV_KEY; `az functionapp function keys list -g <resource group> -n <app> --function-name Operations` lists the Operations function's keys"
 	case status == 401 && c.auth == "entra":
-		msg = fmt.Sprintf("the app refused your Entra ID token (HTTP 401): check --scope (%s) is the app's Application ID URI with /.default, that you are signed in (`az login`), and that the app has App Service authentication", c.scope)
+		msg = fmt.Sprintf("the app refused your Entra ID sign-in (HTTP 401): %s; check that --scope (%s) is the app's Application ID URI with /.default, that you are signed in (`az login`), and that the app has App Service authentication", said, c.scope)
 	case status == 401:
-		msg = "the app wants a credential (HTTP 401): give the Operations function's key (--key) or an Entra ID scope (--scope)"
+		msg = "the app wants a credential (HTTP 401): give the Operations function's key (--key) or sign in with Entra ID (--scope)"
+	case status == 403 && strings.Contains(said, "role"):
+		msg = fmt.Sprintf("%s (HTTP 403)", said)
 	case status == 403:
-		msg = fmt.Sprintf("the app does not let this identity do that (HTTP 403): %s; ask for the app role that allows it", said)
+		msg = fmt.Sprintf("%s (HTTP 403); ask for the app role that allows it", said)
 	case status == 404 && what == "operation":
 		msg = fmt.Sprintf("operation %s: not found; operation ids look like op- and 32 hex digits, and `dpsdeprov status <registration id>` lists a device's operations", id)
 	case status == 404 && what == "decision":
@@ -492,7 +515,7 @@ func (c *cli) explain(err error, what, id string) error {
 		msg = fmt.Sprintf("%s. No event or request has named it here: check the registration id; `dpsdeprov plan lost %s` shows what the app would do with it", said, id)
 	case status == 409 && what == "decision":
 		msg = fmt.Sprintf("%s; `dpsdeprov show %s` shows where it stands", said, id)
-	case status == 400 && what == "decision" && strings.Contains(said, "approver"):
+	case status == 400 && what == "decision" && strings.Contains(said, "approver") && c.auth != "entra":
 		msg = said + "; with dpsdeprov: --by <your name> (the app has no App Service authentication to name you)"
 	case status == 503:
 		msg = said + " (HTTP 503); try again in a minute"
@@ -501,6 +524,10 @@ func (c *cli) explain(err error, what, id string) error {
 	}
 	return &cliError{msg: msg, err: err}
 }
+
+// serverSaid reports whether the failed call's answer carried the app's own message (the
+// host's refusal of a wrong key has no body).
+func serverSaid(err error) bool { return opsapi.ErrorMessage(err) != err.Error() }
 
 func ctxDone(err error) bool {
 	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)

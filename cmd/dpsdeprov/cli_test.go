@@ -74,6 +74,13 @@ type stack struct {
 
 func newStack(t *testing.T, members int, extra map[string]string) *stack {
 	t.Helper()
+	return newStackWithAuth(t, members, extra, nil)
+}
+
+// newStackWithAuth is newStack with devhost fronting the app as App Service authentication
+// does, signing in auth's test identities by bearer token.
+func newStackWithAuth(t *testing.T, members int, extra map[string]string, auth *devhost.AuthOptions) *stack {
+	t.Helper()
 	root, err := testenv.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
@@ -110,7 +117,7 @@ func newStack(t *testing.T, members int, extra map[string]string) *stack {
 	app.Host.CustomHandler.Description.DefaultExecutablePath = handlerBin
 	out := &syncBuffer{}
 	h, err := devhost.Start(context.Background(), app, devhost.Options{Settings: settings, Addr: "127.0.0.1:0", HandlerOutput: out,
-		Logger: slog.New(slog.NewTextHandler(out, nil))})
+		Logger: slog.New(slog.NewTextHandler(out, nil)), Auth: auth})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,5 +318,54 @@ func TestCLIErrorsSayWhatToDo(t *testing.T) {
 		if r = s.dpsdeprov(t, nil, args...); r.code != exitUsage {
 			t.Fatalf("dpsdeprov %v: exit %d, want %d (usage)", args, r.code, exitUsage)
 		}
+	}
+}
+
+// The Entra ID path, against the local stack fronted as App Service authentication fronts the
+// app (devhost's test identities stand in for Entra ID's tokens): the CLI sends the caller's
+// token to the signed-in routes, the app authorizes by app roles, and four eyes hold: the
+// operator who applied a held group operation may not approve it, another approver may. The
+// CLI says what is missing each time.
+func TestCLISignedInWithEntraID(t *testing.T) {
+	const (
+		reader   = "Deprovisioning.Reader"
+		operator = "Deprovisioning.Operator"
+		approver = "Deprovisioning.Approver"
+	)
+	auth := &devhost.AuthOptions{Identities: map[string]devhost.Identity{
+		"alice-token": {ObjectID: "00000000-0000-0000-0000-00000000a11c", Name: "alice@contoso.com", Roles: []string{reader, operator, approver}},
+		"bob-token":   {ObjectID: "00000000-0000-0000-0000-000000000b0b", Name: "bob@contoso.com", Roles: []string{reader, approver}},
+		"carol-token": {ObjectID: "00000000-0000-0000-0000-0000000ca401", Name: "carol@contoso.com", Roles: []string{reader}},
+	}}
+	s := newStackWithAuth(t, 6, map[string]string{"MAX_GROUP_DEVICES": "3"}, auth)
+	as := func(token string) map[string]string {
+		return map[string]string{"DPSDEPROV_CREDENTIAL": "token", "DPSDEPROV_ACCESS_TOKEN": token, "DPSDEPROV_SCOPE": "api://dpsdeprov-test/.default"}
+	}
+
+	r := s.dpsdeprov(t, as("carol-token"), "apply", "lost", s.member(0), "--reason", "not seen")
+	if r.code != exitError || !strings.Contains(r.stderr, operator) || !strings.Contains(r.stderr, "HTTP 403") {
+		t.Fatal("a reader applying: want the 403 naming the missing role")
+	}
+	r = s.dpsdeprov(t, as("nobody-token"), "status", s.member(0))
+	if r.code != exitError || !strings.Contains(r.stderr, "refused your Entra ID sign-in") {
+		t.Fatal("an unknown token: want the sign-in refused, with what to check")
+	}
+
+	r = s.dpsdeprov(t, as("alice-token"), "apply", "group-compromised", s.group, "--reason", "CA key leaked")
+	if r.code != exitHeld || !strings.Contains(r.stdout, "asked by") || !strings.Contains(r.stdout, "alice@contoso.com") {
+		t.Fatal("alice's group operation: want it held, naming her as the one who asked")
+	}
+	op := opID.FindStringSubmatch(r.stdout)[1]
+	r = s.dpsdeprov(t, as("alice-token"), "approve", op, "--reason", "me again")
+	if r.code != exitError || !strings.Contains(r.stderr, "four eyes") {
+		t.Fatal("alice approving her own operation: want the four-eyes refusal")
+	}
+	r = s.dpsdeprov(t, as("bob-token"), "approve", op, "--reason", "INC-2041 confirmed")
+	if r.code != exitOK || !strings.Contains(r.stdout, "bob@contoso.com") || !strings.Contains(r.stdout, "verified") {
+		t.Fatal("bob's approval, signed in, without --by: want it journaled as verified")
+	}
+	r = s.dpsdeprov(t, as("carol-token"), "show", op, "--watch", "--interval", "100ms")
+	if r.code != exitOK || !strings.Contains(r.stdout, "succeeded") {
+		t.Fatal("a reader following the approved group to its end")
 	}
 }

@@ -10,10 +10,11 @@
 //	dpsdeprov deny op-3f2a… --reason "false positive"
 //
 // It finds the app at --url (or $DPSDEPROV_URL; by default the local `make run` stack named in
-// .demo/devhost.json) and authenticates with the Operations function's key (--key or
-// $DPSDEPROV_KEY) or with the caller's Entra ID token for --scope (or $DPSDEPROV_SCOPE), from
-// azidentity's DefaultAzureCredential or, with --credential cli, the Azure CLI's sign-in.
-// --json prints the app's answers as JSON for scripts.
+// .demo/devhost.json) and signs in with the caller's Entra ID token for --scope (or
+// $DPSDEPROV_SCOPE), from azidentity's DefaultAzureCredential, the Azure CLI's sign-in
+// (--credential cli) or a token at hand (--credential token, $DPSDEPROV_ACCESS_TOKEN), on the
+// signed-in routes; or it sends the Operations function's key (--key or $DPSDEPROV_KEY) on the
+// key routes. --json prints the app's answers as JSON for scripts.
 //
 // Exit status: 0 done, 1 refused or failed (the message says what to do), 2 usage, 3 the
 // operation is held for approval.
