@@ -28,6 +28,8 @@ type Deps struct {
 	Work WorkQueue
 	// Budget counts destructive operations per hour for Config.Guard; nil: not counted.
 	Budget Budget
+	// Holder, when set, is asked about every destructive operation just planned (holder.go).
+	Holder Holder
 }
 
 // Config tunes the engine. The zero value is usable.

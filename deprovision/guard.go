@@ -82,13 +82,28 @@ func budgetWindow(t time.Time) string { return t.UTC().Format("2006010215") }
 // person approved it, op is journaled awaiting-approval without a lease, and held is true.
 func (e *Engine) guard(ctx context.Context, op *Operation) (held bool, err error) {
 	g := e.c.Guard
-	if (g.MaxGroupDevices <= 0 && (g.MaxDestructivePerHour <= 0 || e.d.Budget == nil)) || !destructive(op.Plan) {
+	req := op.Request
+	// Some plans wait for a person whatever the limits (reenrolled.go).
+	reason, hold := personalDecision(op)
+	if reason == "" && ((g.MaxGroupDevices <= 0 && (g.MaxDestructivePerHour <= 0 || e.d.Budget == nil) && e.d.Holder == nil) || !destructive(op.Plan)) {
 		return false, nil
 	}
-	req := op.Request
-	var reason string
-	var hold *Hold
-	if req.Intent.GroupWide() && g.MaxGroupDevices > 0 {
+	own := false
+	if reason == "" && e.d.Holder != nil && destructive(op.Plan) {
+		d, err := e.d.Holder.Hold(ctx, op)
+		if r, ok := AsRefusal(err); ok {
+			_, err := e.finish(ctx, op, StatusRejected, r.Reason)
+			return true, err
+		}
+		if err != nil {
+			return false, asTransient(fmt.Errorf("guarding operation %s: %w", op.ID, err))
+		}
+		own = d.Own
+		if d.Hold != nil {
+			reason, hold = d.Reason, d.Hold
+		}
+	}
+	if reason == "" && req.Intent.GroupWide() && g.MaxGroupDevices > 0 {
 		n, err := e.countGroup(ctx, req.EnrollmentGroupID, g.MaxGroupDevices)
 		if err != nil {
 			return false, asTransient(fmt.Errorf("counting the registrations of group %s: %w", req.EnrollmentGroupID, err))
@@ -99,7 +114,7 @@ func (e *Engine) guard(ctx context.Context, op *Operation) (held bool, err error
 			hold = &Hold{Limit: "MAX_GROUP_DEVICES", Max: g.MaxGroupDevices, Count: n}
 		}
 	}
-	if reason == "" && g.MaxDestructivePerHour > 0 && e.d.Budget != nil && !(req.Intent == IntentCompromised) {
+	if reason == "" && !own && g.MaxDestructivePerHour > 0 && e.d.Budget != nil && !(req.Intent == IntentCompromised) {
 		window := budgetWindow(e.d.Clock.Now())
 		ok, n, err := e.d.Budget.Admit(ctx, window, op.ID, g.MaxDestructivePerHour)
 		if err != nil {

@@ -10,6 +10,7 @@ import (
 var Intents = []Intent{
 	IntentCompromised, IntentStolen, IntentLost, IntentRecovered, IntentSold,
 	IntentMoved, IntentRetired, IntentGroupCompromised, IntentGroupRetired,
+	IntentReEnrolled, IntentOrphaned,
 }
 
 // Valid reports whether i is one of [Intents].
@@ -47,7 +48,9 @@ func (i Intent) rank() int {
 	switch i {
 	case IntentSold, IntentRetired:
 		return 3
-	case IntentCompromised:
+	case IntentCompromised, IntentReEnrolled:
+		// re-enrolled ends a compromise, so it must outrank it; a compromise reported after
+		// the re-enrollment outranks it in turn by being newer.
 		return 2
 	}
 	return 1

@@ -91,6 +91,9 @@ func PlanFor(r *Resolved, req Request, prior *DeviceState) (*Plan, error) {
 	if prior != nil && prior.Intent == "" {
 		prior = nil // a row that only holds a lock records no change
 	}
+	if p, ok, err := planSpecial(r, req, prior); ok {
+		return p, err
+	}
 	if err := precedence(req, prior); err != nil {
 		return nil, err
 	}
@@ -160,7 +163,7 @@ func precedence(req Request, prior *DeviceState) error {
 	case prior.Intent == IntentCompromised:
 		switch req.Intent {
 		case IntentRecovered:
-			return refuse("the device is compromised (operation %s): recovered never undoes a compromise; re-enroll it deliberately with new credentials", prior.OperationID)
+			return refuse("the device is compromised (operation %s): recovered never undoes a compromise; re-enroll it deliberately with new credentials, then send re-enrolled", prior.OperationID)
 		case IntentLost, IntentStolen:
 			return refuse("the device is already compromised (operation %s), which outranks %s: nothing to change", prior.OperationID, req.Intent)
 		case IntentMoved:

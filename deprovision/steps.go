@@ -71,6 +71,8 @@ func (e *Engine) apply(ctx context.Context, op *Operation, st Step, seen *device
 		return e.setDevice(ctx, p[ParamHub], p[ParamDeviceID], true, "dpsdeprov recovered", seen.take(p[ParamHub], p[ParamDeviceID]))
 	case StepDeleteDevice:
 		return e.deleteDevice(ctx, p[ParamHub], p[ParamDeviceID])
+	case StepVerifyReEnrollment:
+		return verifyReEnrollment(ctx, e.d.Enrollments, st)
 	}
 	return failed(fmt.Errorf("unknown step kind %q", st.Kind))
 }
