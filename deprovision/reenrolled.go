@@ -136,4 +136,6 @@ func holdsCert(e *Enrollment, c CertInfo) bool {
 	return false
 }
 
-func normThumb(t string) string { return strings.ToUpper(strings.ReplaceAll(strings.TrimSpace(t), ":", "")) }
+func normThumb(t string) string {
+	return strings.ToUpper(strings.ReplaceAll(strings.TrimSpace(t), ":", ""))
+}
