@@ -296,6 +296,7 @@ func (e *Emulator) serveAdmin(w http.ResponseWriter, r *http.Request) {
 	case p == "reset" && r.Method == http.MethodPost:
 		e.Reset()
 		w.WriteHeader(http.StatusNoContent)
+	case e.serveActivity(w, r, p):
 	default:
 		fail(http.StatusNotFound, fmt.Errorf("no admin endpoint %s %s", r.Method, r.URL.Path))
 	}

@@ -47,6 +47,7 @@ type device struct {
 	desiredUpdated        string
 	desiredUpdatedVersion int64
 	desiredMeta           map[string]propMeta
+	act                   *Activity // what the device's own traffic set (activity.go)
 }
 
 // propMeta is the $metadata of one desired property.
@@ -111,12 +112,12 @@ func (d *device) json() deviceJSON {
 		DeviceID:                   d.id,
 		GenerationID:               d.generationID,
 		Etag:                       d.etag,
-		ConnectionState:            "Disconnected",
+		ConnectionState:            d.connectionState(),
 		Status:                     d.status,
 		StatusReason:               strPtr(d.statusReason),
-		ConnectionStateUpdatedTime: zeroTime,
+		ConnectionStateUpdatedTime: d.connectionStateUpdated(),
 		StatusUpdatedTime:          orZero(d.statusUpdated),
-		LastActivityTime:           zeroTime,
+		LastActivityTime:           d.lastActivity(),
 		Authentication: &authJSON{
 			SymmetricKey:   &symmetricKeyJSON{PrimaryKey: strPtr(d.primaryKey), SecondaryKey: strPtr(d.secondaryKey)},
 			X509Thumbprint: &thumbprintJSON{PrimaryThumbprint: strPtr(d.primaryThumb), SecondaryThumbprint: strPtr(d.secondaryThumb)},
@@ -225,8 +226,8 @@ func (d *device) twinJSON() twinJSON {
 		Status:             d.status,
 		StatusReason:       d.statusReason,
 		StatusUpdateTime:   orZero(d.statusUpdated),
-		ConnectionState:    "Disconnected",
-		LastActivityTime:   zeroTime,
+		ConnectionState:    d.connectionState(),
+		LastActivityTime:   d.twinLastActivity(),
 		AuthenticationType: d.authType,
 		X509Thumbprint:     thumbprintJSON{PrimaryThumbprint: strPtr(d.primaryThumb), SecondaryThumbprint: strPtr(d.secondaryThumb)},
 		Version:            tv + 1,

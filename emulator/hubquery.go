@@ -198,7 +198,7 @@ func (d *device) plainField(path []string) (any, bool) {
 	case "authenticationType":
 		return d.authType, true
 	case "connectionState":
-		return "Disconnected", true
+		return d.connectionState(), true
 	case "statusReason":
 		if d.statusReason == "" {
 			return nil, true
