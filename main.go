@@ -229,8 +229,12 @@ func wire(ctx context.Context, cfg *settings, logger *slog.Logger) (*app, error)
 		return nil, err
 	}
 
+	hk, err := openHousekeeping(ctx, cfg, tables)
+	if err != nil {
+		return nil, err
+	}
 	dpsAdapter := adapter.NewDPS(dpsClient)
-	engine := deprovision.NewEngine(deprovision.Deps{
+	engine := deprovision.NewEngine(cleanupEngineDeps(deprovision.Deps{
 		Enrollments:   dpsAdapter,
 		Registrations: dpsAdapter,
 		Devices:       hubs,
@@ -240,10 +244,10 @@ func wire(ctx context.Context, cfg *settings, logger *slog.Logger) (*app, error)
 		Logger:        logger,
 		Budget:        budget,
 		Work:          work,
-	}, deprovision.Config{Hubs: cfg.hubHosts, Guard: cfg.guard, GroupPageSize: groupPageSize})
+	}, cfg, hk, budget), deprovision.Config{Hubs: cfg.hubHosts, Guard: cfg.guard, GroupPageSize: groupPageSize})
 
-	cleaner, lifecycle, err := wireCleanup(ctx, cfg, tables, cleanupPorts{engine: engine, journal: jrnl,
-		enrollments: dpsAdapter, registrations: dpsAdapter, devices: hubs, publisher: pub}, logger)
+	cleaner, lifecycle, err := wireCleanup(cfg, cleanupPorts{engine: engine, journal: jrnl, housekeeping: hk,
+		enrollments: dpsAdapter, registrations: dpsAdapter, devices: hubs, liveness: adapter.NewLiveness(hubs, hubClients), publisher: pub}, logger)
 	if err != nil {
 		return nil, err
 	}

@@ -23,37 +23,60 @@ import (
 type cleanupPorts struct {
 	engine        *deprovision.Engine
 	journal       deprovision.Journal
+	housekeeping  *journal.Housekeeping
 	enrollments   deprovision.Enrollments
 	registrations deprovision.Registrations
 	devices       deprovision.Devices
-	publisher     *outcome.Publisher // nil when outcome events are off
+	// liveness reads what the hubs report of a device's life (the stale pass's evidence).
+	liveness  cleanup.Liveness
+	publisher *outcome.Publisher // nil when outcome events are off
 	// queues is the account of the group-work queue, whose poison queue the poison pass
 	// sweeps; nil opens it from the storage settings.
 	queues *azqueue.ServiceClient
 }
 
-// wireCleanup opens the cleanup's tables and returns the Cleanup timer's Cleaner and the
-// recorder of IoT Hub lifecycle events (docs/cleanup.md).
-func wireCleanup(ctx context.Context, cfg *settings, tables *aztables.ServiceClient, p cleanupPorts, logger *slog.Logger) (*handler.Cleanup, *cleanup.Lifecycle, error) {
+// openHousekeeping opens the cleanup's tables ({prefix}cleanup, {prefix}seen). The engine
+// needs them too: the timer's guard counts against them and group revocations are tracked
+// in them (cleanupEngineDeps).
+func openHousekeeping(ctx context.Context, cfg *settings, tables *aztables.ServiceClient) (*journal.Housekeeping, error) {
 	hctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
 	hk, err := journal.NewHousekeeping(hctx, tables, journal.Options{TablePrefix: cfg.JournalPrefix})
-	cancel()
 	if err != nil {
-		return nil, nil, fmt.Errorf("opening the cleanup tables (setting %s, tables %scleanup, %sseen): %w", config.SettingStorage, cfg.JournalPrefix, cfg.JournalPrefix, err)
+		return nil, fmt.Errorf("opening the cleanup tables (setting %s, tables %scleanup, %sseen): %w", config.SettingStorage, cfg.JournalPrefix, cfg.JournalPrefix, err)
 	}
+	return hk, nil
+}
+
+// cleanupEngineDeps adds to the engine's ports what the cleanup needs of it: the journal
+// records the enrollment groups the engine disables (cleanup.TrackGroups), and the timer's
+// guard owns the cleanup's own operations, counting them against the timer's hourly budget
+// (apart from, and below, the event path's) and the stale pass's daily share of the fleet.
+func cleanupEngineDeps(d deprovision.Deps, cfg *settings, hk *journal.Housekeeping, budget deprovision.Budget) deprovision.Deps {
+	d.Journal = cleanup.TrackGroups(d.Journal, hk)
+	d.Holder = &cleanup.Guard{Budget: budget, Fleet: hk, Clock: d.Clock,
+		MaxPerHour: cfg.cleanup.MaxDestructivePerHour, StaleDayShare: cfg.cleanup.StaleDayShare}
+	return d
+}
+
+// wireCleanup returns the Cleanup timer's Cleaner and the recorder of IoT Hub lifecycle
+// events (docs/cleanup.md).
+func wireCleanup(cfg *settings, p cleanupPorts, logger *slog.Logger) (*handler.Cleanup, *cleanup.Lifecycle, error) {
+	hk := p.housekeeping
 	queues := p.queues
 	if queues == nil {
 		// The storage account's managed identity takes no cached state from the other
 		// credentials, so a fresh set serves as well as the app's.
+		var err error
 		if queues, err = queueService(cfg.Config, &credentials{clientID: cfg.ClientID}); err != nil {
 			return nil, nil, err
 		}
 	}
 	d := cleanup.Deps{
-		Engine: p.engine, Operations: p.journal, Journal: hk, Seen: hk,
+		Engine: p.engine, Operations: p.journal, DeviceJournal: p.journal, Journal: hk, Ledger: hk, Seen: hk,
 		Poison:      newPoisonSweeper(workqueue.NewPoison(queues, handler.GroupWorkQueue), p.engine),
-		Enrollments: p.enrollments, Registrations: p.registrations, Devices: p.devices,
-		Clock: deprovision.SystemClock{}, Logger: logger,
+		Enrollments: p.enrollments, Registrations: p.registrations, Devices: p.devices, Liveness: p.liveness,
+		ResumeContext: intentPriority, Clock: deprovision.SystemClock{}, Logger: logger,
 	}
 	if p.publisher != nil {
 		d.Reporter = p.publisher
@@ -62,7 +85,39 @@ func wireCleanup(ctx context.Context, cfg *settings, tables *aztables.ServiceCli
 	if err != nil {
 		return nil, nil, err
 	}
-	return newCleaner(runner), &cleanup.Lifecycle{Seen: hk, Journal: p.journal, Logger: logger}, nil
+	return newCleaner(runner), &cleanup.Lifecycle{Seen: hk, Journal: p.journal, Beats: hk, Hubs: cfg.hubHosts, Logger: logger}, nil
+}
+
+// cleanupOptions builds the cleanup's options from its settings. DRY_RUN reaches every pass.
+func cleanupOptions(cfg *config.Config, hubs []string) cleanup.Options {
+	c := cfg.Cleanup
+	o := cleanup.Options{
+		Budget: c.Budget, DryRun: cfg.Admission.DryRun, ResumeAfter: cfg.ResumeAfter,
+		GraceAfter: c.GraceAfter, GraceIntent: deprovision.Intent(c.GraceIntent), ApplyGrace: c.ApplyGrace,
+		DriftDryRun: c.DriftDryRun, RedisableGroups: c.RedisableGroups,
+		StaleAfter: c.StaleAfter, StaleMax: c.StaleMax, StaleRunShare: c.StaleRunShare, StaleDayShare: c.StaleDayShare,
+		StaleFeedMaxAge: c.StaleFeedMaxAge, StaleAllow: c.StaleAllow, ApplyStale: c.ApplyStale,
+		DeleteOrphans: c.DeleteOrphans, OrphanGroups: c.OrphanGroups, MaxDestructivePerHour: c.MaxDestructivePerHour,
+		KeepFindings: c.KeepFindings, KeepDeletedSightings: c.KeepDeletedSightings, Hubs: hubs,
+	}
+	for _, p := range c.Off {
+		if o.Off == nil {
+			o.Off = map[string]bool{}
+		}
+		o.Off[p] = true
+	}
+	return o
+}
+
+// intentPriority is the hub rate limiter's priority of a resumed operation: what the event
+// path gives it. A single compromised, stolen or lost device is threat response, served ahead
+// of group work; everything else is bulk work.
+func intentPriority(ctx context.Context, in deprovision.Intent) context.Context {
+	switch in {
+	case deprovision.IntentCompromised, deprovision.IntentStolen, deprovision.IntentLost:
+		return ratelimit.WithPriority(ctx, ratelimit.PriorityHigh)
+	}
+	return ratelimit.WithPriority(ctx, ratelimit.PriorityBulk)
 }
 
 // newCleaner is the Cleanup function's Cleaner over runner. Every run, timed or by hand,

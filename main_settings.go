@@ -78,13 +78,7 @@ func newSettings(cfg *config.Config) (*settings, error) {
 		errs = append(errs, err)
 	}
 	s.guard = deprovision.Guardrails{MaxGroupDevices: cfg.Guard.MaxGroupDevices, MaxDestructivePerHour: cfg.Guard.MaxDestructivePerHour}
-	c := cfg.Cleanup
-	s.cleanup = cleanup.Options{
-		Budget: c.Budget, ResumeAfter: cfg.ResumeAfter, GraceAfter: c.GraceAfter, GraceIntent: deprovision.Intent(c.GraceIntent),
-		ApplyGrace: c.ApplyGrace, DriftDryRun: c.DriftDryRun, StaleAfter: c.StaleAfter, StaleMax: c.StaleMax,
-		StaleAllow: c.StaleAllow, ApplyStale: c.ApplyStale, DeleteOrphans: c.DeleteOrphans, OrphanGroups: c.OrphanGroups,
-		Hubs: s.hubHosts,
-	}
+	s.cleanup = cleanupOptions(cfg, s.hubHosts)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}

@@ -20,7 +20,7 @@ import (
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
-const hub1 = "hub1.azure-devices.net"
+const hub1, hub2 = "hub1.azure-devices.net", "hub2.azure-devices.net"
 
 // clock is a settable clock, so that grace periods and stale periods pass without waiting.
 type clock struct {
@@ -53,11 +53,13 @@ func (r *reporter) kinds() []string {
 	return out
 }
 
-// flakyHubs fails the next PutDevice calls transiently, as a throttled or unavailable hub does.
+// flakyHubs fails the next PutDevice calls transiently, as a throttled or unavailable hub
+// does, or for good (hard), as a hub that refuses the write does.
 type flakyHubs struct {
 	*fake.HubDevices
 	mu   sync.Mutex
 	fail int
+	hard int
 }
 
 func (f *flakyHubs) PutDevice(ctx context.Context, d *deprovision.Device, etag string) (*deprovision.Device, error) {
@@ -67,21 +69,68 @@ func (f *flakyHubs) PutDevice(ctx context.Context, d *deprovision.Device, etag s
 		f.mu.Unlock()
 		return nil, deprovision.Transient(fmt.Errorf("hub answered 503"))
 	}
+	if f.hard > 0 {
+		f.hard--
+		f.mu.Unlock()
+		return nil, fmt.Errorf("hub answered 400: the update is not allowed")
+	}
 	f.mu.Unlock()
 	return f.HubDevices.PutDevice(ctx, d, etag)
 }
 
-// world is the real engine over fake DPS and hubs, with the journal and the cleanup's tables
-// in Azurite.
+// liveness is what the hubs report of each device's life, over the fake hubs (an identity
+// they do not hold is not found). The hook, when set, runs before each answer.
+type liveness struct {
+	hubs *flakyHubs
+	mu   sync.Mutex
+	act  map[string]cleanup.Activity // by host/device
+	hook func(hub, id string)
+	n    int
+}
+
+func (l *liveness) set(hub, id string, a cleanup.Activity) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.act == nil {
+		l.act = map[string]cleanup.Activity{}
+	}
+	l.act[hub+"/"+id] = a
+}
+
+func (l *liveness) Activity(ctx context.Context, hub, id string) (cleanup.Activity, error) {
+	l.mu.Lock()
+	hook := l.hook
+	l.n++
+	l.mu.Unlock()
+	if hook != nil {
+		hook(hub, id)
+	}
+	if _, err := l.hubs.GetDevice(ctx, hub, id); err != nil {
+		return cleanup.Activity{}, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.act[hub+"/"+id], nil
+}
+
+// world is the real engine over fake DPS and hubs, with the journal, the cleanup's tables and
+// the guardrail budget in Azurite, wired as the app wires them: the engine's journal tracks
+// the groups it disables, and the timer's guard owns the cleanup's operations.
 type world struct {
 	t      *testing.T
 	dps    *fake.DPS
 	hubs   *flakyHubs
 	j      *journal.Journal
 	hk     *journal.Housekeeping
+	budget *journal.Budget
 	clock  *clock
 	engine *deprovision.Engine
 	rep    *reporter
+	live   *liveness
+	// guard is the timer's guard the engine asks; guardrails the event path's limits.
+	guard      *cleanup.Guard
+	guardrails deprovision.Guardrails
+	notifier   deprovision.Notifier
 }
 
 func newWorld(t *testing.T) *world {
@@ -101,22 +150,57 @@ func newWorld(t *testing.T) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &world{t: t, dps: fake.NewDPS(), hubs: &flakyHubs{HubDevices: fake.NewHubDevices(hub1)}, j: j, hk: hk,
+	b, err := journal.NewBudget(ctx, svc, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &world{t: t, dps: fake.NewDPS(), hubs: &flakyHubs{HubDevices: fake.NewHubDevices(hub1, hub2)}, j: j, hk: hk, budget: b,
 		clock: &clock{t: time.Date(2026, 5, 1, 8, 0, 0, 0, time.UTC)}, rep: &reporter{}}
-	w.engine = deprovision.NewEngine(deprovision.Deps{Enrollments: w.dps, Registrations: w.dps, Devices: w.hubs,
-		Journal: j, Clock: w.clock, Logger: slog.New(slog.DiscardHandler)}, deprovision.Config{})
+	w.live = &liveness{hubs: w.hubs}
+	w.guard = &cleanup.Guard{Budget: b, Fleet: hk, Clock: w.clock}
+	w.rebuild()
 	return w
+}
+
+// rebuild makes the engine again after w.guard, w.guardrails or w.notifier changed.
+func (w *world) rebuild() {
+	w.engine = deprovision.NewEngine(deprovision.Deps{Enrollments: w.dps, Registrations: w.dps, Devices: w.hubs,
+		Journal: cleanup.TrackGroups(w.j, w.hk), Clock: w.clock, Logger: slog.New(slog.DiscardHandler), Budget: w.budget,
+		Holder: w.guard, Notifier: w.notifier}, deprovision.Config{Guard: w.guardrails})
+}
+
+func (w *world) cleanupDeps() cleanup.Deps {
+	return cleanup.Deps{Engine: w.engine, Operations: w.j, DeviceJournal: w.j, Journal: w.hk, Ledger: w.hk, Seen: w.hk,
+		Liveness: w.live, Enrollments: w.dps, Registrations: w.dps, Devices: w.hubs, Reporter: w.rep, Clock: w.clock}
 }
 
 func (w *world) runner(o cleanup.Options) *cleanup.Runner {
 	w.t.Helper()
-	o.Hubs = []string{hub1}
-	r, err := cleanup.New(cleanup.Deps{Engine: w.engine, Operations: w.j, Journal: w.hk, Seen: w.hk,
-		Enrollments: w.dps, Registrations: w.dps, Devices: w.hubs, Reporter: w.rep, Clock: w.clock}, o)
+	if o.Hubs == nil {
+		o.Hubs = []string{hub1, hub2}
+	}
+	r, err := cleanup.New(w.cleanupDeps(), o)
 	if err != nil {
 		w.t.Fatal(err)
 	}
 	return r
+}
+
+// lifecycle is the recorder of lifecycle events, as the app wires it.
+func (w *world) lifecycle() *cleanup.Lifecycle {
+	return &cleanup.Lifecycle{Seen: w.hk, Journal: w.j, Beats: w.hk, Hubs: []string{hub1, hub2}}
+}
+
+// event records one lifecycle event of device id in hub (a hub name: "hub1").
+func (w *world) event(hub, id string, kind cleanup.LifecycleKind, at time.Time) {
+	w.t.Helper()
+	types := map[cleanup.LifecycleKind]string{cleanup.LifecycleConnected: "Microsoft.Devices.DeviceConnected",
+		cleanup.LifecycleDisconnected: "Microsoft.Devices.DeviceDisconnected", cleanup.LifecycleTelemetry: "Microsoft.Devices.DeviceTelemetry",
+		cleanup.LifecycleCreated: "Microsoft.Devices.DeviceCreated", cleanup.LifecycleDeleted: "Microsoft.Devices.DeviceDeleted"}
+	if err := w.lifecycle().Record(context.Background(), cleanup.LifecycleEvent{EventID: string(kind) + "-" + id + "-" + at.String(), Type: types[kind], Kind: kind,
+		Hub: hub, DeviceID: id, Time: at}); err != nil {
+		w.t.Fatal(err)
+	}
 }
 
 // device adds a symmetric-key individual enrollment, its registration and its hub identity.
@@ -263,10 +347,10 @@ func TestBudgetStopsAPassHalfWayAndTheNextRunFinishesIt(t *testing.T) {
 		w.submit(id, deprovision.IntentCompromised)
 		w.reEnable(id, false)
 	}
-	// Each drifted device costs one check and one request. Of a budget of 12, resume takes
-	// nothing (no open operation) and drift, drift-groups and orphans (the passes on) get a
-	// third each: 4 units, two devices a run.
-	r := w.runner(cleanup.Options{Budget: 12})
+	// Each drifted device costs one check and one request. Of a budget of 4, drift's reserve
+	// is half (one device); drift-groups and orphans share the rest and use none of it, which
+	// drift then takes for one more device: two devices a run.
+	r := w.runner(cleanup.Options{Budget: 4})
 	revoked := func() int {
 		n := 0
 		for _, id := range ids {
@@ -285,8 +369,8 @@ func TestBudgetStopsAPassHalfWayAndTheNextRunFinishesIt(t *testing.T) {
 		if got := revoked(); got != want {
 			t.Fatalf("after run %d: %d devices revoked again, want %d (%+v)", run+1, got, want, p)
 		}
-		if p.Spent > 4 || rep.Spent > 12 {
-			t.Fatalf("run %d: drift spent %d of its share of 4, the run %d of 12", run+1, p.Spent, rep.Spent)
+		if p.Spent > 4 || rep.Spent > 4 {
+			t.Fatalf("run %d: drift spent %d, the run %d of 4", run+1, p.Spent, rep.Spent)
 		}
 		if p.Complete != (run == 2) {
 			t.Fatalf("run %d: drift complete=%t cursor %q", run+1, p.Complete, p.Cursor)
@@ -391,33 +475,26 @@ func TestGraceEscalatesLostDevicesDryRunFirst(t *testing.T) {
 func TestStaleRetiresUnseenDevicesCappedAndAllowListed(t *testing.T) {
 	w := newWorld(t)
 	ctx := context.Background()
-	lc := &cleanup.Lifecycle{Seen: w.hk, Journal: w.j}
 	for _, id := range []string{"s-1", "s-2", "s-3", "s-4", "gw-1"} {
 		w.device(id)
-		if err := lc.Record(ctx, cleanup.LifecycleEvent{EventID: "c-" + id, Type: "Microsoft.Devices.DeviceConnected", Kind: cleanup.LifecycleConnected,
-			Hub: "hub1", DeviceID: id, Time: w.clock.Now()}); err != nil {
-			t.Fatal(err)
-		}
+		w.event("hub1", id, cleanup.LifecycleConnected, w.clock.Now())
 		if id == "s-4" {
 			continue // s-4 stays connected: no later event, and still alive
 		}
-		if err := lc.Record(ctx, cleanup.LifecycleEvent{EventID: "d-" + id, Type: "Microsoft.Devices.DeviceDisconnected", Kind: cleanup.LifecycleDisconnected,
-			Hub: "hub1", DeviceID: id, Time: w.clock.Now().Add(time.Minute)}); err != nil {
-			t.Fatal(err)
-		}
+		w.event("hub1", id, cleanup.LifecycleDisconnected, w.clock.Now().Add(time.Minute))
 	}
 	w.clock.add(60 * 24 * time.Hour)
 	// s-3 keeps talking; an older event arriving late does not move its time back.
 	for _, at := range []time.Time{w.clock.Now(), w.clock.Now().Add(-59 * 24 * time.Hour)} {
-		if err := lc.Record(ctx, cleanup.LifecycleEvent{EventID: "t-s3", Type: "Microsoft.Devices.DeviceTelemetry", Kind: cleanup.LifecycleTelemetry,
-			Hub: "hub1", DeviceID: "s-3", Time: at}); err != nil {
-			t.Fatal(err)
-		}
+		w.event("hub1", "s-3", cleanup.LifecycleTelemetry, at)
 	}
 	w.clock.add(31 * 24 * time.Hour)
-	r := w.runner(cleanup.Options{StaleAfter: 90 * 24 * time.Hour, StaleMax: 1, StaleAllow: []string{"hub1/gw-*"}})
+	w.event("hub1", "s-3", cleanup.LifecycleTelemetry, w.clock.Now()) // the feed is alive
+	r := w.runner(cleanup.Options{StaleAfter: 90 * 24 * time.Hour, StaleMax: 1, StaleRunShare: 1, StaleAllow: []string{"hub1/gw-*"}})
+	// The first run requests s-1 and stops at its cap; the second requests s-2 and finishes
+	// the sweep.
 	var requested []string
-	for run := 0; run < 3; run++ {
+	for run := 0; run < 2; run++ {
 		rep, err := r.Run(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -436,20 +513,27 @@ func TestStaleRetiresUnseenDevicesCappedAndAllowListed(t *testing.T) {
 		}
 	}
 	if strings.Join(requested, ",") != "s-1,s-2" {
-		t.Fatalf("stale retirements requested over three runs: %v; want s-1 and s-2 only (s-3 seen lately, s-4 still connected, gw-1 allowed)", requested)
+		t.Fatalf("stale retirements requested over two runs: %v; want s-1 and s-2 only (s-3 seen lately, s-4 still connected, gw-1 allowed)", requested)
 	}
 	if _, ok := w.dps.Enrollment("s-1"); !ok {
 		t.Fatal("a dry run retired s-1")
 	}
 }
 
+// Issue 19, case 10: orphaned registration records are deleted only through the engine, and
+// only when their hub identity is gone; a record whose identity exists is kept, so that after
+// the group is recreated under the same id a compromise of that device still finds it.
 func TestOrphansDeletesRecordsOfDeletedGroupsOnly(t *testing.T) {
 	w := newWorld(t)
 	ctx := context.Background()
 	w.dps.AddGroup(deprovision.Group{ID: "old-line", Attestation: deprovision.AttestationSymmetricKey, Enabled: true}, "a2V5")
 	w.dps.AddGroup(deprovision.Group{ID: "new-line", Attestation: deprovision.AttestationSymmetricKey, Enabled: true}, "a2V5")
 	for i := range 5 {
-		w.dps.AddRegistration(deprovision.Registration{RegistrationID: fmt.Sprintf("old-%d", i), DeviceID: fmt.Sprintf("old-%d", i), AssignedHub: hub1}, "old-line")
+		id := fmt.Sprintf("old-%d", i)
+		w.dps.AddRegistration(deprovision.Registration{RegistrationID: id, DeviceID: id, AssignedHub: hub1}, "old-line")
+		if i >= 3 {
+			w.hubs.AddDevice(deprovision.Device{Hub: hub1, DeviceID: id, Enabled: true, AuthType: "sas"}) // still provisioned
+		}
 	}
 	w.dps.AddRegistration(deprovision.Registration{RegistrationID: "new-0", DeviceID: "new-0", AssignedHub: hub1}, "new-line")
 	r := w.runner(cleanup.Options{Budget: 3, PageSize: 2})
@@ -471,20 +555,52 @@ func TestOrphansDeletesRecordsOfDeletedGroupsOnly(t *testing.T) {
 	if p := rep.Passes[0]; p.Checked != 3 || p.Complete || !p.DryRun || !w.dps.HasRegistration("old-0") {
 		t.Fatalf("dry run: %+v", p)
 	}
-	// Live (by hand, as the Operations endpoint does with "dryRun": false), two runs of budget 3.
-	f := false
-	for run := 0; run < 2; run++ {
-		if _, err := r.RunPass(ctx, cleanup.PassOrphans, cleanup.Overrides{DryRun: &f}); err != nil {
+	// Live (by hand, as the Operations endpoint does with "dryRun": false): a check and a
+	// request each, so a budget of 4 deletes two records a run.
+	f, four := false, 4
+	for run := 0; run < 4; run++ {
+		if _, err := r.RunPass(ctx, cleanup.PassOrphans, cleanup.Overrides{DryRun: &f, Budget: &four}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for i := range 5 {
-		if w.dps.HasRegistration(fmt.Sprintf("old-%d", i)) {
-			t.Errorf("orphan old-%d is still there after two live runs of budget 3", i)
+		id := fmt.Sprintf("old-%d", i)
+		if gone := !w.dps.HasRegistration(id); gone != (i < 3) {
+			t.Errorf("orphan %s: deleted %t; want the records without a hub identity deleted, the others kept", id, gone)
 		}
 	}
 	if !w.dps.HasRegistration("new-0") {
 		t.Fatal("a record of a group that exists was deleted")
+	}
+	var kept, deleted int
+	for fd, err := range w.hk.Findings(ctx, "") {
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case fd.Kind == "orphan-kept" && strings.Contains(fd.Action, "hub identity"):
+			kept++
+		case fd.Action == "deleted":
+			deleted++
+			op, _, err := w.engine.Operation(ctx, fd.OperationID)
+			if err != nil || op.Request.Source != cleanup.Source || op.Request.Intent != deprovision.IntentOrphaned || op.Status != deprovision.StatusSucceeded {
+				t.Errorf("the deletion of %s is not an engine operation: %+v %v", fd.RegistrationID, op, err)
+			}
+		}
+	}
+	if deleted != 3 || kept == 0 {
+		t.Fatalf("findings: %d deleted, %d kept", deleted, kept)
+	}
+	// The group comes back under the same id: its devices are not orphans, and a compromise of
+	// a kept one is found through its record.
+	w.dps.AddGroup(deprovision.Group{ID: "old-line", Attestation: deprovision.AttestationSymmetricKey, Enabled: true}, "a2V5")
+	op, err := w.engine.Submit(ctx, deprovision.Request{EventID: "c-old-3", Source: "urn:test", Intent: deprovision.IntentCompromised,
+		RegistrationID: "old-3", EventTime: w.clock.Now()})
+	if err != nil || op.Status != deprovision.StatusSucceeded {
+		t.Fatalf("compromise of a kept member after its group returned: %v %+v", err, op)
+	}
+	if d, _ := w.hubs.Device(hub1, "old-3"); d.Enabled {
+		t.Fatal("the compromised member's identity is still enabled")
 	}
 }
 
@@ -671,14 +787,15 @@ func TestResumeIsBoundedByTheBudgetAndCarriesOn(t *testing.T) {
 		ops = append(ops, op)
 	}
 	w.clock.add(11 * time.Minute)
-	r := w.runner(cleanup.Options{Budget: 2})
+	// Of a budget of 4, resume may take all but drift's reserve of 2.
+	r := w.runner(cleanup.Options{Budget: 4})
 	rep, err := r.Run(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := passReport(t, rep, cleanup.PassResume)
-	if p.Submitted != 2 || p.Spent != 2 || p.Complete || p.Cursor == "" || rep.Spent != 2 {
-		t.Fatalf("first run: resume %+v, run spent %d of 2", p, rep.Spent)
+	if p.Submitted != 2 || p.Spent != 2 || p.Complete || p.Cursor == "" || rep.Spent > 4 {
+		t.Fatalf("first run: resume %+v, run spent %d of 4", p, rep.Spent)
 	}
 	rep, err = r.Run(ctx)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"dpsdeprov/deprovision"
@@ -51,16 +52,43 @@ type ConfirmJournal interface {
 	RecordStep(ctx context.Context, rec deprovision.StepRecord) error
 }
 
-// Lifecycle keeps each device's last-seen time from lifecycle events and confirms the hub
-// deletes this system requested.
+// Lifecycle keeps each device's last-seen time from lifecycle events, each hub's newest
+// event (so that the stale pass can tell a silent feed from a silent fleet), and confirms the
+// hub deletes this system requested.
 type Lifecycle struct {
 	Seen    deprovision.LastSeenStore
 	Journal ConfirmJournal
-	Logger  *slog.Logger
+	// Beats, when set, keeps each hub's newest event time (the Ledger).
+	Beats interface {
+		RecordBeat(ctx context.Context, hub string, at time.Time) error
+	}
+	// Hubs are the host names of the hubs this app manages: events of any other hub (a second
+	// hub's system topic subscribed by mistake) are not recorded. Empty takes every hub.
+	Hubs   []string
+	Logger *slog.Logger
+
+	mu sync.Mutex
+	// beat is the newest event time this instance wrote per hub: the feed's heartbeat is
+	// written at most once a minute of event time per hub and instance.
+	beat map[string]time.Time
 }
 
-// Record stores what ev says. An error is worth a redelivery (the store is unavailable).
+// ErrUnmanagedHub is returned by Record for an event of a hub this app does not manage: it
+// is acknowledged and not recorded.
+var ErrUnmanagedHub = errors.New("the event is from a hub this app does not manage")
+
+// beatEvery is how far a hub's heartbeat may lag behind its newest event.
+const beatEvery = time.Minute
+
+// Record stores what ev says. An error other than ErrUnmanagedHub is worth a redelivery (the
+// store is unavailable).
 func (l *Lifecycle) Record(ctx context.Context, ev LifecycleEvent) error {
+	if !l.managed(ev.Hub) {
+		return fmt.Errorf("%w: %s (managed: %s)", ErrUnmanagedHub, ev.Hub, strings.Join(l.Hubs, ", "))
+	}
+	if err := l.heartbeat(ctx, strings.ToLower(ev.Hub), ev.Time); err != nil {
+		return err
+	}
 	s := deprovision.Sighting{Hub: strings.ToLower(ev.Hub), DeviceID: ev.DeviceID}
 	switch ev.Kind {
 	case LifecycleDeleted:
@@ -127,4 +155,44 @@ func (l *Lifecycle) confirmDelete(ctx context.Context, ev LifecycleEvent) error 
 func sameHub(host, name string) bool {
 	label, _, _ := strings.Cut(host, ".")
 	return strings.EqualFold(host, name) || strings.EqualFold(label, name)
+}
+
+// managed reports whether a hub name is one of Hubs (or Hubs is empty).
+func (l *Lifecycle) managed(hub string) bool {
+	if len(l.Hubs) == 0 {
+		return true
+	}
+	for _, h := range l.Hubs {
+		if sameHub(h, hub) {
+			return true
+		}
+	}
+	return false
+}
+
+// heartbeat moves the hub's newest event time forward, at most once a minute of event time
+// per hub and instance (a chatty fleet would otherwise double the writes of every event).
+func (l *Lifecycle) heartbeat(ctx context.Context, hub string, at time.Time) error {
+	if l.Beats == nil || at.IsZero() {
+		return nil
+	}
+	l.mu.Lock()
+	last, ok := l.beat[hub]
+	due := !ok || at.Sub(last) >= beatEvery
+	l.mu.Unlock()
+	if !due {
+		return nil
+	}
+	if err := l.Beats.RecordBeat(ctx, hub, at); err != nil {
+		return fmt.Errorf("recording the newest event of hub %s: %w", hub, err)
+	}
+	l.mu.Lock()
+	if l.beat == nil {
+		l.beat = map[string]time.Time{}
+	}
+	if at.After(l.beat[hub]) {
+		l.beat[hub] = at
+	}
+	l.mu.Unlock()
+	return nil
 }

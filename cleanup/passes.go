@@ -4,11 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path"
-	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"dpsdeprov/deprovision"
 )
@@ -54,13 +51,19 @@ func (x *run) resume(ctx context.Context, p *PassReport, after string) (string, 
 			return last, false, nil
 		}
 		p.Checked++
-		if x.dry != nil && *x.dry {
-			// A dry run by hand only counts what a real run would resume.
+		if x.allDry() {
+			// A dry run only counts what a real run would resume.
 			last = op.ID
 			continue
 		}
 		x.spend(p, 1)
-		got, err := x.d.Engine.Submit(ctx, op.Request)
+		rctx := ctx
+		if x.d.ResumeContext != nil {
+			// At the priority of its intent, as the event path ran it: a compromised device
+			// resumed by the timer must not wait behind group work.
+			rctx = x.d.ResumeContext(ctx, op.Request.Intent)
+		}
+		got, err := x.d.Engine.Submit(rctx, op.Request)
 		if err != nil {
 			p.Failed++
 			p.note(fmt.Errorf("resuming %s: %w", op.ID, err))
@@ -90,8 +93,8 @@ func (x *run) announce(ctx context.Context, p *PassReport) (done bool, err error
 			return false, nil
 		}
 		p.Checked++
-		if x.dry != nil && *x.dry {
-			continue // a dry run by hand only counts what a real run would announce
+		if x.allDry() {
+			continue // a dry run only counts what a real run would announce
 		}
 		x.spend(p, 1)
 		got, did, err := x.d.Engine.Announce(ctx, op.ID)
@@ -194,7 +197,7 @@ func (x *run) drift(ctx context.Context, p *PassReport, after string) (string, b
 		if !x.left(1) {
 			return last, false, nil
 		}
-		if !ds.Intent.Revoking() || ds.PendingOperation != "" {
+		if !ds.Intent.Revoking() || ds.PendingOperation != "" || nothingToCheck(ds) {
 			last = ds.RegistrationID
 			continue
 		}
@@ -220,6 +223,22 @@ func (x *run) drift(ctx context.Context, p *PassReport, after string) (string, b
 		last = ds.RegistrationID
 	}
 	return "", true, nil
+}
+
+// nothingToCheck reports whether a device row has nothing left that drift could find: the
+// device was sold or retired, its individual enrollment deleted (or it never had one) and its
+// hub identity deleted. Only a person can bring such a device back (there is no enrollment to
+// provision through), which is not drift. A disabled or blocking enrollment, or a disabled
+// identity, is always checked: those are what a re-enable reverses.
+func nothingToCheck(ds *deprovision.DeviceState) bool {
+	if !ds.Intent.Final() || ds.BlockingEnrollment {
+		return false
+	}
+	switch ds.EnrollmentAction {
+	case "disabled", "blocked", "move-enrollment", "retargeted", "enabled":
+		return false
+	}
+	return ds.HubAction != "disabled" && ds.HubAction != "enabled"
 }
 
 // checkDevice compares DPS and the hub with what the device row says this system did.
@@ -281,13 +300,31 @@ func enabledWord(b bool) string {
 // drift of one operation) and journals and announces every finding.
 func (x *run) settleDrift(ctx context.Context, p *PassReport, ds *deprovision.DeviceState, found []deprovision.Finding) error {
 	action, opID, status := "reported", "", deprovision.Status("")
-	if ds.Intent == deprovision.IntentCompromised {
+	waiting := ""
+	if ds.Intent == deprovision.IntentCompromised && x.d.DeviceJournal != nil {
+		// The operator re-enrolled the device and asked for re-enrolled, which waits for a
+		// person: revoking it again now would undo the remedy the plan named.
+		hist, err := x.d.DeviceJournal.DeviceHistory(ctx, ds.RegistrationID)
+		if err != nil {
+			return fmt.Errorf("reading the history of %s: %w", ds.RegistrationID, err)
+		}
+		for _, h := range hist {
+			if h.Intent == deprovision.IntentReEnrolled && !h.Status.Terminal() {
+				waiting = h.OperationID
+			}
+		}
+	}
+	if waiting != "" {
+		action, opID, status = "reported: re-enrollment awaiting approval", waiting, deprovision.StatusAwaitingApproval
+	} else if ds.Intent == deprovision.IntentCompromised {
 		dry := x.dryRun(x.o.DriftDryRun)
 		kinds := make([]string, len(found))
 		for i, f := range found {
 			kinds[i] = f.Kind
 		}
-		req := deprovision.Request{EventID: eventID(PassDrift, dry, ds.RegistrationID, ds.OperationID), EventType: "cleanup.drift",
+		// One operation per sweep: a re-revocation that failed is tried again, as a new
+		// operation, by the next sweep, and a re-run within a sweep finds the same one.
+		req := deprovision.Request{EventID: eventID(PassDrift, dry, ds.RegistrationID, ds.OperationID, "s"+strconv.Itoa(x.sweep)), EventType: "cleanup.drift",
 			Intent: deprovision.IntentCompromised, RegistrationID: ds.RegistrationID, DeviceID: ds.DeviceID, Hub: ds.Hub, DryRun: dry,
 			Reason: "drift: " + strings.Join(kinds, ", ")}
 		if ds.HubAction == "deleted" {
@@ -302,19 +339,23 @@ func (x *run) settleDrift(ctx context.Context, p *PassReport, ds *deprovision.De
 			action = "re-revocation failed: " + err.Error()
 		default:
 			action, opID, status = "re-revoked", op.ID, op.Status
-			if dry {
+			switch {
+			case dry:
 				action = "planned (dry run): re-revoke"
+			case op.Status == deprovision.StatusFailed:
+				action = "re-revocation failed (the next sweep tries again): " + op.Reason
+				p.Failed++
+			case op.Status == deprovision.StatusRejected:
+				action = "re-revocation refused: " + op.Reason
+			case !op.Status.Terminal():
+				action = "re-revocation " + string(op.Status)
 			}
 		}
 	}
 	for _, f := range found {
 		f.Action, f.OperationID, f.OperationStatus = action, opID, status
-		if err := x.finding(ctx, p, f); err != nil {
+		if err := x.reportDrift(ctx, p, f); err != nil {
 			return err
-		}
-		if x.d.Reporter != nil {
-			f.Pass, f.RunID, f.Time = p.Pass, x.id, x.d.Clock.Now()
-			x.d.Reporter.DriftDetected(ctx, f)
 		}
 	}
 	return nil
@@ -342,294 +383,3 @@ func (c groupCursor) String() string {
 	return c.group + "\n" + c.page + "\n" + strconv.Itoa(c.skip)
 }
 
-// driftGroups finds members of disabled enrollment groups whose hub identity is enabled. They
-// are reported, not changed: which disabled group was compromised (rather than retired by a
-// person) is not on record per member.
-func (x *run) driftGroups(ctx context.Context, p *PassReport, after string) (string, bool, error) {
-	var groups []string
-	for g, err := range x.d.Enrollments.Groups(ctx) {
-		if err != nil {
-			return after, false, fmt.Errorf("listing enrollment groups: %w", err)
-		}
-		if !g.Enabled {
-			groups = append(groups, strings.ToLower(g.ID))
-		}
-	}
-	slices.Sort(groups)
-	// A group whose group-wide operation is still running is not drift: its members are being
-	// disabled right now.
-	busy := map[string]bool{}
-	for op, err := range x.d.Operations.OpenOperations(ctx, x.now.Add(time.Minute)) {
-		if err != nil {
-			if op == nil && fatal(err) {
-				return after, false, fmt.Errorf("listing open operations: %w", err)
-			}
-			continue
-		}
-		if op.Request.Intent.GroupWide() {
-			busy[strings.ToLower(op.Request.EnrollmentGroupID)] = true
-		}
-	}
-	cur := parseGroupCursor(after)
-	for _, gid := range groups {
-		if cur.group != "" && gid < cur.group || busy[gid] {
-			continue
-		}
-		page, skip := "", 0
-		if gid == cur.group {
-			page, skip = cur.page, cur.skip
-		}
-		for pg, err := range x.d.Registrations.GroupRegistrations(ctx, gid, page, x.o.PageSize) {
-			if err != nil {
-				return groupCursor{gid, page, skip}.String(), false, fmt.Errorf("listing registrations of group %s: %w", gid, err)
-			}
-			for i, reg := range pg.Items {
-				if i < skip || reg.DeviceID == "" || reg.AssignedHub == "" {
-					continue
-				}
-				if !x.left(1) {
-					return groupCursor{gid, page, i}.String(), false, nil
-				}
-				p.Checked++
-				x.spend(p, 1)
-				d, err := x.d.Devices.GetDevice(ctx, reg.AssignedHub, reg.DeviceID)
-				switch {
-				case errors.Is(err, deprovision.ErrNotFound):
-					continue
-				case err != nil && fatal(err):
-					return groupCursor{gid, page, i}.String(), false, err
-				case err != nil:
-					p.note(err)
-					p.Failed++
-					continue
-				case !d.Enabled:
-					continue
-				}
-				f := deprovision.Finding{ID: PassDriftGroups + "/group-member-enabled/" + gid + "/" + reg.RegistrationID,
-					Kind: "group-member-enabled", RegistrationID: reg.RegistrationID, DeviceID: reg.DeviceID, Hub: reg.AssignedHub,
-					GroupID: gid, Action: "reported",
-					Detail: fmt.Sprintf("enrollment group %s is disabled, and its member %s is enabled in %s", gid, reg.DeviceID, reg.AssignedHub)}
-				if err := x.finding(ctx, p, f); err != nil {
-					return groupCursor{gid, page, i}.String(), false, err
-				}
-				if x.d.Reporter != nil {
-					f.Pass, f.RunID, f.Time = p.Pass, x.id, x.d.Clock.Now()
-					x.d.Reporter.DriftDetected(ctx, f)
-				}
-			}
-			page, skip = pg.Next, 0
-			if pg.Next == "" {
-				break
-			}
-		}
-	}
-	return "", true, nil
-}
-
-// stale requests `retired` for devices no lifecycle event has shown alive for StaleAfter,
-// except allow-listed ones, at most StaleMax per run. The registration id is taken to be the
-// device id (what DPS assigns unless an enrollment names another). The cursor is a sighting key.
-func (x *run) stale(ctx context.Context, p *PassReport, after string) (string, bool, error) {
-	last := after
-	requested := 0
-	for s, err := range x.d.Seen.Sightings(ctx, after) {
-		if err != nil {
-			return last, false, fmt.Errorf("listing last-seen rows: %w", err)
-		}
-		if !x.left(1) || requested >= x.o.StaleMax {
-			return last, false, nil
-		}
-		// A device whose latest event is a connect is still connected: a device that stays
-		// online sends no further lifecycle event (telemetry events are optional), and retiring
-		// a working device is the costly mistake, so a missed disconnect errs on the safe side.
-		connected := s.LastEvent == "Microsoft.Devices.DeviceConnected"
-		if !s.Deleted.IsZero() || s.LastSeen.IsZero() || connected || x.now.Sub(s.LastSeen) <= x.o.StaleAfter || x.allowed(s.Hub, s.DeviceID) {
-			last = s.Key
-			continue
-		}
-		p.Checked++
-		host := x.hubHost(s.Hub)
-		seen := strconv.FormatInt(s.LastSeen.Unix(), 10)
-		f := deprovision.Finding{ID: PassStale + "/" + s.Hub + "/" + s.DeviceID + "/" + seen, Kind: "stale",
-			RegistrationID: s.DeviceID, DeviceID: s.DeviceID, Hub: host,
-			Detail: fmt.Sprintf("last seen %s (%s), not for longer than %s", s.LastSeen.UTC().Format("2006-01-02T15:04:05Z"), s.LastEvent, x.o.StaleAfter)}
-		dry := x.dryRun(!x.o.ApplyStale)
-		req := deprovision.Request{EventID: eventID(PassStale, dry, s.Hub, s.DeviceID, seen), EventType: "cleanup.stale",
-			Intent: deprovision.IntentRetired, RegistrationID: s.DeviceID, DeviceID: s.DeviceID, Hub: host, DryRun: dry,
-			Reason: "not seen since " + s.LastSeen.UTC().Format("2006-01-02T15:04:05Z")}
-		if err := req.Validate(); err != nil && !strings.Contains(err.Error(), "source is empty") {
-			f.Action = "skipped: " + err.Error()
-		} else {
-			requested++
-			op, err := x.submit(ctx, p, req)
-			if err != nil {
-				if fatal(err) {
-					return last, false, err
-				}
-				p.note(err)
-				f.Action = "retire failed: " + err.Error()
-			} else {
-				f.Action, f.OperationID, f.OperationStatus = "retire requested", op.ID, op.Status
-				if dry {
-					f.Action = "planned (dry run): retire"
-				} else if op.Status == deprovision.StatusSucceeded {
-					// Gone for good: the next sweeps need not look at it again (a DeviceDeleted
-					// would say the same; a later DeviceCreated brings it back).
-					if _, err := x.d.Seen.RecordSighting(ctx, deprovision.Sighting{Hub: s.Hub, DeviceID: s.DeviceID, Deleted: x.now}); err != nil {
-						p.note(err)
-					}
-				}
-			}
-		}
-		if err := x.finding(ctx, p, f); err != nil {
-			return last, false, err
-		}
-		last = s.Key
-	}
-	return "", true, nil
-}
-
-// allowed reports whether the stale allow-list spares the device.
-func (x *run) allowed(hub, deviceID string) bool {
-	for _, a := range x.o.StaleAllow {
-		h, pat, scoped := strings.Cut(a, "/")
-		if !scoped {
-			h, pat = "", a
-		}
-		if h != "" && !strings.EqualFold(h, hub) && !strings.EqualFold(h, x.hubHost(hub)) {
-			continue
-		}
-		if ok, _ := path.Match(pat, deviceID); ok || pat == deviceID {
-			return true
-		}
-	}
-	return false
-}
-
-// hubHost maps a hub name from a lifecycle event onto the configured host name.
-func (x *run) hubHost(name string) string {
-	for _, h := range x.o.Hubs {
-		label, _, _ := strings.Cut(h, ".")
-		if strings.EqualFold(label, name) || strings.EqualFold(h, name) {
-			return h
-		}
-	}
-	if strings.Contains(name, ".") {
-		return name
-	}
-	return strings.ToLower(name) + ".azure-devices.net"
-}
-
-// orphans deletes the registration records of enrollment groups that no longer exist: DPS
-// keeps them when a group is deleted, and they count against the registration quota. DPS
-// cannot list all registration records, only a group's by its id, so the pass checks the
-// groups it has seen before (it remembers every group it lists) and OrphanGroups.
-func (x *run) orphans(ctx context.Context, p *PassReport, after string) (string, bool, error) {
-	current := map[string]bool{}
-	for g, err := range x.d.Enrollments.Groups(ctx) {
-		if err != nil {
-			return after, false, fmt.Errorf("listing enrollment groups: %w", err)
-		}
-		current[strings.ToLower(g.ID)] = true
-	}
-	known := map[string]bool{}
-	for _, g := range x.o.OrphanGroups {
-		known[strings.ToLower(g)] = true
-	}
-	for g, err := range x.d.Journal.KnownGroups(ctx) {
-		if err != nil {
-			return after, false, fmt.Errorf("listing remembered groups: %w", err)
-		}
-		known[strings.ToLower(g)] = true
-	}
-	for g := range current {
-		if !known[g] {
-			if err := x.d.Journal.RememberGroup(ctx, g); err != nil {
-				return after, false, err
-			}
-		}
-	}
-	var gone []string
-	for g := range known {
-		if !current[g] {
-			gone = append(gone, g)
-		}
-	}
-	slices.Sort(gone)
-	dry := x.dryRun(!x.o.DeleteOrphans)
-	after, wasDry := strings.CutPrefix(after, dryMark)
-	cur := parseGroupCursor(after)
-	if wasDry != dry {
-		// The two modes count their position differently: start the sweep over.
-		cur = groupCursor{}
-	}
-	for _, gid := range gone {
-		if cur.group != "" && gid < cur.group {
-			continue
-		}
-		// A dry run resumes at the page it stopped in. A live run deletes as it goes, which
-		// moves later records forward, so it lists the group from the start again and skips
-		// the records it kept (failed deletes) at the front.
-		page, skip := "", 0
-		if gid == cur.group {
-			skip = cur.skip
-			if dry {
-				page = cur.page
-			}
-		}
-		kept, n := skip, 0
-		for pg, err := range x.d.Registrations.GroupRegistrations(ctx, gid, page, x.o.PageSize) {
-			if err != nil {
-				return x.orphanCursor(gid, page, skip, kept, dry), false, fmt.Errorf("listing registrations of group %s: %w", gid, err)
-			}
-			for i, reg := range pg.Items {
-				n++
-				if dry && i < skip || !dry && n <= skip {
-					continue
-				}
-				if !x.left(1) {
-					return x.orphanCursor(gid, page, i, kept, dry), false, nil
-				}
-				p.Checked++
-				x.spend(p, 1)
-				f := deprovision.Finding{ID: PassOrphans + "/" + gid + "/" + strings.ToLower(reg.RegistrationID), Kind: "orphan-registration",
-					RegistrationID: reg.RegistrationID, DeviceID: reg.DeviceID, Hub: reg.AssignedHub, GroupID: gid,
-					Detail: fmt.Sprintf("registration record of enrollment group %s, which no longer exists", gid)}
-				if dry {
-					f.Action = "planned (dry run): delete"
-				} else {
-					err := x.d.Registrations.DeleteRegistration(ctx, reg.RegistrationID, reg.ETag)
-					switch {
-					case err == nil || errors.Is(err, deprovision.ErrNotFound):
-						f.Action = "deleted"
-					case fatal(err):
-						return x.orphanCursor(gid, page, i, kept, dry), false, err
-					default:
-						kept++
-						p.Failed++
-						p.note(fmt.Errorf("deleting registration %s: %w", reg.RegistrationID, err))
-						f.Action = "delete failed: " + err.Error()
-					}
-				}
-				if err := x.finding(ctx, p, f); err != nil {
-					return x.orphanCursor(gid, page, i, kept, dry), false, err
-				}
-			}
-			page, skip = pg.Next, 0
-			if pg.Next == "" {
-				break
-			}
-		}
-	}
-	return "", true, nil
-}
-
-// dryMark starts the orphans cursor of a dry run.
-const dryMark = "dry\n"
-
-func (x *run) orphanCursor(gid, page string, inPage, kept int, dry bool) string {
-	if dry {
-		return dryMark + groupCursor{gid, page, inPage}.String()
-	}
-	return groupCursor{gid, "", kept}.String()
-}

@@ -8,7 +8,10 @@ import (
 	"iter"
 	"log/slog"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
+	"time"
 
 	"dpsdeprov/cleanup"
 	"dpsdeprov/deprovision"
@@ -19,10 +22,12 @@ type CleanupRunner interface {
 	Run(ctx context.Context) (cleanup.Report, error)
 	RunPass(ctx context.Context, name string, o cleanup.Overrides) (cleanup.Report, error)
 	Findings(ctx context.Context, runID string) iter.Seq2[*deprovision.Finding, error]
+	FindingsReport(ctx context.Context, q cleanup.FindingsQuery) (cleanup.FindingsReport, error)
 }
 
 // Cleanup is the Cleaner of the Cleanup timer: every pass of docs/cleanup.md, in order, on one
-// budget. It also serves POST deprovision/cleanup/{pass} on the Operations endpoint.
+// budget. It also serves POST deprovision/cleanup/{pass} and GET deprovision/findings on the
+// Operations endpoint.
 type Cleanup struct {
 	Runner CleanupRunner
 	// Context, if set, decorates the context of every cleanup run, timed or by hand: the app
@@ -115,4 +120,70 @@ func (h *Handler) postCleanup(ctx context.Context, c *call, pass string, body []
 	}
 	c.logf(slog.LevelInfo, "cleanup pass %s run by hand (dry run %t): %s", pass, dry, rep.String())
 	c.respond(status, v)
+}
+
+// getFindings answers GET deprovision/findings: the findings of the timed and hand-started
+// runs since a time, counted fleet-wide per pass and kind, and the newest of them. Query:
+// since (RFC 3339, or a period back from now such as 24h or 7d; default 7d), pass, kind, run,
+// subject (registration, device or group id), limit (default 100, at most 1,000).
+func (h *Handler) getFindings(ctx context.Context, c *call, r *httpRequest) {
+	cl, ok := h.o.Cleaner.(*Cleanup)
+	if !ok || cl.Runner == nil {
+		c.respond(http.StatusNotImplemented, apiError{"no cleanup runner is configured"})
+		return
+	}
+	// The route's own {kind} segment is "findings": the finding kind is read from the query.
+	q := cleanup.FindingsQuery{Pass: strings.ToLower(r.param("pass")), Kind: queryParam(r, "kind"), RunID: r.param("run"), Subject: r.param("subject")}
+	if q.Pass != "" && !slices.Contains(cleanup.Passes, q.Pass) {
+		c.respond(http.StatusBadRequest, apiError{fmt.Sprintf("pass %q is not one of %s", q.Pass, strings.Join(cleanup.Passes, ", "))})
+		return
+	}
+	if v := r.param("since"); v != "" {
+		t, err := parseSince(v, h.o.Clock.Now())
+		if err != nil {
+			c.respond(http.StatusBadRequest, apiError{err.Error()})
+			return
+		}
+		q.Since = t
+	}
+	if v := r.param("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 || n > 1000 {
+			c.respond(http.StatusBadRequest, apiError{fmt.Sprintf("limit %q is not a whole number from 1 to 1000", v)})
+			return
+		}
+		q.Limit = n
+	}
+	rep, err := cl.Runner.FindingsReport(ctx, q)
+	if err != nil {
+		c.respondError("findings", err)
+		return
+	}
+	c.respond(http.StatusOK, rep)
+}
+
+// parseSince reads an RFC 3339 time, or a period back from now (a Go duration or whole days).
+func parseSince(v string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339, v); err == nil {
+		return t, nil
+	}
+	if d, ok := strings.CutSuffix(v, "d"); ok {
+		if n, err := strconv.Atoi(d); err == nil && n >= 0 {
+			return now.Add(-time.Duration(n) * 24 * time.Hour), nil
+		}
+	}
+	if d, err := time.ParseDuration(v); err == nil && d >= 0 {
+		return now.Add(-d), nil
+	}
+	return time.Time{}, fmt.Errorf("since %q is neither an RFC 3339 time nor a period such as 24h or 7d", v)
+}
+
+// queryParam reads a query parameter only (not a route parameter of the same name).
+func queryParam(r *httpRequest, name string) string {
+	for k, v := range r.Query {
+		if strings.EqualFold(k, name) {
+			return string(v)
+		}
+	}
+	return ""
 }

@@ -138,6 +138,12 @@ func (h *Handler) lifecycle(ctx context.Context, c *call, ev Event) error {
 		return nil
 	}
 	if err := h.o.Lifecycle.Record(ctx, le); err != nil {
+		if errors.Is(err, cleanup.ErrUnmanagedHub) {
+			// A second hub's system topic subscribed by mistake: its devices are none of this
+			// app's business, and recording them would let the stale pass act on them.
+			c.logf(slog.LevelWarn, "event %s: %s of %s/%s ignored: %v", ev.ID, le.Kind, le.Hub, le.DeviceID, err)
+			return nil
+		}
 		if deprovision.IsTransient(err) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 			return fmt.Errorf("event %s (%s of %s/%s): %w", ev.ID, le.Kind, le.Hub, le.DeviceID, err)
 		}

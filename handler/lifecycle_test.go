@@ -105,6 +105,7 @@ type fakeRunner struct {
 	mu   sync.Mutex
 	pass string
 	o    cleanup.Overrides
+	q    cleanup.FindingsQuery
 }
 
 func (f *fakeRunner) Run(context.Context) (cleanup.Report, error) {
@@ -125,6 +126,14 @@ func (f *fakeRunner) Findings(context.Context, string) iter.Seq2[*deprovision.Fi
 	return func(yield func(*deprovision.Finding, error) bool) {
 		yield(&deprovision.Finding{ID: "drift/device-enabled/a", Kind: "device-enabled", RegistrationID: "a"}, nil)
 	}
+}
+
+func (f *fakeRunner) FindingsReport(_ context.Context, q cleanup.FindingsQuery) (cleanup.FindingsReport, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.q = q
+	return cleanup.FindingsReport{Since: q.Since, Runs: 2, Total: 3, Counts: []cleanup.FindingCount{{Pass: "drift", Kind: "device-enabled", Findings: 3, Subjects: 1}},
+		Findings: []deprovision.Finding{{ID: "drift/device-enabled/a", Kind: "device-enabled", RegistrationID: "a"}}}, nil
 }
 
 func TestOperationsRunsOneCleanupPassByHand(t *testing.T) {

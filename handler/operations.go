@@ -147,8 +147,10 @@ func (h *Handler) serveOperations(ctx context.Context, c *call, viaKey bool) err
 				id = r.param("device")
 			}
 			h.getDevice(ctx, c, id)
+		case kind == "findings":
+			h.getFindings(ctx, c, &r) // the cleanup's findings (cleanup.go)
 		default:
-			c.respond(http.StatusBadRequest, apiError{"ask for GET deprovision/operations/{id} (or ?operation=ID) or GET deprovision/devices/{registrationId} (or ?device=ID)"})
+			c.respond(http.StatusBadRequest, apiError{"ask for GET deprovision/operations/{id} (or ?operation=ID), GET deprovision/devices/{registrationId} (or ?device=ID) or GET deprovision/findings"})
 		}
 	case http.MethodPost:
 		if kind == "cleanup" {

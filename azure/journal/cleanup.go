@@ -18,8 +18,8 @@ import (
 // Housekeeping is the part of the journal the scheduled cleanup keeps: the passes' cursors
 // and findings and the enrollment groups seen ({prefix}cleanup), the devices' last-seen times
 // from IoT Hub lifecycle events ({prefix}seen), and a walk over the device rows of the
-// journal's {prefix}devices table. It implements deprovision.CleanupJournal and
-// deprovision.LastSeenStore.
+// journal's {prefix}devices table. It implements deprovision.CleanupJournal,
+// deprovision.LastSeenStore and cleanup.Ledger (cleanupledger.go).
 type Housekeeping struct {
 	cleanup, seen, devices *aztables.Client
 }
@@ -161,16 +161,20 @@ func (h *Housekeeping) Findings(ctx context.Context, runID string) iter.Seq2[*de
 				yield(nil, err)
 				return
 			}
-			f := &deprovision.Finding{ID: e.str("ID"), Pass: e.str("Pass"), Kind: e.str("Kind"),
-				RegistrationID: e.str("RegistrationID"), DeviceID: e.str("DeviceID"), Hub: e.str("Hub"), GroupID: e.str("GroupID"),
-				Intent: deprovision.Intent(e.str("Intent")), Detail: e.str("Detail"), Action: e.str("Action"),
-				OperationID: e.str("OperationID"), OperationStatus: deprovision.Status(e.str("OperationStatus")),
-				RunID: e.str("RunID"), Time: e.time("Time")}
-			if !yield(f, nil) {
+			if !yield(findingFrom(e), nil) {
 				return
 			}
 		}
 	}
+}
+
+// findingFrom reads a finding entity.
+func findingFrom(e entity) *deprovision.Finding {
+	return &deprovision.Finding{ID: e.str("ID"), Pass: e.str("Pass"), Kind: e.str("Kind"),
+		RegistrationID: e.str("RegistrationID"), DeviceID: e.str("DeviceID"), Hub: e.str("Hub"), GroupID: e.str("GroupID"),
+		Intent: deprovision.Intent(e.str("Intent")), Detail: e.str("Detail"), Action: e.str("Action"),
+		OperationID: e.str("OperationID"), OperationStatus: deprovision.Status(e.str("OperationStatus")),
+		RunID: e.str("RunID"), Time: e.time("Time")}
 }
 
 // query yields the entities matching filter ("" = every entity), in key order.
