@@ -382,4 +382,3 @@ func parseGroupCursor(s string) groupCursor {
 func (c groupCursor) String() string {
 	return c.group + "\n" + c.page + "\n" + strconv.Itoa(c.skip)
 }
-

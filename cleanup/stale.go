@@ -303,6 +303,7 @@ func (x *run) managed(hub string) bool {
 	}
 	return false
 }
+
 // allowed reports whether the stale allow-list spares the device.
 func (x *run) allowed(hub, deviceID string) bool {
 	for _, a := range x.o.StaleAllow {
@@ -333,4 +334,3 @@ func (x *run) hubHost(name string) string {
 	}
 	return strings.ToLower(name) + ".azure-devices.net"
 }
-
