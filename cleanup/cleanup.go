@@ -145,7 +145,7 @@ type Options struct {
 	DriftDryRun bool
 	// RedisableGroups makes drift-groups revoke again (through the engine, with the intent
 	// that disabled it) an enrollment group this system disabled that is enabled again;
-	// otherwise it is reported only.
+	// otherwise it is reported only, whatever a hand-started run's dry-run says.
 	RedisableGroups bool
 	// StaleAfter is how long a device may go unseen before it is retired; 0 turns the stale
 	// pass off. It must be at least MinStaleAfter.
@@ -598,7 +598,6 @@ func (x *run) pass(ctx context.Context, name string) (PassReport, error) {
 		p.DryRun = x.dryRun(x.o.DriftDryRun)
 		after, complete, err = x.drift(ctx, &p, cur.After)
 	case PassDriftGroups:
-		p.DryRun = x.dryRun(!x.o.RedisableGroups)
 		after, complete, err = x.driftGroups(ctx, &p, cur.After)
 	case PassStale:
 		p.DryRun = x.dryRun(!x.o.ApplyStale)

@@ -60,10 +60,15 @@ type flakyHubs struct {
 	mu   sync.Mutex
 	fail int
 	hard int
+	// lanes records the lane{} value of each PutDevice's context.
+	lanes []any
 }
+
+type lane struct{}
 
 func (f *flakyHubs) PutDevice(ctx context.Context, d *deprovision.Device, etag string) (*deprovision.Device, error) {
 	f.mu.Lock()
+	f.lanes = append(f.lanes, ctx.Value(lane{}))
 	if f.fail > 0 {
 		f.fail--
 		f.mu.Unlock()

@@ -14,7 +14,8 @@ import (
 
 // driftGroups checks the enrollment groups: first those this system disabled or deleted
 // (tracked by TrackGroups), any of which is enabled again (or back) is reported and, with
-// RedisableGroups, revoked again through the engine with the intent that disabled it; then
+// RedisableGroups, revoked again through the engine with the intent that disabled it (planned
+// only in a dry run); then
 // the members of every disabled group, whose hub identity enabled is reported (which disabled
 // group was compromised, rather than disabled by a person, is not on record per member).
 func (x *run) driftGroups(ctx context.Context, p *PassReport, after string) (string, bool, error) {
@@ -131,11 +132,11 @@ func (x *run) trackedGroups(ctx context.Context, p *PassReport, all map[string]*
 			continue
 		}
 		f.ID = PassDriftGroups + "/" + f.Kind + "/" + gid + "/" + tg.OperationID
-		if tg.Action != "deleted" && tg.Intent.GroupWide() {
+		if tg.Action != "deleted" && tg.Intent.GroupWide() && x.o.RedisableGroups {
 			if !x.left(1) {
 				f.Action = "reported: no budget left to revoke it again in this run"
 			} else {
-				dry := x.dryRun(!x.o.RedisableGroups)
+				dry := x.dryRun(false)
 				op, err := x.submit(ctx, p, deprovision.Request{EventID: eventID(PassDriftGroups, dry, gid, tg.OperationID, "s"+strconv.Itoa(x.sweep)),
 					EventType: "cleanup.drift-groups", Intent: tg.Intent, EnrollmentGroupID: tg.GroupID, DryRun: dry,
 					Reason: "drift: the group was enabled again"})
