@@ -199,10 +199,7 @@ func (w *world) lifecycle() *cleanup.Lifecycle {
 // event records one lifecycle event of device id in hub (a hub name: "hub1").
 func (w *world) event(hub, id string, kind cleanup.LifecycleKind, at time.Time) {
 	w.t.Helper()
-	types := map[cleanup.LifecycleKind]string{cleanup.LifecycleConnected: "Microsoft.Devices.DeviceConnected",
-		cleanup.LifecycleDisconnected: "Microsoft.Devices.DeviceDisconnected", cleanup.LifecycleTelemetry: "Microsoft.Devices.DeviceTelemetry",
-		cleanup.LifecycleCreated: "Microsoft.Devices.DeviceCreated", cleanup.LifecycleDeleted: "Microsoft.Devices.DeviceDeleted"}
-	if err := w.lifecycle().Record(context.Background(), cleanup.LifecycleEvent{EventID: string(kind) + "-" + id + "-" + at.String(), Type: types[kind], Kind: kind,
+	if err := w.lifecycle().Record(context.Background(), cleanup.LifecycleEvent{EventID: string(kind) + "-" + id + "-" + at.String(), Type: eventTypes[kind], Kind: kind,
 		Hub: hub, DeviceID: id, Time: at}); err != nil {
 		w.t.Fatal(err)
 	}
