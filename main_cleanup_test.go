@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +18,8 @@ import (
 	"dpsdeprov/azure/ratelimit"
 	"dpsdeprov/azure/workqueue"
 	"dpsdeprov/cleanup"
+	"dpsdeprov/config"
+	"dpsdeprov/config/configtest"
 	"dpsdeprov/deprovision"
 	"dpsdeprov/deprovision/fake"
 	"dpsdeprov/handler"
@@ -30,6 +33,8 @@ type priorityHubs struct {
 	mu    sync.Mutex
 	calls []string
 	down  bool
+	// failPuts fails the next single-device writes, as a hub that answers 503 does.
+	failPuts int
 }
 
 func (h *priorityHubs) record(ctx context.Context, call string) {
@@ -58,6 +63,15 @@ func (h *priorityHubs) GetDevice(ctx context.Context, hub, id string) (*deprovis
 
 func (h *priorityHubs) PutDevice(ctx context.Context, d *deprovision.Device, etag string) (*deprovision.Device, error) {
 	h.record(ctx, "put")
+	h.mu.Lock()
+	fail := h.failPuts > 0
+	if fail {
+		h.failPuts--
+	}
+	h.mu.Unlock()
+	if fail {
+		return nil, deprovision.Transient(fmt.Errorf("hub answered 503"))
+	}
 	return h.HubDevices.PutDevice(ctx, d, etag)
 }
 
@@ -254,5 +268,97 @@ func TestCleanupSettlesPoisonedBatchesAtBulkPriority(t *testing.T) {
 		if strings.HasPrefix(c, "bulk:") {
 			t.Fatalf("the second run made a bulk hub call: nothing was left to settle")
 		}
+	}
+}
+
+// Issue 19, case 11, as the app wires it: the timer's run is bulk work, but an operation it
+// resumes runs at its intent's priority, so a compromised device left half done by a hub
+// outage is revoked in the rate limiter's high lane, not behind group work.
+func TestResumedCompromisedOperationsRunAtTheirIntentsPriority(t *testing.T) {
+	ctx := context.Background()
+	a := sharedAzurite(t)
+	tables, err := aztables.NewServiceClientFromConnectionString(a.ConnectionString(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := journal.Options{TablePrefix: testenv.UniqueName("mp")}
+	j, err := journal.New(ctx, tables, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hk, err := journal.NewHousekeeping(ctx, tables, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const hub1 = "hub1.azure-devices.net"
+	dps := fake.NewDPS()
+	hubs := &priorityHubs{HubDevices: fake.NewHubDevices(hub1)}
+	for _, id := range []string{"cam-1", "box-1"} {
+		dps.AddEnrollment(deprovision.Enrollment{RegistrationID: id, DeviceID: id, Attestation: deprovision.AttestationSymmetricKey, Enabled: true})
+		dps.AddRegistration(deprovision.Registration{RegistrationID: id, DeviceID: id, AssignedHub: hub1, Status: "assigned"}, "")
+		hubs.AddDevice(deprovision.Device{Hub: hub1, DeviceID: id, Enabled: true, AuthType: "sas"})
+	}
+	engine := deprovision.NewEngine(deprovision.Deps{Enrollments: dps, Registrations: dps, Devices: hubs, Journal: j,
+		Logger: slog.New(slog.DiscardHandler)}, deprovision.Config{})
+	hubs.failPuts = 2
+	for id, in := range map[string]deprovision.Intent{"cam-1": deprovision.IntentCompromised, "box-1": deprovision.IntentSold} {
+		req := deprovision.Request{EventID: "e-" + id, Source: "/security", Intent: in, RegistrationID: id, EventTime: time.Now()}
+		if in == deprovision.IntentSold {
+			req.Action = deprovision.ActionDisable
+		}
+		if op, err := engine.Submit(ctx, req); !deprovision.IsTransient(err) || op.Status.Terminal() {
+			t.Fatalf("%s: want the hub outage to leave it open: %v %+v", id, err, op)
+		}
+	}
+	runner, err := cleanup.New(cleanup.Deps{Engine: engine, Operations: j, DeviceJournal: j, Journal: hk, Ledger: hk, Seen: hk,
+		Enrollments: dps, Registrations: dps, Devices: hubs, ResumeContext: intentPriority, Logger: slog.New(slog.DiscardHandler)},
+		cleanup.Options{ResumeAfter: time.Nanosecond, Hubs: []string{hub1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hubs.taken()
+	if _, err := newCleaner(runner).Run(ctx, handler.TimerInfo{}); err != nil {
+		t.Fatal(err)
+	}
+	puts := map[string]bool{}
+	for _, c := range hubs.taken() {
+		if strings.HasPrefix(c, "put:") {
+			puts[c] = true
+		}
+	}
+	if !puts["put:high"] || !puts["put:bulk"] || len(puts) != 2 {
+		t.Fatalf("resumed writes ran at %v; want the compromised device's high and the sold one's bulk", puts)
+	}
+	for _, id := range []string{"cam-1", "box-1"} {
+		if d, _ := hubs.Device(hub1, id); d.Enabled {
+			t.Fatalf("%s was not finished by the resume", id)
+		}
+	}
+}
+
+// config is a leaf and names the cleanup's passes itself (for their on/off settings): the
+// names must be the cleanup's, and the settings must reach the cleanup's options.
+func TestCleanupSettingsReachTheCleanup(t *testing.T) {
+	if !slices.Equal(config.CleanupPasses, cleanup.Passes) {
+		t.Fatalf("config names the passes %v, the cleanup runs %v", config.CleanupPasses, cleanup.Passes)
+	}
+	if config.MinCleanupStaleAfter != cleanup.MinStaleAfter {
+		t.Fatalf("minimum stale period: config %s, cleanup %s", config.MinCleanupStaleAfter, cleanup.MinStaleAfter)
+	}
+	env := configtest.Valid()
+	env[config.SettingDryRun] = "true"
+	env[config.SettingCleanupPass(cleanup.PassOrphans)] = "false"
+	env[config.SettingCleanupStaleDayPercent] = "2"
+	var environ []string
+	for k, v := range env {
+		environ = append(environ, k+"="+v)
+	}
+	s, err := loadSettings(environ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := s.cleanup
+	if !o.DryRun || !o.Off[cleanup.PassOrphans] || o.Off[cleanup.PassDrift] || o.StaleDayShare != 0.02 || o.MaxDestructivePerHour != 50 || len(o.Hubs) != 2 {
+		t.Fatalf("cleanup options %+v", o)
 	}
 }
