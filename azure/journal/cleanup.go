@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"iter"
 	"strings"
 	"time"
@@ -277,8 +278,27 @@ func (h *Housekeeping) RememberGroup(ctx context.Context, groupID string) error 
 	return nil
 }
 
-// sightingKeys returns the partition and row keys of a (hub, device) sighting.
+// sightingBuckets spreads a hub's last-seen rows over partitions: a partition's throughput
+// target is 2,000 entities a second, which 100,000 devices of one hub reconnecting every few
+// minutes (a read and a write each) would approach in a single partition. Sixteen take any
+// hub's fleet below it, and together more than a storage account's 20,000 a second.
+const sightingBuckets = 16
+
+// sightingKeys returns the partition and row keys of a (hub, device) sighting: the partition
+// is the hub's name and a bucket of the device id's hash ("hub1.0a"), the row the device id.
 func sightingKeys(hub, deviceID string) (string, string, error) {
+	pk, rk, err := legacySightingKeys(hub, deviceID)
+	if err != nil {
+		return "", "", err
+	}
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(deviceID))
+	return fmt.Sprintf("%s.%02x", pk, h.Sum32()%sightingBuckets), rk, nil
+}
+
+// legacySightingKeys are the keys of a sighting written before the rows were spread: one
+// partition per hub. A sighting found there is moved to its bucket when it is next written.
+func legacySightingKeys(hub, deviceID string) (string, string, error) {
 	pk, err := EncodeKey(strings.ToLower(hub))
 	if err != nil {
 		return "", "", fmt.Errorf("hub %q: %w", hub, err)
@@ -297,29 +317,44 @@ func sightingFrom(e entity, etag string) *deprovision.Sighting {
 
 // GetSighting reads a device's sighting (ErrNotFound when no event about it arrived).
 func (h *Housekeeping) GetSighting(ctx context.Context, hub, deviceID string) (*deprovision.Sighting, error) {
-	pk, rk, err := sightingKeys(hub, deviceID)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := h.seen.GetEntity(ctx, pk, rk, nil)
-	if err != nil {
-		return nil, fmt.Errorf("reading last seen of %s/%s: %w", hub, deviceID, classify(err))
-	}
-	e, err := decode(resp.Value)
-	if err != nil {
-		return nil, err
-	}
-	return sightingFrom(e, string(resp.ETag)), nil
+	s, _, err := h.getSighting(ctx, hub, deviceID)
+	return s, err
 }
 
-// RecordSighting merges s into the stored sighting, moving each time only forward.
+// getSighting reads a sighting from its bucket, or from the hub's single partition of old;
+// legacy is true for the latter.
+func (h *Housekeeping) getSighting(ctx context.Context, hub, deviceID string) (s *deprovision.Sighting, legacy bool, err error) {
+	pk, rk, err := sightingKeys(hub, deviceID)
+	if err != nil {
+		return nil, false, err
+	}
+	lpk, _, _ := legacySightingKeys(hub, deviceID)
+	for _, k := range []string{pk, lpk} {
+		resp, err := h.seen.GetEntity(ctx, k, rk, nil)
+		if err = classify(err); errors.Is(err, deprovision.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, false, fmt.Errorf("reading last seen of %s/%s: %w", hub, deviceID, err)
+		}
+		e, err := decode(resp.Value)
+		if err != nil {
+			return nil, false, err
+		}
+		return sightingFrom(e, string(resp.ETag)), k == lpk, nil
+	}
+	return nil, false, fmt.Errorf("reading last seen of %s/%s: %w", hub, deviceID, deprovision.ErrNotFound)
+}
+
+// RecordSighting merges s into the stored sighting, moving each time only forward. A sighting
+// still in the hub's single partition of old is moved to its bucket.
 func (h *Housekeeping) RecordSighting(ctx context.Context, s deprovision.Sighting) (*deprovision.Sighting, error) {
 	pk, rk, err := sightingKeys(s.Hub, s.DeviceID)
 	if err != nil {
 		return nil, err
 	}
 	for range 6 {
-		cur, err := h.GetSighting(ctx, s.Hub, s.DeviceID)
+		cur, legacy, err := h.getSighting(ctx, s.Hub, s.DeviceID)
 		switch {
 		case errors.Is(err, deprovision.ErrNotFound):
 			cur = &deprovision.Sighting{Hub: strings.ToLower(s.Hub), DeviceID: s.DeviceID}
@@ -339,17 +374,27 @@ func (h *Housekeeping) RecordSighting(ctx context.Context, s deprovision.Sightin
 		if !merged.Created.IsZero() && merged.Created.After(merged.Deleted) {
 			merged.Deleted = time.Time{} // created again after the delete
 		}
-		if cur.ETag != "" && merged == *cur {
+		if cur.ETag != "" && merged == *cur && !legacy {
 			return cur, nil
 		}
 		e := entity{"PartitionKey": pk, "RowKey": rk, "Hub": merged.Hub, "DeviceID": merged.DeviceID,
 			"LastSeen": stamp(merged.LastSeen), "LastEvent": merged.LastEvent, "Created": stamp(merged.Created), "Deleted": stamp(merged.Deleted)}
-		etag, err := h.put(ctx, h.seen, e, cur.ETag)
+		etag := cur.ETag
+		if legacy {
+			etag = "" // created in its bucket; the old row goes below
+		}
+		etag, err = h.put(ctx, h.seen, e, etag)
 		if errors.Is(err, deprovision.ErrPreconditionFailed) || errors.Is(err, deprovision.ErrConflict) {
 			continue // another event about the device won the race: merge again
 		}
 		if err != nil {
 			return nil, fmt.Errorf("writing last seen of %s/%s: %w", s.Hub, s.DeviceID, err)
+		}
+		if legacy {
+			lpk, _, _ := legacySightingKeys(s.Hub, s.DeviceID)
+			if err := h.deleteRow(ctx, h.seen, lpk, rk); err != nil {
+				return nil, fmt.Errorf("moving last seen of %s/%s to its bucket: %w", s.Hub, s.DeviceID, err)
+			}
 		}
 		merged.ETag, merged.Key = etag, pk+"/"+rk
 		return &merged, nil

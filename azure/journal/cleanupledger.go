@@ -175,6 +175,10 @@ func (h *Housekeeping) DeleteSighting(ctx context.Context, hub, deviceID string)
 	if err != nil {
 		return err
 	}
+	lpk, _, _ := legacySightingKeys(hub, deviceID)
+	if err := h.deleteRow(ctx, h.seen, lpk, rk); err != nil {
+		return err
+	}
 	return h.deleteRow(ctx, h.seen, pk, rk)
 }
 
