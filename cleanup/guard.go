@@ -16,14 +16,24 @@ const (
 	HoldStalePerDay  = "CLEANUP_STALE_MAX_DAY_PERCENT"
 )
 
-// EventTypeStale is the event type of the stale pass's retirements.
-const EventTypeStale = "cleanup.stale"
+// Event types of the requests of the passes the guard treats apart.
+const (
+	// EventTypeStale is the event type of the stale pass's retirements.
+	EventTypeStale = "cleanup.stale"
+	// EventTypeOrphans is the event type of the orphans pass's deletions.
+	EventTypeOrphans = "cleanup.orphans"
+)
+
+// laterHour ends the reason of an orphan deletion refused for the timer's hourly budget; the
+// orphans pass stops there and carries on in a later run.
+const laterHour = "the record waits for a later run"
 
 // Guard is the timer's guardrail, a deprovision.Holder the app gives the engine: it owns
 // every operation the cleanup submits (source "cleanup"), so that none of them takes the
 // event path's MAX_DESTRUCTIVE_PER_HOUR, and counts them against the timer's own hourly
 // budget instead, which is smaller; the stale pass's retirements also against a daily share
-// of the fleet. Beyond either limit an operation waits for a person's approval. A stale
+// of the fleet. Beyond either limit an operation waits for a person's approval, except an
+// orphaned record's deletion, which is refused and waits for a later run. A stale
 // retirement whose plan would act on another hub or device than the sighting it came from is
 // refused. A single-device compromised re-revocation is exempt from the counts, as on the
 // event path: restoring a compromise revocation is never slowed down.
@@ -73,9 +83,15 @@ func (g *Guard) Hold(ctx context.Context, op *deprovision.Operation) (deprovisio
 		return d, fmt.Errorf("counting the timer's destructive operations of hour %s: %w", hour, err)
 	}
 	if !ok {
-		d.Hold = &deprovision.Hold{Limit: HoldTimerPerHour, Max: limit, Count: n}
-		d.Reason = fmt.Sprintf("the cleanup timer already started %d destructive operations in the hour %s UTC, its own limit (%s)",
+		why := fmt.Sprintf("the cleanup timer already started %d destructive operations in the hour %s UTC, its own limit (%s)",
 			n, now.Truncate(time.Hour).Format("2006-01-02 15:04"), HoldTimerPerHour)
+		if req.EventType == EventTypeOrphans {
+			// A record nothing can use needs no person: it waits for a later hour. (Held, a
+			// new operation of each sweep would pile up awaiting approval.)
+			return d, &deprovision.Refusal{Reason: why + ": " + laterHour}
+		}
+		d.Hold = &deprovision.Hold{Limit: HoldTimerPerHour, Max: limit, Count: n}
+		d.Reason = why
 		return d, nil
 	}
 	if req.EventType != EventTypeStale {

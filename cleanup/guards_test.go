@@ -638,3 +638,50 @@ func TestFindingsReportCountsTheFleet(t *testing.T) {
 		t.Fatalf("one device's findings: %+v %v", one, err)
 	}
 }
+
+// The orphans pass's deletions count against the timer's hourly budget too; beyond it a
+// record waits for a later run instead of piling up operations awaiting approval.
+func TestOrphanDeletionsArePacedByTheTimersBudget(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	w.guard.MaxPerHour = 1
+	w.dps.AddGroup(deprovision.Group{ID: "paced", Attestation: deprovision.AttestationSymmetricKey, Enabled: true}, "a2V5")
+	for i := range 3 {
+		w.dps.AddRegistration(deprovision.Registration{RegistrationID: fmt.Sprintf("p-%d", i), DeviceID: fmt.Sprintf("p-%d", i), AssignedHub: hub1}, "paced")
+	}
+	r := w.runner(cleanup.Options{DeleteOrphans: true})
+	if _, err := r.RunPass(ctx, cleanup.PassOrphans, cleanup.Overrides{DryRun: new(bool)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.dps.DeleteGroup(ctx, "paced", ""); err != nil {
+		t.Fatal(err)
+	}
+	left := func() int {
+		n := 0
+		for i := range 3 {
+			if w.dps.HasRegistration(fmt.Sprintf("p-%d", i)) {
+				n++
+			}
+		}
+		return n
+	}
+	for hour, want := range []int{2, 1, 0} {
+		rep, err := r.RunPass(ctx, cleanup.PassOrphans, cleanup.Overrides{DryRun: new(bool)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := left(); got != want {
+			t.Fatalf("hour %d: %d records left, want %d (%+v)", hour, got, want, rep.Passes[0])
+		}
+		if p := rep.Passes[0]; p.Held != 0 {
+			t.Fatalf("hour %d: %d deletions held for approval", hour, p.Held)
+		}
+		w.clock.add(time.Hour)
+	}
+	for op, err := range w.j.OpenOperations(ctx, w.clock.Now().Add(time.Hour)) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Fatalf("an operation is left open: %s %s", op.ID, op.Status)
+	}
+}

@@ -109,7 +109,7 @@ func (x *run) orphans(ctx context.Context, p *PassReport, after string) (string,
 					// Through the engine, journaled and counted against the timer's budget; a
 					// new operation each sweep, so that a refusal is looked at again.
 					op, err := x.submit(ctx, p, deprovision.Request{EventID: eventID(PassOrphans, false, gid, strings.ToLower(reg.RegistrationID), "s"+strconv.Itoa(x.sweep)),
-						EventType: "cleanup.orphans", Intent: deprovision.IntentOrphaned, RegistrationID: reg.RegistrationID,
+						EventType: EventTypeOrphans, Intent: deprovision.IntentOrphaned, RegistrationID: reg.RegistrationID,
 						DeviceID: reg.DeviceID, Hub: reg.AssignedHub, EnrollmentGroupID: gid, Reason: "registration record of deleted group " + gid})
 					switch {
 					case err != nil && fatal(err):
@@ -130,6 +130,14 @@ func (x *run) orphans(ctx context.Context, p *PassReport, after string) (string,
 							kept++
 							p.Refused++
 							f.Action = "kept: " + op.Reason
+							if strings.HasSuffix(op.Reason, laterHour) {
+								// The timer's hourly budget is used: carry on in a later run.
+								if err := x.finding(ctx, p, f); err != nil {
+									return x.orphanCursor(gid, page, i, kept, dry), false, err
+								}
+								// The record is not kept: the next run lists it again first.
+								return x.orphanCursor(gid, page, i, kept-1, dry), false, nil
+							}
 						default:
 							kept++
 							p.Failed++

@@ -321,6 +321,16 @@ var deploymentView = map[string]settingKind{
 	config.SettingCleanupStaleDryRun:   optional,
 	config.SettingCleanupOrphansDryRun: optional,
 	config.SettingCleanupOrphanGroups:  optional,
+	// The cleanup's guards (docs/cleanup.md): each has a safe default. CLEANUP_<PASS>_ENABLED,
+	// named by a function, is optional too.
+	config.SettingCleanupShare:                 optional,
+	config.SettingCleanupGroupsRedisable:       optional,
+	config.SettingCleanupStaleRunPercent:       optional,
+	config.SettingCleanupStaleDayPercent:       optional,
+	config.SettingCleanupStaleFeedMaxAge:       optional,
+	config.SettingCleanupMaxDestructivePerHour: optional,
+	config.SettingCleanupKeepFindings:          optional,
+	config.SettingCleanupKeepDeletedSightings:  optional,
 
 	// Access: App Service sets WEBSITE_AUTH_ENABLED itself when authsettingsV2 turns its
 	// authentication on (auth_test.go); the function key's reach has a default per mode.
