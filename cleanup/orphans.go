@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 
 	"dpsdeprov/deprovision"
@@ -107,8 +106,10 @@ func (x *run) orphans(ctx context.Context, p *PassReport, after string) (string,
 					f.Action = "planned (dry run): delete"
 				default:
 					// Through the engine, journaled and counted against the timer's budget; a
-					// new operation each sweep, so that a refusal is looked at again.
-					op, err := x.submit(ctx, p, deprovision.Request{EventID: eventID(PassOrphans, false, gid, strings.ToLower(reg.RegistrationID), "s"+strconv.Itoa(x.sweep)),
+					// new operation each run, so that a refusal (the identity was back, the
+					// hour's budget was used) is looked at again. Deleting a record twice is
+					// harmless: the second finds it gone.
+					op, err := x.submit(ctx, p, deprovision.Request{EventID: eventID(PassOrphans, false, gid, strings.ToLower(reg.RegistrationID), x.id),
 						EventType: EventTypeOrphans, Intent: deprovision.IntentOrphaned, RegistrationID: reg.RegistrationID,
 						DeviceID: reg.DeviceID, Hub: reg.AssignedHub, EnrollmentGroupID: gid, Reason: "registration record of deleted group " + gid})
 					switch {
