@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -43,6 +44,8 @@ commands:
                                     retired, group-compromised, group-retired
   approve <operation id> --reason R [--by NAME]   let an operation held for approval run
   deny <operation id> --reason R [--by NAME]      end a held operation without running it
+  findings [--since 7d] [--pass P] [--kind K] [--subject ID] [--run RUN] [--limit N]
+                                    the cleanup's findings, counted fleet-wide per pass and kind
 
 plan and apply take --reason, --device-id, --hub, --target-hub (moved), --group (a member's
 enrollment group), --action disable|delete, --certificate FILE (PEM), and apply --id (makes a
@@ -75,6 +78,9 @@ type cli struct {
 	// show
 	watch    bool
 	interval time.Duration
+	// findings
+	since, pass, kind, subject, run string
+	limit                           int
 
 	client *opsapi.Client
 	auth   string // key, entra or none: what the client sends
@@ -117,6 +123,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	case "approve", "deny":
 		fs.StringVar(&c.reason, "reason", "", "")
 		fs.StringVar(&c.by, "by", "", "")
+	case "findings":
+		want = 0
+		fs.StringVar(&c.since, "since", "", "")
+		fs.StringVar(&c.pass, "pass", "", "")
+		fs.StringVar(&c.kind, "kind", "", "")
+		fs.StringVar(&c.subject, "subject", "", "")
+		fs.StringVar(&c.run, "run", "", "")
+		fs.IntVar(&c.limit, "limit", 0, "")
 	default:
 		fmt.Fprintf(stderr, "dpsdeprov: unknown command %q\n\n%s", cmd, usage)
 		return exitUsage
@@ -148,9 +162,49 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return c.submit(ctx, pos[0], pos[1], false)
 	case "approve":
 		return c.decide(ctx, pos[0], false)
+	case "findings":
+		return c.findings(ctx)
 	default:
 		return c.decide(ctx, pos[0], true)
 	}
+}
+
+// findings prints the cleanup's findings: counts per pass and kind over the fleet, then the
+// newest findings.
+func (c *cli) findings(ctx context.Context) int {
+	o := &opsapi.GetFindingsOptions{Pass: c.pass, Kind: c.kind, Subject: c.subject, Run: c.run, Limit: c.limit}
+	if c.since != "" {
+		t, err := sinceTime(c.since, time.Now())
+		if err != nil {
+			return c.fail(&usageError{err.Error()})
+		}
+		o.Since = t
+	}
+	f, err := c.client.GetFindings(ctx, o)
+	if err != nil {
+		return c.fail(c.explain(err, "findings", ""))
+	}
+	if c.json {
+		return c.printJSON(f.Findings, exitOK)
+	}
+	_ = opsapi.WriteFindings(c.stdout, &f.Findings)
+	return exitOK
+}
+
+// sinceTime reads --since: an RFC 3339 time, or a period back from now (24h, 7d).
+func sinceTime(v string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339, v); err == nil {
+		return t, nil
+	}
+	if d, ok := strings.CutSuffix(v, "d"); ok {
+		if n, err := strconv.Atoi(d); err == nil && n >= 0 {
+			return now.Add(-time.Duration(n) * 24 * time.Hour), nil
+		}
+	}
+	if d, err := time.ParseDuration(v); err == nil && d >= 0 {
+		return now.Add(-d), nil
+	}
+	return time.Time{}, fmt.Errorf("--since %q is neither an RFC 3339 time nor a period such as 24h or 7d", v)
 }
 
 // parseInterleaved parses flags wherever they stand among the positional arguments.

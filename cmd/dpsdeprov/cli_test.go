@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"dpsdeprov/devhost"
 	"dpsdeprov/emulator"
@@ -367,5 +368,62 @@ func TestCLISignedInWithEntraID(t *testing.T) {
 	r = s.dpsdeprov(t, as("carol-token"), "show", op, "--watch", "--interval", "100ms")
 	if r.code != exitOK || !strings.Contains(r.stdout, "succeeded") {
 		t.Fatal("a reader following the approved group to its end")
+	}
+}
+
+// The cleanup's findings through the CLI: a hub's only lifecycle event is 100 days old, so a
+// stale pass run by hand finds its feed silent; `dpsdeprov findings` prints the fleet-wide
+// count of that kind and the finding, --json the app's answer, and a --since it cannot read
+// is a usage error.
+func TestCleanupFindingsThroughTheCLI(t *testing.T) {
+	s := newStack(t, 2, nil)
+	base := strings.TrimSuffix(s.api, "/api")
+	ev, _ := json.Marshal(map[string]any{"id": "old-1", "topic": "/SUBSCRIPTIONS/x/RESOURCEGROUPS/rg/PROVIDERS/MICROSOFT.DEVICES/IOTHUBS/hub1",
+		"subject": "devices/" + s.member(0), "eventType": "Microsoft.Devices.DeviceDisconnected",
+		"eventTime": time.Now().UTC().Add(-100 * 24 * time.Hour).Format(time.RFC3339Nano), "dataVersion": "", "metadataVersion": "1",
+		"data": map[string]any{"hubName": "hub1", "deviceId": s.member(0), "deviceConnectionStateEventInfo": map[string]any{"sequenceNumber": "1"}}})
+	in, _ := json.Marshal(map[string]string{"input": string(ev)})
+	resp, err := http.Post(base+"/admin/functions/DeviceEvents", "application/json", bytes.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	// The event is delivered in the background: run the pass until it has seen it.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		resp, err := http.Post(s.api+"/deprovision/cleanup/stale", "application/json", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rep struct {
+			Findings []json.RawMessage `json:"findings"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&rep)
+		resp.Body.Close()
+		if err == nil && len(rep.Findings) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the stale pass found nothing within a minute of the event")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	r := s.dpsdeprov(t, nil, "findings", "--pass", "stale", "--since", "1h")
+	if r.code != exitOK || !strings.Contains(r.stdout, "stale-feed-silent") || !strings.Contains(r.stdout, "refused") {
+		t.Fatal("findings does not show the silent feed")
+	}
+	r = s.dpsdeprov(t, nil, "findings", "--json", "--kind", "stale-feed-silent")
+	var f struct {
+		Total  int `json:"total"`
+		Counts []struct {
+			Kind     string `json:"kind"`
+			Subjects int    `json:"subjects"`
+		} `json:"counts"`
+	}
+	if r.code != exitOK || json.Unmarshal([]byte(r.stdout), &f) != nil || f.Total == 0 || len(f.Counts) != 1 || f.Counts[0].Subjects != 1 {
+		t.Fatalf("findings --json: %+v", f)
+	}
+	if r = s.dpsdeprov(t, nil, "findings", "--since", "last week"); r.code != exitUsage || !strings.Contains(r.stderr, "--since") {
+		t.Fatal("an unreadable --since: want a usage error naming it")
 	}
 }

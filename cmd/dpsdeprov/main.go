@@ -1,5 +1,6 @@
 // Command dpsdeprov asks the deprovisioning app's Operations function what happened to a
-// device, plans and applies requests, and approves or denies operations held for approval.
+// device, plans and applies requests, approves or denies operations held for approval, and
+// reads the cleanup's findings.
 // See docs/app.md ("The operator CLI").
 //
 //	dpsdeprov status sensor-042
@@ -8,6 +9,7 @@
 //	dpsdeprov apply compromised sensor-042 --reason "EDR alert"
 //	dpsdeprov approve op-3f2a… --reason "CA key leak confirmed, INC-2041" [--by alice@contoso.com]
 //	dpsdeprov deny op-3f2a… --reason "false positive"
+//	dpsdeprov findings --since 7d --pass drift
 //
 // It finds the app at --url (or $DPSDEPROV_URL; by default the local `make run` stack named in
 // .demo/devhost.json) and signs in with the caller's Entra ID token for --scope (or
