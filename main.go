@@ -155,9 +155,19 @@ func wire(ctx context.Context, cfg *settings, logger *slog.Logger) (*app, error)
 	}
 	creds := &credentials{clientID: cfg.ClientID}
 
-	dpsOpts := &dps.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: transport}}
+	tables, err := tableService(cfg.Config, creds)
+	if err != nil {
+		return nil, fmt.Errorf("Table Storage client (%s): %w", config.SettingStorage, err)
+	}
+	// Every DPS and hub call waits for its service's budget, shared across instances through
+	// Table Storage; the limiters are the clients' per-retry policies (main_scale.go).
+	budgets, err := openBudgets(ctx, cfg.Config, tables, logger)
+	if err != nil {
+		return nil, err
+	}
+
+	dpsOpts := &dps.ClientOptions{ClientOptions: budgets.dpsOptions(transport)}
 	var dpsClient *dps.Client
-	var err error
 	if cfg.DPS.Credential == config.CredentialConnectionString {
 		dpsClient, err = dps.NewClientFromConnectionString(cfg.DPS.ConnectionString.Reveal(), dpsOpts)
 	} else {
@@ -172,7 +182,7 @@ func wire(ctx context.Context, cfg *settings, logger *slog.Logger) (*app, error)
 
 	hubClients := map[string]*iothub.Client{}
 	for _, host := range cfg.hubHosts {
-		opts := &iothub.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: transport, Retry: hubRetry(cfg.Config)}}
+		opts := &iothub.ClientOptions{ClientOptions: budgets.hubOptions(transport)}
 		var c *iothub.Client
 		if cfg.Hubs.Credential == config.CredentialConnectionString {
 			c, err = iothub.NewClientFromConnectionString(cfg.hubConnections[host].Reveal(), opts)
@@ -188,10 +198,6 @@ func wire(ctx context.Context, cfg *settings, logger *slog.Logger) (*app, error)
 		hubClients[host] = c
 	}
 
-	tables, err := tableService(cfg.Config, creds)
-	if err != nil {
-		return nil, fmt.Errorf("Table Storage client (%s): %w", config.SettingStorage, err)
-	}
 	// The journal creates its tables now: an unreachable or unauthorized account stops
 	// start-up here, within the host's 30 s start-up window, rather than failing every
 	// invocation later.
@@ -218,12 +224,8 @@ func wire(ctx context.Context, cfg *settings, logger *slog.Logger) (*app, error)
 		notifier = pub
 	}
 
-	// Group-wide work fans out through the GroupWork queue; every hub call waits for the
-	// hub's budget, shared across instances (main_scale.go).
-	hubs, err := limitHubs(ctx, cfg.Config, tables, adapter.NewHubDevices(hubClients), logger)
-	if err != nil {
-		return nil, err
-	}
+	// Group-wide work fans out through the GroupWork queue.
+	hubs := adapter.NewHubDevices(hubClients)
 	work, err := workQueue(ctx, cfg.Config, creds)
 	if err != nil {
 		return nil, err
@@ -253,8 +255,8 @@ func wire(ctx context.Context, cfg *settings, logger *slog.Logger) (*app, error)
 	}
 
 	h, err := handler.New(handler.Options{
-		Engine:      engine,
-		GroupWorker: &handler.EngineGroupWorker{Engine: engine, Logger: logger, MaxDequeueCount: int64(cfg.Scale.MaxDequeueCount)},
+		Engine:      laned{engine},
+		GroupWorker: &handler.EngineGroupWorker{Engine: engine, Logger: logger, MaxDequeueCount: int64(cfg.Scale.MaxDequeueCount), Context: bulkPriority},
 		Cleaner:     cleaner,
 		Lifecycle:   lifecycle,
 		Admission:   cfg.admission,

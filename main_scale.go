@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
@@ -21,25 +22,26 @@ import (
 // one DPS operation whatever its size, so large pages spare the DPS budget.
 const groupPageSize = 1000
 
-// hubRetry is the hub clients' retry policy. When the rate limiter paces them the clients do
-// not retry at all: the client's own retries of a 429 (which it repeats even for bulk calls,
-// honouring Retry-After) would spend budget the limiter does not count and hide the 429 from
-// the other instances; the limiter retries 429s itself, after sharing the pause. A 5xx or a
-// timeout goes back to the engine as transient, and the queue or Event Grid delivers the work
-// again.
-func hubRetry(cfg *config.Config) policy.RetryOptions {
-	if cfg.Scale.HubOpsPerMinute <= 0 {
-		return policy.RetryOptions{}
-	}
-	return policy.RetryOptions{MaxRetries: -1}
+// budgets are the shared rate limiters of the hubs' identity registries and of the DPS
+// instance, each nil when its setting turns it off. Both keep their counters in the table
+// <prefix>ratelimit (one partition per hub, per hub's queries, and for DPS), so every
+// instance of the app draws on the same budgets.
+type budgets struct {
+	hubs, dps  *ratelimit.Limiter
+	dpsPerItem bool
 }
 
-// limitHubs wraps the hubs' registry in the shared per-hub rate limiter (its counters live in
-// the table <prefix>ratelimit), unless HUB_OPS_PER_MINUTE is off.
-func limitHubs(ctx context.Context, cfg *config.Config, tables *aztables.ServiceClient, hubs deprovision.Devices, logger *slog.Logger) (deprovision.Devices, error) {
+// openBudgets opens the limiters' table and builds the limiters the settings ask for.
+func openBudgets(ctx context.Context, cfg *config.Config, tables *aztables.ServiceClient, logger *slog.Logger) (*budgets, error) {
+	b := &budgets{dpsPerItem: cfg.Scale.DPSBulkCost != config.DPSBulkPerCall}
 	if cfg.Scale.HubOpsPerMinute <= 0 {
 		logger.Warn("hub calls are not rate limited", "setting", config.SettingHubOpsPerMinute)
-		return hubs, nil
+	}
+	if cfg.Scale.DPSBudget() <= 0 {
+		logger.Warn("DPS calls are not rate limited", "setting", config.SettingDPSOpsPerMinute)
+	}
+	if cfg.Scale.HubOpsPerMinute <= 0 && cfg.Scale.DPSBudget() <= 0 {
+		return b, nil
 	}
 	name := cfg.JournalPrefix + "ratelimit"
 	tctx, cancel := context.WithTimeout(ctx, 20*time.Second)
@@ -48,12 +50,56 @@ func limitHubs(ctx context.Context, cfg *config.Config, tables *aztables.Service
 	if err != nil {
 		return nil, fmt.Errorf("opening the rate limiter's table %s (setting %s): %w", name, config.SettingStorage, err)
 	}
-	lim, err := ratelimit.New(table, &ratelimit.Options{PerMinute: cfg.Scale.HubOpsPerMinute,
-		HubPerMinute: cfg.Scale.HubOpsPerMinuteByHub, Logger: logger})
-	if err != nil {
-		return nil, fmt.Errorf("rate limiter (setting %s): %w", config.SettingHubOpsPerMinute, err)
+	if cfg.Scale.HubOpsPerMinute > 0 {
+		b.hubs, err = ratelimit.New(table, &ratelimit.Options{PerMinute: cfg.Scale.HubOpsPerMinute,
+			HubPerMinute: cfg.Scale.HubOpsPerMinuteByHub, Logger: logger})
+		if err != nil {
+			return nil, fmt.Errorf("hub rate limiter (setting %s): %w", config.SettingHubOpsPerMinute, err)
+		}
 	}
-	return ratelimit.NewLimitedDevices(hubs, lim, nil), nil
+	if n := cfg.Scale.DPSBudget(); n > 0 {
+		b.dps, err = ratelimit.New(table, &ratelimit.Options{PerMinute: n, Logger: logger})
+		if err != nil {
+			return nil, fmt.Errorf("DPS rate limiter (settings %s, %s): %w", config.SettingDPSOpsPerMinute, config.SettingDPSOpsShare, err)
+		}
+	}
+	return b, nil
+}
+
+// hubOptions are the hub clients' options: with the limiter on, it is their per-retry
+// policy, so every try (first or retry) waits for the hub's shared budget and a 429 pauses
+// every instance before the client retries it after its Retry-After; the client's own
+// retries (azcore's defaults) also repeat a 5xx or a dropped connection of a call that is
+// safe to repeat, in the process.
+func (b *budgets) hubOptions(transport policy.Transporter) azcore.ClientOptions {
+	o := azcore.ClientOptions{Transport: transport}
+	if b.hubs != nil {
+		o.PerRetryPolicies = []policy.Policy{ratelimit.NewPolicy(b.hubs, &ratelimit.PolicyOptions{Charge: ratelimit.HubCharge})}
+	}
+	return o
+}
+
+// dpsOptions are the DPS client's options, paced by the DPS budget as hubOptions are by the
+// hubs'.
+func (b *budgets) dpsOptions(transport policy.Transporter) azcore.ClientOptions {
+	o := azcore.ClientOptions{Transport: transport}
+	if b.dps != nil {
+		o.PerRetryPolicies = []policy.Policy{ratelimit.NewPolicy(b.dps, &ratelimit.PolicyOptions{Charge: ratelimit.DPSCharge(b.dpsPerItem)})}
+	}
+	return o
+}
+
+// laned is the engine as the DeviceEvents function uses it: a group-wide request's calls go
+// in the budgets' bulk lane, so that the reserve of each budget stays with single-device
+// compromise response (a single-device request's calls default to the high-priority lane).
+type laned struct{ *deprovision.Engine }
+
+// Submit implements handler.Engine.
+func (l laned) Submit(ctx context.Context, req deprovision.Request) (*deprovision.Operation, error) {
+	if req.Intent.GroupWide() {
+		ctx = bulkPriority(ctx)
+	}
+	return l.Engine.Submit(ctx, req)
 }
 
 // queueService is the Queue Storage client of the app's storage account.

@@ -31,6 +31,9 @@ func TestScaleSettings(t *testing.T) {
 	for setting, bad := range map[string][]string{
 		config.SettingHubOpsPerMinute:     {"0", "fast", "100,200", "100,=5", "100,hub1=-1"},
 		config.SettingGroupWorkMaxDequeue: {"0", "five"},
+		config.SettingDPSOpsPerMinute:     {"0", "-1", "lots"},
+		config.SettingDPSOpsShare:         {"0", "1.5", "-0.2", "half", "120%"},
+		config.SettingDPSBulkCost:         {"items", "free"},
 	} {
 		for _, v := range bad {
 			env := valid()
@@ -41,5 +44,29 @@ func TestScaleSettings(t *testing.T) {
 				t.Errorf("%s=%q: %v, want an error naming the setting", setting, v, err)
 			}
 		}
+	}
+}
+
+func TestDPSBudgetSettings(t *testing.T) {
+	c, err := config.Load(valid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Scale.DPSOpsPerMinute != 1000 || c.Scale.DPSOpsShare != 0.8 || c.Scale.DPSBulkCost != config.DPSBulkPerItem || c.Scale.DPSBudget() != 800 {
+		t.Fatalf("defaults: %+v, budget %d", c.Scale, c.Scale.DPSBudget())
+	}
+	env := valid()
+	env[config.SettingDPSOpsPerMinute] = "20000"
+	env[config.SettingDPSOpsShare] = "50%"
+	env[config.SettingDPSBulkCost] = "Call"
+	if c, err = config.Load(env); err != nil {
+		t.Fatal(err)
+	}
+	if c.Scale.DPSBudget() != 10000 || c.Scale.DPSBulkCost != config.DPSBulkPerCall {
+		t.Fatalf("parsed: %+v, budget %d", c.Scale, c.Scale.DPSBudget())
+	}
+	env[config.SettingDPSOpsPerMinute] = "off"
+	if c, err = config.Load(env); err != nil || c.Scale.DPSBudget() != 0 {
+		t.Fatalf("off: %v, budget %d", err, c.Scale.DPSBudget())
 	}
 }

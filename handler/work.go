@@ -40,6 +40,9 @@ type EngineGroupWorker struct {
 	// [DefaultMaxDequeueCount]): on that delivery a batch that still fails is journaled as
 	// failed members before the host moves the message to the poison queue.
 	MaxDequeueCount int64
+	// Context, when set, prepares each batch's context (the app puts group work in the
+	// budgets' bulk lane).
+	Context func(context.Context) context.Context
 }
 
 // Apply implements GroupWorker. A message that is not a GroupWorkItem is a permanent failure.
@@ -54,6 +57,9 @@ func (w *EngineGroupWorker) Apply(ctx context.Context, msg QueueMessage) error {
 		return fmt.Errorf("message %s lacks operationId, hub or members", msg.ID)
 	}
 	ctx = hostlog.With(ctx, "operation", item.OperationID, "batch", item.Seq, "hub", item.Hub)
+	if w.Context != nil {
+		ctx = w.Context(ctx)
+	}
 	maxDequeue := w.MaxDequeueCount
 	if maxDequeue <= 0 {
 		maxDequeue = DefaultMaxDequeueCount

@@ -76,15 +76,15 @@ func runSharedBudget(b *testing.B, s benchScenario) {
 	table := newTable(b)
 	type instance struct {
 		l *Limiter
-		d *LimitedDevices
+		d deprovision.Devices
 	}
 	ins := make([]instance, s.instances)
 	for i := range ins {
 		l := newLimiter(b, table, Options{PerMinute: int(float64(budget) * (1 + s.overBudget))})
-		ins[i] = instance{l: l, d: NewLimitedDevices(hubAdapter(b, em), l, &LimitedDevicesOptions{MaxAttempts: 8})}
+		ins[i] = instance{l: l, d: hubAdapter(b, em, l)}
 	}
 	if s.drained {
-		inner := hubAdapter(b, em)
+		inner := hubAdapter(b, em, nil)
 		for _, h := range hubs {
 			drain(b, inner, h)
 		}

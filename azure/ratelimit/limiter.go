@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -274,10 +275,15 @@ func (l *Limiter) Stats() Stats {
 	}
 }
 
-// PerMinute returns the budget the limiter applies to hub.
-func (l *Limiter) PerMinute(hub string) int {
-	if n, ok := l.opts.HubPerMinute[iothub.CanonicalHost(hub)]; ok {
+// PerMinute returns the budget the limiter applies to key: a host name, or a hub's query
+// budget ([QueryKey], a fifth of the hub's unless HubPerMinute names it).
+func (l *Limiter) PerMinute(key string) int {
+	k := iothub.CanonicalHost(key)
+	if n, ok := l.opts.HubPerMinute[k]; ok {
 		return n
+	}
+	if host, ok := strings.CutSuffix(k, querySuffix); ok {
+		return max(1, l.PerMinute(host)/5)
 	}
 	return l.opts.PerMinute
 }

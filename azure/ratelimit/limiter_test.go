@@ -11,6 +11,7 @@ import (
 	"dpsdeprov/deprovision"
 	"dpsdeprov/internal/testenv"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
 )
 
@@ -334,8 +335,9 @@ func TestOptionsAndArgumentsAreChecked(t *testing.T) {
 		t.Errorf("Wait for nothing: %v", err)
 	}
 	// A bad argument is permanent for the engine: delivering the event again cannot help.
-	if _, err := NewLimitedDevices(nil, l, nil).GetDevice(ctx, "", "dev-1"); err == nil || deprovision.IsTransient(err) {
-		t.Errorf("GetDevice without a hub: %v, want a permanent error", err)
+	req := newRequest(t, "GET", "https://hub1.azure-devices.net/devices/d1", "")
+	if _, err := NewPolicy(l, &PolicyOptions{Charge: func(*policy.Request) (Charge, error) { return Charge{N: 1}, nil }}).Do(req); err == nil || deprovision.IsTransient(err) {
+		t.Errorf("a request priced on no budget: %v, want a permanent error", err)
 	}
 }
 
