@@ -46,6 +46,11 @@ type Config struct {
 	ETagRetries int
 	// Guard holds operations beyond its limits for a person's approval (guard.go).
 	Guard Guardrails
+	// RecordsTime bounds how long one group-work invocation spends deleting its batch's
+	// registration records (waiting for the DPS budget, which every instance's workers
+	// share) before it hands the members left to a new message. Default 2 minutes, well
+	// inside a function's time limit however many instances wait.
+	RecordsTime time.Duration
 }
 
 // Engine resolves, plans and applies requests, journaling every step.
@@ -65,6 +70,9 @@ func NewEngine(d Deps, c Config) *Engine {
 	}
 	if c.ETagRetries <= 0 {
 		c.ETagRetries = 5
+	}
+	if c.RecordsTime <= 0 {
+		c.RecordsTime = 2 * time.Minute
 	}
 	if d.Clock == nil {
 		d.Clock = SystemClock{}
@@ -283,7 +291,16 @@ func (e *Engine) run(ctx context.Context, op *Operation) (*Operation, error) {
 			planned = &deviceRead{hub: res.Hub, id: res.DeviceID, d: res.Device}
 		}
 	}
-	if err := e.execute(ctx, op, planned); err != nil {
+	err := e.execute(ctx, op, planned)
+	if errors.Is(err, errAwaitBatches) {
+		// Fanned out: the steps after the members wait until every batch has succeeded.
+		var more bool
+		if op, more, err = e.awaitBatches(ctx, op); err != nil || !more {
+			return op, err
+		}
+		err = e.execute(ctx, op, nil)
+	}
+	if err != nil {
 		if retryable(err) {
 			e.release(ctx, op)
 			e.log.WarnContext(ctx, "operation interrupted; a redelivery resumes it", "operation", op.ID, "err", err)
@@ -297,9 +314,6 @@ func (e *Engine) run(ctx context.Context, op *Operation) (*Operation, error) {
 			e.release(ctx, op)
 			return op, asTransient(err)
 		}
-	}
-	if op.Progress.Batches > 0 {
-		return e.awaitBatches(ctx, op) // fanned out: the last batch ends the operation
 	}
 	return e.finish(ctx, op, StatusSucceeded, "")
 }
@@ -432,6 +446,9 @@ func (e *Engine) execute(ctx context.Context, op *Operation, planned *deviceRead
 	for i, st := range op.Plan.Steps {
 		prev, seen := latest[i]
 		if seen && (prev.Outcome == StepDone || prev.Outcome == StepNoChange || prev.Outcome == StepSkipped) {
+			if st.Kind == StepGroupMembers && awaitingBatches(op) {
+				return errAwaitBatches
+			}
 			continue
 		}
 		start := e.d.Clock.Now()
@@ -464,6 +481,9 @@ func (e *Engine) execute(ctx context.Context, op *Operation, planned *deviceRead
 			"outcome", rec.Outcome, "status", rec.HTTPStatus, "err", rec.Error)
 		if res.err != nil {
 			return fmt.Errorf("step %d (%s %s): %w", i+1, st.Kind, st.Target, res.err)
+		}
+		if st.Kind == StepGroupMembers && awaitingBatches(op) {
+			return errAwaitBatches
 		}
 		if e.d.Clock.Now().After(op.LeaseUntil.Add(-e.c.LeaseDuration / 2)) {
 			if err := e.save(ctx, op); err != nil {

@@ -52,6 +52,7 @@ func (e *Engine) fanOut(ctx context.Context, op *Operation, st Step) stepResult 
 		return stepResult{note: fmt.Sprintf("%d members in %d batches enqueued", pr.Total, pr.Batches)}
 	}
 	owner := op.LeaseOwner
+	retire := action == ActionDelete && planHas(op.Plan, StepDeleteGroupRegistrations)
 	for page, err := range e.d.Registrations.GroupRegistrations(ctx, gid, pr.Continuation, e.c.GroupPageSize) {
 		if err != nil {
 			return failed(fmt.Errorf("reading registrations of group %s: %w", gid, err))
@@ -59,10 +60,12 @@ func (e *Engine) fanOut(ctx context.Context, op *Operation, st Step) stepResult 
 		byHub := map[string][]WorkMember{}
 		unassigned := 0
 		for _, m := range page.Items {
-			if m.AssignedHub == "" {
+			if m.AssignedHub == "" && !retire {
 				unassigned++ // never assigned: no hub identity to change
 				continue
 			}
+			// A retirement's unassigned members (hub "") still have records to delete: their
+			// batches skip the hub call.
 			byHub[m.AssignedHub] = append(byHub[m.AssignedHub], WorkMember{RegistrationID: m.RegistrationID, DeviceID: m.DeviceID})
 		}
 		hubs := make([]string, 0, len(byHub))
@@ -76,8 +79,12 @@ func (e *Engine) fanOut(ctx context.Context, op *Operation, st Step) stepResult 
 			ms := byHub[h]
 			for start := 0; start < len(ms); start += maxBulk {
 				seq++
-				batches = append(batches, &WorkBatch{OperationID: op.ID, Hub: h, Action: action, StatusReason: reason,
-					Seq: seq, Members: ms[start:min(start+maxBulk, len(ms))]})
+				b := &WorkBatch{OperationID: op.ID, Hub: h, Action: action, StatusReason: reason,
+					Seq: seq, Members: ms[start:min(start+maxBulk, len(ms))], Registrations: retire}
+				if h == "" {
+					b.HubDone = &MemberResult{Done: len(b.Members)} // no hub identity to delete
+				}
+				batches = append(batches, b)
 			}
 		}
 		// Journal that this page's enqueueing begins: a delivery that finds the mark (an earlier
@@ -218,45 +225,102 @@ func (e *Engine) saveOverWorkers(ctx context.Context, op *Operation) error {
 	})
 }
 
-// awaitBatches ends the invocation of a fanned-out operation: every page is enqueued and the
-// plan's steps are done. It marks the fan-out complete and gives the lease back; if the
-// workers have already accounted for every batch, the operation ends here, otherwise the last
-// worker ends it. Both decide on the same ETag-guarded row, so exactly one of them does.
-func (e *Engine) awaitBatches(ctx context.Context, op *Operation) (*Operation, error) {
+// errAwaitBatches stops a plan's execution at its fanned-out members step until every batch
+// is accounted for: the steps after it (a retired group's last records and the group itself)
+// run only once every batch has succeeded.
+var errAwaitBatches = errors.New("awaiting the group's batches")
+
+// awaitingBatches reports whether op has fanned out batches that are not all accounted for,
+// or of which some failed: the plan's later steps must not run.
+func awaitingBatches(op *Operation) bool {
+	p := &op.Progress
+	return p.Batches > 0 && (!p.FannedOut || p.BatchesDone < p.Batches || p.Failed > 0)
+}
+
+// planHas reports whether p has a step of kind k.
+func planHas(p *Plan, k StepKind) bool {
+	if p == nil {
+		return false
+	}
+	for _, st := range p.Steps {
+		if st.Kind == k {
+			return true
+		}
+	}
+	return false
+}
+
+// stepsAfterMembers reports whether op's plan has steps after its members step.
+func stepsAfterMembers(op *Operation) bool {
+	if op.Plan == nil {
+		return false
+	}
+	for i, st := range op.Plan.Steps {
+		if st.Kind == StepGroupMembers {
+			return i < len(op.Plan.Steps)-1
+		}
+	}
+	return false
+}
+
+// awaitBatches ends the fan-out's invocation: every page is enqueued. It marks the fan-out
+// complete and, while batches are outstanding, gives the lease back: the worker that
+// accounts for the last batch then ends the operation, or runs the plan's later steps. If
+// the workers have already accounted for every batch, the operation ends here, or (every
+// batch succeeded and steps follow) more is true and the caller, still holding the lease,
+// runs them. Workers and the fan-out decide on the same ETag-guarded row, so exactly one of
+// them goes on.
+func (e *Engine) awaitBatches(ctx context.Context, op *Operation) (_ *Operation, more bool, _ error) {
 	ended := false
 	err := e.updateOperation(ctx, op, op.LeaseOwner, func(o *Operation) bool {
+		more, ended = false, false
 		if o.Status.Terminal() {
 			return false
 		}
 		o.Progress.FannedOut = true
+		if !awaitingBatches(o) && o.Progress.Failed == 0 && stepsAfterMembers(o) {
+			more = true // keep the lease: the caller runs the later steps
+			return true
+		}
 		o.LeaseOwner, o.LeaseUntil = "", time.Time{}
 		ended = endIfAccounted(o)
 		return true
 	})
 	if err != nil {
 		e.release(ctx, op)
-		return op, err
+		return op, false, err
 	}
 	if ended {
 		e.ended(ctx, op)
-		return op, nil
+		return op, false, nil
 	}
-	e.log.InfoContext(ctx, "group fanned out; workers apply the batches", "operation", op.ID,
-		"members", op.Progress.Total, "batches", op.Progress.Batches, "accounted", op.Progress.BatchesDone)
-	return op, nil
+	if !more {
+		e.log.InfoContext(ctx, "group fanned out; workers apply the batches", "operation", op.ID,
+			"members", op.Progress.Total, "batches", op.Progress.Batches, "accounted", op.Progress.BatchesDone)
+	}
+	return op, more, nil
 }
 
 // endIfAccounted makes o terminal when its fan-out is complete and every batch is accounted
-// for; it reports whether it did.
+// for, unless every batch succeeded and the plan has steps after the members (those run
+// first); it reports whether it did. A failed batch ends the operation failed: a retired
+// group stays disabled, with the records of the failed batches' members, and sending the
+// event again (under a new id) retries what is left.
 func endIfAccounted(o *Operation) bool {
 	p := &o.Progress
 	if o.Status.Terminal() || !p.FannedOut || p.BatchesDone < p.Batches {
+		return false
+	}
+	if p.Failed == 0 && stepsAfterMembers(o) {
 		return false
 	}
 	o.LeaseOwner, o.LeaseUntil = "", time.Time{}
 	if p.Failed > 0 {
 		o.Status = StatusFailed
 		o.Reason = fmt.Sprintf("%d of %d members failed (first: %s)", p.Failed, p.Total, strings.Join(p.Failures, "; "))
+		if stepsAfterMembers(o) {
+			o.Reason += "; the steps after the members did not run (the group stays disabled, with the records of the members not done): send the event again under a new id to retry"
+		}
 	} else {
 		o.Status, o.Reason = StatusSucceeded, ""
 	}
@@ -294,11 +358,8 @@ type BatchOptions struct {
 // listed in the operation's progress.
 func (e *Engine) ApplyBatch(ctx context.Context, b *WorkBatch, o BatchOptions) (MemberResult, error) {
 	var res MemberResult
-	if b.OperationID == "" || b.Hub == "" || len(b.Members) == 0 {
-		return res, errors.New("group work batch lacks operationId, hub or members")
-	}
-	if len(b.Members) > maxBulk {
-		return res, fmt.Errorf("group work batch %d of %s has %d members; at most %d fit one bulk call", b.Seq, b.OperationID, len(b.Members), maxBulk)
+	if err := b.check(); err != nil {
+		return res, err
 	}
 	op, err := e.d.Journal.GetOperation(ctx, b.OperationID)
 	switch {
@@ -315,9 +376,14 @@ func (e *Engine) ApplyBatch(ctx context.Context, b *WorkBatch, o BatchOptions) (
 	}
 	if b.Seq > 0 && hasBit(op.Progress.Applied, b.Seq) {
 		e.log.InfoContext(ctx, "group work batch already counted", "operation", b.OperationID, "batch", b.Seq)
-		return res, nil
+		// A delivery that counted the last batch may have died before running the plan's
+		// later steps: this one takes them up.
+		return res, e.afterBatches(ctx, op)
 	}
-	if b.Seq > 0 && (o.Redelivered || b.Again) {
+	hubDone := b.HubDone != nil
+	if hubDone {
+		res = *b.HubDone
+	} else if b.Seq > 0 && (o.Redelivered || b.Again) {
 		// The step record is the bulk call's outcome, journaled right after the call returns
 		// and before the count: an earlier delivery that got that far must not call the hub
 		// again. Only a death between the hub's answer and that record re-sends the batch.
@@ -326,31 +392,41 @@ func (e *Engine) ApplyBatch(ctx context.Context, b *WorkBatch, o BatchOptions) (
 			return res, err
 		}
 		if rec != nil {
-			if res, ok := recordedResult(*rec); ok {
+			if r, ok := recordedResult(*rec); ok {
 				e.log.InfoContext(ctx, "group work batch journaled by an earlier delivery; counting it without a hub call",
 					"operation", b.OperationID, "batch", b.Seq)
-				return res, e.countBatch(ctx, b, res)
+				res, hubDone = r, true
 			}
 		}
 	}
-	regs := make([]Registration, len(b.Members))
-	for i, m := range b.Members {
-		regs[i] = Registration{RegistrationID: m.RegistrationID, DeviceID: m.DeviceID, AssignedHub: b.Hub}
-	}
-	start := e.d.Clock.Now()
-	res, applyErr := e.ApplyMembers(ctx, b.OperationID, b.Hub, regs, b.Action, b.StatusReason)
-	if applyErr != nil {
-		if retryable(applyErr) && !o.LastTry {
-			return res, applyErr
+	var applyErr error
+	if !hubDone {
+		regs := make([]Registration, len(b.Members))
+		for i, m := range b.Members {
+			regs[i] = Registration{RegistrationID: m.RegistrationID, DeviceID: m.DeviceID, AssignedHub: b.Hub}
 		}
-		// Given up: every member not known to be done is failed, with the batch's error.
-		res = MemberResult{}
-		for _, m := range regs {
-			res.fail(memberID(m), applyErr)
+		start := e.d.Clock.Now()
+		res, applyErr = e.ApplyMembers(ctx, b.OperationID, b.Hub, regs, b.Action, b.StatusReason)
+		if applyErr != nil {
+			if retryable(applyErr) && !o.LastTry {
+				return res, applyErr
+			}
+			// Given up: every member not known to be done is failed, with the batch's error.
+			res = MemberResult{}
+			for _, m := range regs {
+				res.fail(memberID(m), applyErr)
+			}
+		}
+		if err := e.recordBatch(ctx, b, res, applyErr, start); err != nil {
+			return res, err
 		}
 	}
-	if err := e.recordBatch(ctx, b, res, applyErr, start); err != nil {
-		return res, err
+	if b.Registrations && res.Failed == 0 {
+		// Every member's identity is gone: their registration records go too.
+		var continued bool
+		if res, continued, err = e.deleteBatchRecords(ctx, b, o, res); err != nil || continued {
+			return res, err
+		}
 	}
 	if err := e.countBatch(ctx, b, res); err != nil {
 		return res, err
@@ -360,6 +436,19 @@ func (e *Engine) ApplyBatch(ctx context.Context, b *WorkBatch, o BatchOptions) (
 			b.OperationID, b.Seq, ErrBatchGivenUp, len(b.Members), applyErr)
 	}
 	return res, nil
+}
+
+// check validates a batch as a worker receives it.
+func (b *WorkBatch) check() error {
+	switch {
+	case b.OperationID == "" || len(b.Members) == 0:
+		return errors.New("group work batch lacks operationId or members")
+	case b.Hub == "" && b.HubDone == nil:
+		return errors.New("group work batch names no hub")
+	case len(b.Members) > maxBulk:
+		return fmt.Errorf("group work batch %d of %s has %d members; at most %d fit one bulk call", b.Seq, b.OperationID, len(b.Members), maxBulk)
+	}
+	return nil
 }
 
 // ErrBatchGivenUp marks the error of a batch's last try that failed: its members are
@@ -459,17 +548,20 @@ func (e *Engine) countBatch(ctx context.Context, b *WorkBatch, res MemberResult)
 	if err != nil {
 		return asTransient(fmt.Errorf("reading operation %s: %w", b.OperationID, err))
 	}
-	ended := false
+	ended, counted := false, false
 	err = e.updateOperation(context.WithoutCancel(ctx), op, "", func(o *Operation) bool {
+		ended, counted = false, false
 		applied, ok := setBit(o.Progress.Applied, b.Seq)
 		if !ok {
 			return false // counted by an earlier delivery
 		}
+		counted = true
 		p := &o.Progress
 		p.Applied = applied
 		p.BatchesDone++
 		p.Done += res.Done
 		p.Failed += res.Failed
+		p.Records += res.Records
 		for _, f := range res.Failures {
 			if len(p.Failures) < maxFailures {
 				p.Failures = append(p.Failures, truncateRunes(f, maxFailureChars))
@@ -484,7 +576,36 @@ func (e *Engine) countBatch(ctx context.Context, b *WorkBatch, res MemberResult)
 	if ended {
 		e.ended(ctx, op)
 	}
+	if counted && !ended {
+		return e.afterBatches(ctx, op)
+	}
 	return nil
+}
+
+// afterBatches runs the plan's steps after the members step (a retired group's last records
+// and the group) once every batch is accounted for and succeeded, in the invocation of the
+// worker that saw it: it takes the operation's lease (free, or run out: the fan-out gave it
+// back, or a worker that took it died) in an ETag-guarded write, so one worker goes on. The
+// steps' own failures end the operation as any step's would; a transient one gives the
+// lease back, and the redelivered batch (already counted) comes here again.
+func (e *Engine) afterBatches(ctx context.Context, op *Operation) error {
+	owner := newOwner()
+	take := false
+	err := e.updateOperation(context.WithoutCancel(ctx), op, "", func(o *Operation) bool {
+		now := e.d.Clock.Now()
+		take = !o.Status.Terminal() && !awaitingBatches(o) && o.Progress.Failed == 0 && stepsAfterMembers(o) &&
+			(o.LeaseOwner == "" || !o.LeaseUntil.After(now))
+		if take {
+			o.LeaseOwner, o.LeaseUntil = owner, now.Add(e.c.LeaseDuration)
+		}
+		return take
+	})
+	if err != nil || !take {
+		return err
+	}
+	e.log.InfoContext(ctx, "every batch succeeded; running the steps after the members", "operation", op.ID)
+	_, err = e.run(ctx, op)
+	return err
 }
 
 // hasBit reports whether batch seq (from 1) is in the base64 bitmap.

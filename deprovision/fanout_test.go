@@ -292,50 +292,204 @@ func TestBatchWithoutItsOperationIsAppliedAndJournaled(t *testing.T) {
 	}
 }
 
-// hookRegistrations runs hook before the first registration record is deleted.
-type hookRegistrations struct {
-	d.Registrations
-	once sync.Once
-	hook func()
-}
-
-func (h *hookRegistrations) DeleteRegistration(ctx context.Context, id, etag string) error {
-	h.once.Do(h.hook)
-	return h.Registrations.DeleteRegistration(ctx, id, etag)
-}
-
-// A retired group: while the fan-out goes on with the plan's later steps (deleting the
-// registration records), workers count their batches in the same operation row. The
-// fan-out's own lease-renewing write merges with them instead of failing as "lease lost".
-func TestFanOutLaterStepsMergeWithWorkers(t *testing.T) {
-	ctx := context.Background()
-	w := newWorld()
-	setupGroup(250)(w)
-	q := &memQueue{}
-	deps := w.deps()
-	deps.Work = q
-	var e *d.Engine
-	hr := &hookRegistrations{Registrations: w.dps}
-	hr.hook = func() {
-		for _, b := range q.take() {
-			if _, err := e.ApplyBatch(ctx, &b, d.BatchOptions{}); err != nil {
-				t.Error(err)
-			}
-		}
-		w.clock.Advance(45 * time.Second) // past half the lease: the executor saves after this step
-	}
-	deps.Registrations = hr
-	e = w.engine(deps)
+// retireWorld is a group of n members fanned out for retirement through the queue.
+func retireWorld(t *testing.T, n int) (*world, *memQueue, *d.Engine, *d.Operation) {
+	t.Helper()
+	w, q, e := fanOutWorld(n)
 	req := fanOutReq("grp-retired")
 	req.Intent = d.IntentGroupRetired
-	op, err := e.Submit(ctx, req)
+	op := submit(t, e, req)
+	if op.Status != d.StatusRunning || !op.Progress.FannedOut {
+		t.Fatalf("after the fan-out: %s %q %+v, want running", op.Status, op.Reason, op.Progress)
+	}
+	return w, q, e, op
+}
+
+// A retired group: each batch deletes its members' hub identities, then their registration
+// records; the group is deleted last, by the worker that accounts for the last batch, once
+// every batch has succeeded. A redelivered batch is counted once.
+func TestRetiredGroupDeletedAfterEveryBatch(t *testing.T) {
+	ctx := context.Background()
+	const n = 250
+	w, q, e, op := retireWorld(t, n)
+	if g, ok := w.dps.GroupState("g-x509"); !ok || g.Enabled {
+		t.Fatalf("after the fan-out the group is %+v (present %v), want present and disabled", g, ok)
+	}
+	batches := q.take()
+	for i, b := range batches {
+		if !b.Registrations {
+			t.Fatalf("batch %d of a retirement does not delete its records", b.Seq)
+		}
+		if _, err := e.ApplyBatch(ctx, &b, d.BatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if i == len(batches)-1 {
+			break
+		}
+		if _, ok := w.dps.GroupState("g-x509"); !ok {
+			t.Fatalf("the group was deleted after batch %d of %d", i+1, len(batches))
+		}
+		if i == 0 { // a redelivery changes nothing
+			if _, err := e.ApplyBatch(ctx, &b, d.BatchOptions{Redelivered: true}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	got, steps, err := e.Operation(ctx, op.ID)
 	if err != nil {
-		t.Fatalf("Submit: %v", err)
+		t.Fatal(err)
 	}
-	if op.Status != d.StatusSucceeded || op.Progress.Done != 250 || op.Progress.BatchesDone != op.Progress.Batches {
-		t.Fatalf("%s %q %+v", op.Status, op.Reason, op.Progress)
+	if got.Status != d.StatusSucceeded || got.Progress.Done != n || got.Progress.Records != n {
+		t.Fatalf("after every batch: %s %q %+v", got.Status, got.Reason, got.Progress)
 	}
-	if w.dps.HasRegistration("m-0001") {
-		t.Error("registration records left after the group was retired")
+	if _, ok := w.dps.GroupState("g-x509"); ok {
+		t.Error("the group is still there after every batch succeeded")
+	}
+	for i := range n {
+		id := fmt.Sprintf("m-%04d", i)
+		if w.dps.HasRegistration(id) {
+			t.Fatalf("registration record %s left", id)
+		}
+		if _, ok := w.hubs.Device([]string{hub1, hub2}[i%2], id); ok {
+			t.Fatalf("hub identity %s left", id)
+		}
+	}
+	records := 0
+	for _, s := range steps {
+		if s.Kind == d.StepGroupBatchRecords && s.Outcome == d.StepDone {
+			records++
+		}
+	}
+	if records != len(batches) {
+		t.Errorf("%d batches journaled their registration records, want %d", records, len(batches))
+	}
+	if ended := w.note.ops; len(ended) != 1 || ended[0] != op.ID+" succeeded" {
+		t.Errorf("announced %v, want the operation once, succeeded", ended)
+	}
+}
+
+// A batch that fails for good leaves the group disabled and its members' registration
+// records in place; the operation ends failed, and the same event sent again under a new id
+// finishes the retirement.
+func TestRetiredGroupKeptWhenABatchFails(t *testing.T) {
+	ctx := context.Background()
+	const n = 250
+	w, q, e, op := retireWorld(t, n)
+	broken := w.engine(func() d.Deps {
+		deps := w.deps()
+		deps.Work = q
+		deps.Devices = failingBulk{w.hubs}
+		return deps
+	}())
+	batches := q.take()
+	var failed d.WorkBatch
+	for i, b := range batches {
+		eng := e
+		if i == 1 {
+			eng, failed = broken, b
+		}
+		_, err := eng.ApplyBatch(ctx, &b, d.BatchOptions{LastTry: i == 1})
+		if i == 1 && !errors.Is(err, d.ErrBatchGivenUp) || i != 1 && err != nil {
+			t.Fatalf("batch %d: %v", b.Seq, err)
+		}
+	}
+	got, _, err := e.Operation(ctx, op.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status != d.StatusFailed || got.Progress.Failed != len(failed.Members) || !strings.Contains(got.Reason, "new id") {
+		t.Fatalf("after a failed batch: %s %q %+v", got.Status, got.Reason, got.Progress)
+	}
+	if g, ok := w.dps.GroupState("g-x509"); !ok || g.Enabled {
+		t.Fatalf("after a failed batch the group is %+v (present %v), want present and disabled", g, ok)
+	}
+	for _, m := range failed.Members {
+		if !w.dps.HasRegistration(m.RegistrationID) {
+			t.Fatalf("the failed batch's member %s lost its registration record", m.RegistrationID)
+		}
+	}
+	if got.Progress.Records != n-len(failed.Members) {
+		t.Errorf("%d records deleted, want the %d of the batches that succeeded", got.Progress.Records, n-len(failed.Members))
+	}
+
+	// Retry: the records left list the members left; the group goes last.
+	req := fanOutReq("grp-retired-again")
+	req.Intent = d.IntentGroupRetired
+	again := submit(t, e, req)
+	if again.Progress.Total != len(failed.Members) {
+		t.Fatalf("the retry found %d members, want the %d left", again.Progress.Total, len(failed.Members))
+	}
+	for _, b := range q.take() {
+		if _, err := e.ApplyBatch(ctx, &b, d.BatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, _, _ := e.Operation(ctx, again.ID); got.Status != d.StatusSucceeded {
+		t.Fatalf("the retry: %s %q", got.Status, got.Reason)
+	}
+	if _, ok := w.dps.GroupState("g-x509"); ok {
+		t.Error("the group is still there after the retry")
+	}
+	for _, m := range failed.Members {
+		if w.dps.HasRegistration(m.RegistrationID) {
+			t.Fatalf("registration record %s left after the retry", m.RegistrationID)
+		}
+	}
+}
+
+// slowRecords makes DeleteRegistration wait for its context after the first n calls, as a
+// DPS budget spent by other instances' workers would.
+type slowRecords struct {
+	d.Registrations
+	mu sync.Mutex
+	n  int
+}
+
+func (s *slowRecords) DeleteRegistration(ctx context.Context, id, etag string) error {
+	s.mu.Lock()
+	s.n--
+	wait := s.n < 0
+	s.mu.Unlock()
+	if wait {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return s.Registrations.DeleteRegistration(ctx, id, etag)
+}
+
+// A worker that runs out of time waiting for the DPS budget hands the members left to a new
+// message, which finishes the batch; the batch is counted once, with every record.
+func TestRetirementBatchHandsTheRestOn(t *testing.T) {
+	ctx := context.Background()
+	w, q, _, op := retireWorld(t, 100)
+	deps := w.deps()
+	deps.Work = q
+	slow := &slowRecords{Registrations: w.dps, n: 30}
+	deps.Registrations = slow
+	e := d.NewEngine(deps, d.Config{LeaseDuration: time.Minute, GroupPageSize: 100, RecordsTime: 50 * time.Millisecond})
+	batches := q.take()
+	if len(batches) != 2 {
+		t.Fatalf("%d batches, want 2", len(batches))
+	}
+	if _, err := e.ApplyBatch(ctx, &batches[0], d.BatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rest := q.take()
+	if len(rest) != 1 || rest[0].Seq != batches[0].Seq || rest[0].HubDone == nil || rest[0].HubDone.Records != 30 ||
+		len(rest[0].Members) != len(batches[0].Members)-30 {
+		t.Fatalf("continuation %+v, want batch %d's %d members left", rest, batches[0].Seq, len(batches[0].Members)-30)
+	}
+	if got, _, _ := e.Operation(ctx, op.ID); got.Progress.BatchesDone != 0 {
+		t.Fatalf("a batch with records left was counted: %+v", got.Progress)
+	}
+	slow.n = 1000
+	for _, b := range append(rest, batches[1]) {
+		if _, err := e.ApplyBatch(ctx, &b, d.BatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, _, _ := e.Operation(ctx, op.ID)
+	if got.Status != d.StatusSucceeded || got.Progress.Records != 100 || got.Progress.Done != 100 {
+		t.Fatalf("after the continuation: %s %q %+v", got.Status, got.Reason, got.Progress)
 	}
 }

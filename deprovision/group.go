@@ -17,9 +17,12 @@ const maxFailures = 20
 
 // MemberResult is the outcome of applying a hub action to some members of a group.
 type MemberResult struct {
-	Done, Failed int
+	Done   int `json:"done"`
+	Failed int `json:"failed,omitempty"`
 	// Failures are "deviceId: error" for the members that failed.
-	Failures []string
+	Failures []string `json:"failures,omitempty"`
+	// Records counts the members' registration records deleted (group retirement).
+	Records int `json:"records,omitempty"`
 }
 
 // ApplyMembers applies action (disable or delete) to members, all assigned to hub, with the

@@ -102,6 +102,8 @@ type Progress struct {
 	// Enqueuing is the number of the page (Pages+1) whose batches the fan-out has begun to
 	// enqueue: a resume that finds it enqueues that page's batches marked WorkBatch.Again.
 	Enqueuing int `json:",omitempty"`
+	// Records counts the registration records the batches of a group retirement deleted.
+	Records int `json:",omitempty"`
 }
 
 // StepOutcome is what became of one step.

@@ -228,6 +228,14 @@ type WorkBatch struct {
 	// page before journaling it): the worker first looks for the journaled outcome of the
 	// first copy, and counts that instead of calling the hub again.
 	Again bool `json:"again,omitempty"`
+	// Registrations says the members' DPS registration records go too (group retirement):
+	// each batch deletes its members' records once its hub call succeeded for every member,
+	// so that a member whose identity is still there keeps the record that lists it.
+	Registrations bool `json:"registrations,omitempty"`
+	// HubDone, when set, is the journaled outcome of the batch's hub call: the batch is a
+	// continuation that only deletes the records of the members left (a worker ran out of
+	// time waiting for the DPS budget and enqueued the rest).
+	HubDone *MemberResult `json:"hubDone,omitempty"`
 }
 
 // WorkMember is one device of a [WorkBatch].

@@ -53,7 +53,7 @@ func (w *EngineGroupWorker) Apply(ctx context.Context, msg QueueMessage) error {
 	if err := dec.Decode(&item); err != nil {
 		return fmt.Errorf("message %s is not a group work item: %w", msg.ID, err)
 	}
-	if item.OperationID == "" || item.Hub == "" || len(item.Members) == 0 {
+	if item.OperationID == "" || len(item.Members) == 0 || item.Hub == "" && item.HubDone == nil {
 		return fmt.Errorf("message %s lacks operationId, hub or members", msg.ID)
 	}
 	ctx = hostlog.With(ctx, "operation", item.OperationID, "batch", item.Seq, "hub", item.Hub)

@@ -115,7 +115,7 @@ func decode(text string) (*deprovision.WorkBatch, error) {
 	if err := dec.Decode(&b); err != nil {
 		return nil, fmt.Errorf("not a group work batch: %w", err)
 	}
-	if b.OperationID == "" || b.Hub == "" || len(b.Members) == 0 {
+	if b.OperationID == "" || len(b.Members) == 0 || b.Hub == "" && b.HubDone == nil {
 		return nil, fmt.Errorf("a group work batch lacks operationId, hub or members")
 	}
 	return &b, nil
