@@ -237,6 +237,7 @@ func wire(ctx context.Context, cfg *settings, logger *slog.Logger) (*app, error)
 	}
 	dpsAdapter := adapter.NewDPS(dpsClient)
 	engine := deprovision.NewEngine(cleanupEngineDeps(deprovision.Deps{
+		Burst:         newBurst(dpsAdapter, logger),
 		Enrollments:   dpsAdapter,
 		Registrations: dpsAdapter,
 		Devices:       hubs,

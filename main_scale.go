@@ -11,10 +11,12 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
 
+	"dpsdeprov/azure/adapter"
 	"dpsdeprov/azure/ratelimit"
 	"dpsdeprov/azure/workqueue"
 	"dpsdeprov/config"
 	"dpsdeprov/deprovision"
+	"dpsdeprov/deprovision/coalesce"
 	"dpsdeprov/handler"
 )
 
@@ -100,6 +102,12 @@ func (l laned) Submit(ctx context.Context, req deprovision.Request) (*deprovisio
 		ctx = bulkPriority(ctx)
 	}
 	return l.Engine.Submit(ctx, req)
+}
+
+// newBurst is the engine's coalescer of revocation bursts: the DPS work of single-device
+// revocations that arrive together shares calls (docs/scale.md), in the budgets' bulk lane.
+func newBurst(d *adapter.DPS, logger *slog.Logger) *coalesce.Coalescer {
+	return coalesce.New(d, d, &coalesce.Options{Lane: bulkPriority, Logger: logger})
 }
 
 // queueService is the Queue Storage client of the app's storage account.

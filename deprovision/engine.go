@@ -30,6 +30,9 @@ type Deps struct {
 	Budget Budget
 	// Holder, when set, is asked about every destructive operation just planned (holder.go).
 	Holder Holder
+	// Burst, when set, coalesces the DPS work of single-device revocations that arrive
+	// together (burst.go); nil takes every request on its own.
+	Burst Burst
 }
 
 // Config tunes the engine. The zero value is usable.
@@ -128,6 +131,8 @@ func (e *Engine) Submit(ctx context.Context, req Request) (*Operation, error) {
 		r, _ := AsRefusal(err)
 		return e.Reject(ctx, req, r.Reason)
 	}
+	ctx, leave := joinBurst(ctx, e.d.Burst, req)
+	defer leave()
 	op, err := e.acquire(ctx, req)
 	if err != nil || op.Status.Terminal() || op.Status == StatusAwaitingApproval {
 		return op, err
@@ -292,6 +297,13 @@ func (e *Engine) run(ctx context.Context, op *Operation) (*Operation, error) {
 		}
 	}
 	err := e.execute(ctx, op, planned)
+	if errors.Is(err, errIndividual) {
+		// A coalesced plan's blocking enrollment met an individual enrollment: plan again
+		// from a full read (the new plan's steps take the place of the old ones).
+		e.log.InfoContext(ctx, "coalesced revocation found an individual enrollment; planning again", "operation", op.ID)
+		op.Plan = nil
+		return e.run(context.WithValue(ctx, burstKey{}, burstReplan), op)
+	}
 	if errors.Is(err, errAwaitBatches) {
 		// Fanned out: the steps after the members wait until every batch has succeeded.
 		var more bool
@@ -321,7 +333,16 @@ func (e *Engine) run(ctx context.Context, op *Operation) (*Operation, error) {
 // plan resolves and plans op and journals the plan, and returns what resolution read. done is
 // true when op became terminal (rejected, held for approval, or planned for a dry run).
 func (e *Engine) plan(ctx context.Context, op *Operation) (res *Resolved, done bool, err error) {
-	res, err = Resolve(ctx, e.d.Enrollments, e.d.Registrations, e.d.Devices, op.Request)
+	ok := false
+	if burstModeOf(ctx) == burstCoalesce {
+		res, ok, err = resolveCoalesced(ctx, e.d.Burst, e.d.Devices, op.Request)
+	}
+	if !ok && err == nil {
+		res, err = Resolve(ctx, e.d.Enrollments, e.d.Registrations, e.d.Devices, op.Request)
+		if err == nil && burstModeOf(ctx) == burstReplan {
+			res.Notes = append(res.Notes, "planned again: the blocking enrollment of a coalesced plan could not be created because an individual enrollment exists (the device is not a group member)")
+		}
+	}
 	if r, ok := AsRefusal(err); ok {
 		_, err := e.finish(ctx, op, StatusRejected, r.Reason)
 		return nil, true, err

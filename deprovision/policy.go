@@ -223,6 +223,9 @@ func addBlock(p *Plan, r *Resolved, req Request, verb string) {
 	if r.Group != nil {
 		params[ParamGroupID] = r.Group.ID
 	}
+	if r.EnrollmentUnread {
+		params[ParamProbe] = "true"
+	}
 	p.add(StepCreateBlockingEnrollment, enrollmentTarget(rid), why, params)
 	p.note("never delete the blocking enrollment of %s: the device would re-enroll through its group", rid)
 }

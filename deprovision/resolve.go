@@ -43,6 +43,10 @@ type Resolved struct {
 	Leaf *CertInfo
 	// Notes record what resolution noticed (mismatches, fallbacks).
 	Notes []string
+	// EnrollmentUnread says the individual enrollment was not read (a revocation coalesced
+	// in a burst, see [Burst]): the device is taken for a group member, and creating its
+	// blocking enrollment is the check (it fails if an individual enrollment exists).
+	EnrollmentUnread bool
 }
 
 // Resolve reads DPS and the hub to classify the subject of req. Errors other than "not found"
@@ -50,17 +54,8 @@ type Resolved struct {
 // (Kind is KindUnknown, and [Plan] refuses it with a reason).
 func Resolve(ctx context.Context, en Enrollments, rg Registrations, dv Devices, req Request) (*Resolved, error) {
 	r := &Resolved{Kind: KindUnknown, RegistrationID: req.RegistrationID}
-	if req.CertificatePEM != "" {
-		certs, err := ParseCertificates(req.CertificatePEM)
-		if err != nil {
-			return nil, &Refusal{Reason: "the certificate in the request is unreadable: " + err.Error()}
-		}
-		leaf := InfoOf(certs[0])
-		r.Leaf = &leaf
-		cn := certs[0].Subject.CommonName
-		if r.RegistrationID == "" {
-			r.RegistrationID = cn
-		}
+	if err := readLeaf(r, req); err != nil {
+		return nil, err
 	}
 	if req.Intent.GroupWide() {
 		return resolveGroup(ctx, en, r, req)
@@ -114,7 +109,40 @@ func Resolve(ctx context.Context, en Enrollments, rg Registrations, dv Devices, 
 		r.Kind = KindGroupMember
 	}
 
-	// Where the device is: DPS's registration state is authoritative; the request is a hint.
+	if err := locate(ctx, dv, r, req); err != nil {
+		return nil, err
+	}
+	// X.509 safety checks need every group's signing certificates.
+	if r.Attestation == AttestationX509 && (req.Intent.Final() || req.Intent == IntentMoved) {
+		if err := loadGroups(ctx, en, r); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// readLeaf parses the request's certificate into r.Leaf, and takes the registration id from
+// its CN when the request names none.
+func readLeaf(r *Resolved, req Request) error {
+	if req.CertificatePEM == "" {
+		return nil
+	}
+	certs, err := ParseCertificates(req.CertificatePEM)
+	if err != nil {
+		return &Refusal{Reason: "the certificate in the request is unreadable: " + err.Error()}
+	}
+	leaf := InfoOf(certs[0])
+	r.Leaf = &leaf
+	if r.RegistrationID == "" {
+		r.RegistrationID = certs[0].Subject.CommonName
+	}
+	return nil
+}
+
+// locate finds the hub identity of a classified device (DPS's registration state is
+// authoritative; the request is a hint), reads it, and takes a group member's attestation
+// from what is known.
+func locate(ctx context.Context, dv Devices, r *Resolved, req Request) error {
 	r.DeviceID = req.DeviceID
 	if r.Registration != nil {
 		r.Hub = r.Registration.AssignedHub
@@ -144,7 +172,7 @@ func Resolve(ctx context.Context, en Enrollments, rg Registrations, dv Devices, 
 			r.Device = d
 		case errors.Is(err, ErrNotFound):
 		default:
-			return nil, fmt.Errorf("reading device %s in hub %s: %w", r.DeviceID, r.Hub, err)
+			return fmt.Errorf("reading device %s in hub %s: %w", r.DeviceID, r.Hub, err)
 		}
 	}
 
@@ -160,13 +188,7 @@ func Resolve(ctx context.Context, en Enrollments, rg Registrations, dv Devices, 
 			r.Attestation = AttestationX509
 		}
 	}
-	// X.509 safety checks need every group's signing certificates.
-	if r.Attestation == AttestationX509 && (req.Intent.Final() || req.Intent == IntentMoved) {
-		if err := loadGroups(ctx, en, r); err != nil {
-			return nil, err
-		}
-	}
-	return r, nil
+	return nil
 }
 
 func resolveGroup(ctx context.Context, en Enrollments, r *Resolved, req Request) (*Resolved, error) {

@@ -42,6 +42,9 @@ func (e *Engine) apply(ctx context.Context, op *Operation, st Step, seen *device
 	case StepDeleteEnrollment, StepDeleteBlockingEnrollment:
 		return e.deleteEnrollment(ctx, rid)
 	case StepCreateBlockingEnrollment:
+		if p[ParamProbe] != "" {
+			return e.probeBlock(ctx, op, rid, AttestationType(p[ParamAttestation]))
+		}
 		return e.createEnrollment(ctx, op, rid, AttestationType(p[ParamAttestation]), false, "", "")
 	case StepCreateMoveEnrollment:
 		return e.createEnrollment(ctx, op, rid, AttestationType(p[ParamAttestation]), true, p[ParamTargetHub], p[ParamGroupID])
@@ -139,34 +142,9 @@ func (e *Engine) deleteEnrollment(ctx context.Context, rid string) stepResult {
 // individual enrollment of a group member. Its keys are generated or derived here and never
 // leave this function: they are secrets, and are never journaled.
 func (e *Engine) createEnrollment(ctx context.Context, op *Operation, rid string, att AttestationType, enabled bool, targetHub, groupID string) stepResult {
-	want := &Enrollment{RegistrationID: rid, Attestation: att, Enabled: enabled}
-	if targetHub != "" {
-		want.IoTHubs, want.AllocationPolicy = []string{targetHub}, "static"
-	}
-	switch att {
-	case AttestationX509:
-		leaf, err := leafPEM(op.Request.CertificatePEM)
-		if err != nil {
-			return failed(fmt.Errorf("enrollment %s: %w", rid, err))
-		}
-		want.CertificatePEM = leaf
-	case AttestationSymmetricKey:
-		if enabled {
-			gk, err := e.d.Enrollments.GroupPrimaryKey(ctx, groupID)
-			if err != nil {
-				return failed(fmt.Errorf("reading the key of group %s: %w", groupID, err))
-			}
-			k, err := DeriveDeviceKey(gk, rid)
-			if err != nil {
-				return failed(fmt.Errorf("group %s: %w", groupID, err))
-			}
-			want.PrimaryKey = k
-		} else {
-			// The keys of a blocking enrollment never match anything: DPS only needs it to exist.
-			want.PrimaryKey, want.SecondaryKey = randomKey(), randomKey()
-		}
-	default:
-		return failed(fmt.Errorf("enrollment %s: cannot create an enrollment with attestation %q", rid, att))
+	want, res := e.enrollmentFor(ctx, op, rid, att, enabled, targetHub, groupID)
+	if want == nil {
+		return res
 	}
 	_, err := e.d.Enrollments.PutEnrollment(ctx, want, "")
 	if err == nil {
@@ -175,7 +153,91 @@ func (e *Engine) createEnrollment(ctx context.Context, op *Operation, rid string
 	if !errors.Is(err, ErrConflict) {
 		return failed(fmt.Errorf("creating enrollment %s: %w", rid, err))
 	}
-	// It exists: created before an interruption, or by someone else. Make it what we want.
+	return e.makeEnrollment(ctx, rid, want, enabled, targetHub)
+}
+
+// probeBlock creates the blocking enrollment of a coalesced revocation, planned without
+// reading the individual enrollment: in the burst's bulk call when the request is part of
+// one. A conflict is read: a block already there (an earlier delivery's, or one made by hand)
+// is no change; anything else is an individual enrollment, and the operation is planned
+// again from a full read (errIndividual).
+func (e *Engine) probeBlock(ctx context.Context, op *Operation, rid string, att AttestationType) stepResult {
+	want, res := e.enrollmentFor(ctx, op, rid, att, false, "", "")
+	if want == nil {
+		return res
+	}
+	var err error
+	if e.d.Burst != nil && burstModeOf(ctx) == burstCoalesce {
+		err = e.d.Burst.Block(ctx, want)
+	} else {
+		_, err = e.d.Enrollments.PutEnrollment(ctx, want, "")
+	}
+	if err == nil {
+		return stepResult{changed: true}
+	}
+	if !errors.Is(err, ErrConflict) {
+		return failed(fmt.Errorf("creating enrollment %s: %w", rid, err))
+	}
+	en, err := e.d.Enrollments.GetEnrollment(ctx, rid)
+	if errors.Is(err, ErrNotFound) {
+		return e.makeEnrollment(ctx, rid, want, false, "") // deleted since: create it
+	}
+	if err != nil {
+		return failed(fmt.Errorf("reading enrollment %s: %w", rid, err))
+	}
+	var leaf *CertInfo
+	if att == AttestationX509 {
+		if certs, err := ParseCertificates(op.Request.CertificatePEM); err == nil {
+			info := InfoOf(certs[0])
+			leaf = &info
+		}
+	}
+	if isBlock(en, want, leaf) {
+		return stepResult{note: "a disabled enrollment already blocks the device"}
+	}
+	return stepResult{note: "an individual enrollment exists: the device is not a group member", err: errIndividual}
+}
+
+// enrollmentFor builds the blocking (disabled) or moving (enabled, pointed at targetHub)
+// individual enrollment of a group member. Its keys are generated or derived here and never
+// leave the step: they are secrets, and are never journaled. A nil enrollment comes with
+// the step's failure.
+func (e *Engine) enrollmentFor(ctx context.Context, op *Operation, rid string, att AttestationType, enabled bool, targetHub, groupID string) (*Enrollment, stepResult) {
+	want := &Enrollment{RegistrationID: rid, Attestation: att, Enabled: enabled}
+	if targetHub != "" {
+		want.IoTHubs, want.AllocationPolicy = []string{targetHub}, "static"
+	}
+	switch att {
+	case AttestationX509:
+		leaf, err := leafPEM(op.Request.CertificatePEM)
+		if err != nil {
+			return nil, failed(fmt.Errorf("enrollment %s: %w", rid, err))
+		}
+		want.CertificatePEM = leaf
+	case AttestationSymmetricKey:
+		if enabled {
+			gk, err := e.d.Enrollments.GroupPrimaryKey(ctx, groupID)
+			if err != nil {
+				return nil, failed(fmt.Errorf("reading the key of group %s: %w", groupID, err))
+			}
+			k, err := DeriveDeviceKey(gk, rid)
+			if err != nil {
+				return nil, failed(fmt.Errorf("group %s: %w", groupID, err))
+			}
+			want.PrimaryKey = k
+		} else {
+			// The keys of a blocking enrollment never match anything: DPS only needs it to exist.
+			want.PrimaryKey, want.SecondaryKey = randomKey(), randomKey()
+		}
+	default:
+		return nil, failed(fmt.Errorf("enrollment %s: cannot create an enrollment with attestation %q", rid, att))
+	}
+	return want, stepResult{}
+}
+
+// makeEnrollment makes an enrollment that exists (created before an interruption, or by
+// someone else) what the step wants.
+func (e *Engine) makeEnrollment(ctx context.Context, rid string, want *Enrollment, enabled bool, targetHub string) stepResult {
 	return e.etagLoop("updating enrollment "+rid, func() (stepResult, bool) {
 		en, err := e.d.Enrollments.GetEnrollment(ctx, rid)
 		if errors.Is(err, ErrNotFound) {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"net/http"
 	"slices"
 	"strings"
 
@@ -22,8 +23,9 @@ type DPS struct {
 }
 
 var (
-	_ deprovision.Enrollments   = (*DPS)(nil)
-	_ deprovision.Registrations = (*DPS)(nil)
+	_ deprovision.Enrollments     = (*DPS)(nil)
+	_ deprovision.Registrations   = (*DPS)(nil)
+	_ deprovision.BulkEnrollments = (*DPS)(nil)
 )
 
 // NewDPS returns the adapter over c.
@@ -283,6 +285,56 @@ func (a *DPS) GroupRegistrations(ctx context.Context, groupID, continuation stri
 			}
 		}
 	}
+}
+
+// CreateEnrollments creates up to dps.MaxBulkItems individual enrollments in one bulk
+// operation (mode create), each item answered on its own: an item whose registration id is
+// taken fails with deprovision.ErrConflict (DPS answers 409201, "Enrollment already
+// exists."), a throttled or failed one is transient.
+func (a *DPS) CreateEnrollments(ctx context.Context, es []*deprovision.Enrollment) ([]error, error) {
+	op := dps.BulkEnrollmentOperation{Mode: dps.BulkOperationModeCreate, Enrollments: make([]dps.IndividualEnrollment, len(es))}
+	for i, e := range es {
+		body, err := newEnrollment(e)
+		if err != nil {
+			return nil, fmt.Errorf("writing enrollment %s: %w", e.RegistrationID, err)
+		}
+		op.Enrollments[i] = *body
+	}
+	r, err := a.c.RunEnrollmentBulkOperation(ctx, op, nil)
+	if err != nil {
+		return nil, mapError(err, "creating %d enrollments in bulk", len(es))
+	}
+	failed := make(map[string]dps.BulkEnrollmentOperationError, len(r.Errors))
+	for _, e := range r.Errors {
+		failed[strings.ToLower(e.RegistrationID)] = e
+	}
+	if !r.IsSuccessful && len(r.Errors) == 0 {
+		return nil, fmt.Errorf("creating %d enrollments in bulk: DPS reported failure without per-item errors", len(es))
+	}
+	out := make([]error, len(es))
+	for i, e := range es {
+		if f, ok := failed[strings.ToLower(e.RegistrationID)]; ok {
+			out[i] = bulkEnrollmentError(f)
+		}
+	}
+	return out, nil
+}
+
+// bulkEnrollmentError classifies one failed item of a bulk enrollment operation by the HTTP
+// status in its six-digit code (409201: 409, already exists).
+func bulkEnrollmentError(f dps.BulkEnrollmentOperationError) error {
+	err := fmt.Errorf("creating enrollment %s in bulk: %d: %s", f.RegistrationID, f.ErrorCode, f.ErrorStatus)
+	switch status := int(f.ErrorCode) / 1000; {
+	case status == http.StatusConflict:
+		return fmt.Errorf("%w: %w", deprovision.ErrConflict, err)
+	case status == http.StatusPreconditionFailed:
+		return fmt.Errorf("%w: %w", deprovision.ErrPreconditionFailed, err)
+	case status == http.StatusNotFound:
+		return fmt.Errorf("%w: %w", deprovision.ErrNotFound, err)
+	case status == http.StatusRequestTimeout, status == http.StatusTooManyRequests, status >= 500:
+		return deprovision.Transient(err)
+	}
+	return err
 }
 
 // --- mapping ---

@@ -1,0 +1,138 @@
+package deprovision_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	d "dpsdeprov/deprovision"
+	"dpsdeprov/deprovision/coalesce"
+	"dpsdeprov/deprovision/fake"
+)
+
+// countedDPS counts the DPS calls of the single-device path that a burst saves.
+type countedDPS struct {
+	*fake.DPS
+	getEnrollment atomic.Int64
+}
+
+func (c *countedDPS) GetEnrollment(ctx context.Context, rid string) (*d.Enrollment, error) {
+	c.getEnrollment.Add(1)
+	return c.DPS.GetEnrollment(ctx, rid)
+}
+
+// bulkOverFake is deprovision.BulkEnrollments over the fake DPS, holding each call until
+// release is closed (as the DPS budget would), so that the burst's requests pile up.
+type bulkOverFake struct {
+	w       *world
+	release chan struct{}
+	items   atomic.Int64
+}
+
+func (b *bulkOverFake) CreateEnrollments(ctx context.Context, es []*d.Enrollment) ([]error, error) {
+	<-b.release
+	errs := make([]error, len(es))
+	for i, e := range es {
+		_, errs[i] = b.w.dps.PutEnrollment(ctx, e, "")
+	}
+	b.items.Add(int64(len(es)))
+	return errs, nil
+}
+
+// A burst of compromises of one group's members: every event is its own operation, ends
+// succeeded and is announced, and the coalesced ones read no individual enrollment and
+// create their blocks in bulk. In the same burst, an individual device is found out by its
+// block's conflict and planned again as an individual (its enrollment disabled, not taken
+// for a block), and a member already blocked by hand is left as it is.
+func TestBurstOfCompromisesIsCoalesced(t *testing.T) {
+	ctx := context.Background()
+	const n = 60
+	w := newWorld()
+	setupGroup(n)(w)
+	// An individual device, registered through its own enrollment, reported with the group.
+	w.dps.AddEnrollment(d.Enrollment{RegistrationID: "indiv-1", Attestation: d.AttestationTPM, Enabled: true})
+	w.dps.AddRegistration(d.Registration{RegistrationID: "indiv-1", DeviceID: "indiv-1", AssignedHub: hub1}, "")
+	w.hubs.AddDevice(d.Device{Hub: hub1, DeviceID: "indiv-1", Enabled: true, AuthType: "sas"})
+	// A member an operator blocked by hand (a disabled symmetric-key enrollment).
+	w.dps.AddEnrollment(d.Enrollment{RegistrationID: "m-0003", Attestation: d.AttestationSymmetricKey, Enabled: false})
+
+	dps := &countedDPS{DPS: w.dps}
+	bulk := &bulkOverFake{w: w, release: make(chan struct{})}
+	deps := w.deps()
+	deps.Enrollments = dps
+	burst := coalesce.New(w.dps, bulk, &coalesce.Options{ListAfter: 5, Logger: slog.New(slog.DiscardHandler)})
+	deps.Burst = burst
+	e := w.engine(deps)
+
+	ids := []string{"indiv-1"}
+	for i := range n {
+		ids = append(ids, fmt.Sprintf("m-%04d", i))
+	}
+	ops := make([]*d.Operation, len(ids))
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req := d.Request{EventID: "burst-" + id, Source: "/security", Intent: d.IntentCompromised, RegistrationID: id,
+				EnrollmentGroupID: "g-x509", EventTime: t0.Add(time.Hour)}
+			op, err := e.Submit(ctx, req)
+			if err != nil {
+				t.Errorf("%s: %v", id, err)
+			}
+			ops[i] = op
+		}()
+	}
+	// Release the bulk calls once the burst has piled up behind them.
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		// Every coalesced request waits, but for the (at most two) calls held.
+		if st := burst.Stats(); st.Coalesced >= int64(len(ids))-3 && st.Waiting+4 >= st.Coalesced {
+			break
+		}
+	}
+	close(bulk.release)
+	wg.Wait()
+
+	for i, op := range ops {
+		if op == nil || op.Status != d.StatusSucceeded {
+			t.Fatalf("%s: %+v", ids[i], op)
+		}
+	}
+	if got := len(w.note.ops); got != len(ids) {
+		t.Errorf("%d outcomes announced for %d events", got, len(ids))
+	}
+	st := burst.Stats()
+	t.Logf("burst: %+v; %d bulk items; %d individual enrollments read", st, bulk.items.Load(), dps.getEnrollment.Load())
+	if st.Coalesced < int64(n)/2 || bulk.items.Load() < int64(n)/2 || st.BulkCalls > st.BulkItems/2 {
+		t.Errorf("the burst was not coalesced: %+v, %d bulk items", st, bulk.items.Load())
+	}
+	// Single-path requests read the enrollment; coalesced ones only when their create conflicts.
+	if singles := int64(len(ids)) - st.Coalesced; dps.getEnrollment.Load() > singles+4 {
+		t.Errorf("%d individual enrollments read for %d requests on the single path", dps.getEnrollment.Load(), singles)
+	}
+	for i := range n {
+		id := fmt.Sprintf("m-%04d", i)
+		en, ok := w.dps.Enrollment(id)
+		if !ok || en.Enabled {
+			t.Fatalf("%s: no disabled blocking enrollment: %+v", id, en)
+		}
+		if dev, _ := w.hubs.Device([]string{hub1, hub2}[i%2], id); dev.Enabled {
+			t.Fatalf("%s: hub identity still enabled", id)
+		}
+	}
+	// The individual: planned again, its own enrollment disabled, recorded as an individual.
+	if en, _ := w.dps.Enrollment("indiv-1"); en.Enabled || en.Attestation != d.AttestationTPM {
+		t.Errorf("the individual's enrollment: %+v, want its TPM enrollment disabled", en)
+	}
+	ds, _, err := e.DeviceHistory(ctx, "indiv-1")
+	if err != nil || ds.BlockingEnrollment || ds.GroupMember || ds.EnrollmentAction != "disabled" {
+		t.Errorf("the individual's device row: %+v %v", ds, err)
+	}
+	if ds, _, _ := e.DeviceHistory(ctx, "m-0003"); !ds.BlockingEnrollment {
+		t.Errorf("the member blocked by hand: device row %+v, want it recorded as blocked", ds)
+	}
+}

@@ -1,0 +1,257 @@
+package coalesce_test
+
+import (
+	"context"
+	"fmt"
+	"iter"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	d "dpsdeprov/deprovision"
+	"dpsdeprov/deprovision/coalesce"
+	"dpsdeprov/deprovision/fake"
+)
+
+// dps counts the DPS calls the coalescer makes over the fake DPS; gate, when set, holds every
+// bulk call until it is closed.
+type dps struct {
+	*fake.DPS
+	gets, pages, bulks atomic.Int64
+	mu                 sync.Mutex
+	calls              [][]string // registration ids of each bulk call
+	gate               chan struct{}
+}
+
+func (s *dps) GetRegistration(ctx context.Context, id string) (*d.Registration, error) {
+	s.gets.Add(1)
+	return s.DPS.GetRegistration(ctx, id)
+}
+
+func (s *dps) GroupRegistrations(ctx context.Context, g, cont string, size int) iter.Seq2[d.RegistrationPage, error] {
+	return func(yield func(d.RegistrationPage, error) bool) {
+		for p, err := range s.DPS.GroupRegistrations(ctx, g, cont, size) {
+			s.pages.Add(1)
+			if !yield(p, err) {
+				return
+			}
+		}
+	}
+}
+
+func (s *dps) CreateEnrollments(ctx context.Context, es []*d.Enrollment) ([]error, error) {
+	if s.gate != nil {
+		<-s.gate
+	}
+	s.bulks.Add(1)
+	ids := make([]string, len(es))
+	errs := make([]error, len(es))
+	for i, e := range es {
+		ids[i] = e.RegistrationID
+		_, errs[i] = s.DPS.PutEnrollment(ctx, e, "")
+	}
+	s.mu.Lock()
+	s.calls = append(s.calls, ids)
+	s.mu.Unlock()
+	return errs, nil
+}
+
+func newDPS(members int) *dps {
+	f := fake.NewDPS()
+	for i := range members {
+		id := fmt.Sprintf("m-%04d", i)
+		f.AddRegistration(d.Registration{RegistrationID: id, DeviceID: id, AssignedHub: "hub1.azure-devices.net"}, "g1")
+	}
+	return &dps{DPS: f}
+}
+
+func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+func compromised(id, group string) d.Request {
+	return d.Request{Intent: d.IntentCompromised, RegistrationID: id, EnrollmentGroupID: group}
+}
+
+// A lone request, or two, take the single-device path; from the third request of one flow in
+// flight on, they are coalesced, in the lane Options.Lane gives; another flow counts apart.
+func TestJoinCountsFlows(t *testing.T) {
+	type laneKey struct{}
+	c := coalesce.New(newDPS(0), newDPS(0), &coalesce.Options{Logger: quiet(),
+		Lane: func(ctx context.Context) context.Context { return context.WithValue(ctx, laneKey{}, "bulk") }})
+	ctx := context.Background()
+	var leaves []func()
+	for i := range 4 {
+		cctx, co, leave := c.Join(ctx, compromised(fmt.Sprintf("m-%d", i), "g1"))
+		leaves = append(leaves, leave)
+		if want := i >= 2; co != want {
+			t.Errorf("request %d of one group: coalesced %v, want %v", i+1, co, want)
+		}
+		if lane, _ := cctx.Value(laneKey{}).(string); (lane == "bulk") != co {
+			t.Errorf("request %d: lane %q, coalesced %v", i+1, lane, co)
+		}
+	}
+	if _, co, leave := c.Join(ctx, compromised("x-1", "g2")); co {
+		t.Error("the first request of another group was coalesced with a burst of g1")
+	} else {
+		leave()
+	}
+	for _, l := range leaves {
+		l()
+		l() // leave is idempotent
+	}
+	if _, co, leave := c.Join(ctx, compromised("m-9", "g1")); co {
+		t.Error("a request after the burst left was coalesced")
+	} else {
+		leave()
+	}
+}
+
+// Blocking enrollments of concurrent callers share bulk calls of at most 10, each caller
+// gets its own item's answer (a registration id that is taken: ErrConflict), and under load
+// (calls held, as by the DPS budget) the calls fill up.
+func TestBlockSharesBulkCalls(t *testing.T) {
+	s := newDPS(0)
+	s.AddEnrollment(d.Enrollment{RegistrationID: "m-0007", Attestation: d.AttestationTPM, Enabled: true})
+	s.gate = make(chan struct{})
+	c := coalesce.New(s, s, &coalesce.Options{Logger: quiet()})
+	const n = 95
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = c.Block(context.Background(), &d.Enrollment{RegistrationID: fmt.Sprintf("m-%04d", i), Attestation: d.AttestationSymmetricKey,
+				PrimaryKey: "a2V5LTE=", SecondaryKey: "a2V5LTI="})
+		}()
+	}
+	// Let every caller queue behind the two calls held at the gate, then open it.
+	waitFor(t, func() bool { st := c.Stats(); return st.BulkItems+st.Waiting == n })
+	close(s.gate)
+	wg.Wait()
+	for i, err := range errs {
+		if want := i == 7; (err != nil) != want || want && !strings.Contains(err.Error(), d.ErrConflict.Error()) {
+			t.Errorf("m-%04d: %v", i, err)
+		}
+	}
+	st := c.Stats()
+	if st.BulkItems != n {
+		t.Fatalf("%d items sent for %d callers", st.BulkItems, n)
+	}
+	for _, call := range s.calls {
+		if len(call) > 10 {
+			t.Fatalf("a bulk call of %d items", len(call))
+		}
+	}
+	// Two calls left at once with what had arrived; the other items filled calls of 10.
+	if st.BulkCalls > 2+10 {
+		t.Errorf("%d bulk calls for %d items: under load they should carry 10 each", st.BulkCalls, n)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out")
+		}
+	}
+}
+
+// A burst of one group does not hold up another flow's item: calls take one item of each
+// flow in turn.
+func TestBlockServesFlowsInTurn(t *testing.T) {
+	s := newDPS(0)
+	s.gate = make(chan struct{})
+	c := coalesce.New(s, s, &coalesce.Options{Logger: quiet(), Calls: 1})
+	ctx := context.Background()
+	var leaves []func()
+	var big context.Context
+	for i := range 3 {
+		cctx, _, leave := c.Join(ctx, compromised(fmt.Sprint("big-", i), "big"))
+		leaves, big = append(leaves, leave), cctx
+	}
+	var wg sync.WaitGroup
+	block := func(ctx context.Context, id string) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := c.Block(ctx, &d.Enrollment{RegistrationID: id, Attestation: d.AttestationSymmetricKey}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	block(big, "big-first") // its call is held at the gate: the rest queue behind it
+	waitFor(t, func() bool { return c.Stats().BulkCalls == 1 })
+	for i := range 30 {
+		block(big, fmt.Sprintf("big-%02d", i))
+	}
+	waitFor(t, func() bool { return c.Stats().Waiting == 30 })
+	block(ctx, "lone-1") // another flow, arriving last
+	waitFor(t, func() bool { return c.Stats().Waiting == 31 })
+	close(s.gate)
+	wg.Wait()
+	for _, l := range leaves {
+		l()
+	}
+	if len(s.calls) < 2 || !contains(s.calls[1], "lone-1") {
+		t.Errorf("the other flow's item was not in the call after the one in flight: %v", s.calls)
+	}
+}
+
+func contains(ids []string, id string) bool {
+	for _, x := range ids {
+		if x == id {
+			return true
+		}
+	}
+	return false
+}
+
+// Lookups of a group's devices are read one by one until ListAfter of them come within
+// ListFor; then the group's states are listed (one DPS call a page) and answer the rest,
+// including devices the listing holds and the ones it does not (read on their own).
+func TestLookupListsABusyGroup(t *testing.T) {
+	s := newDPS(2500)
+	c := coalesce.New(s, s, &coalesce.Options{Logger: quiet(), ListAfter: 5, PageSize: 1000})
+	ctx := context.Background()
+	for i := range 4 {
+		r, err := c.Lookup(ctx, "g1", fmt.Sprintf("m-%04d", i))
+		if err != nil || r.AssignedHub != "hub1.azure-devices.net" {
+			t.Fatalf("lookup %d: %+v %v", i, r, err)
+		}
+	}
+	if s.gets.Load() != 4 || s.pages.Load() != 0 {
+		t.Fatalf("%d reads and %d pages for 4 lookups, want 4 reads", s.gets.Load(), s.pages.Load())
+	}
+	var wg sync.WaitGroup
+	for i := 4; i < 2004; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := c.Lookup(ctx, "G1", fmt.Sprintf("M-%04d", i)) // ids and groups are case-insensitive
+			if err != nil || r.DeviceID != fmt.Sprintf("m-%04d", i) {
+				t.Errorf("lookup %d: %+v %v", i, r, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if _, err := c.Lookup(ctx, "g1", "stranger"); err == nil {
+		t.Error("a device in no group was found")
+	}
+	if got := s.gets.Load(); got != 5 {
+		t.Errorf("%d single reads, want the first 4 and the stranger", got)
+	}
+	if got := s.pages.Load(); got != 3 {
+		t.Errorf("%d pages read for a group of 2,500, want 3", got)
+	}
+	if st := c.Stats(); st.ListedHits != 2000 || st.Listings != 1 {
+		t.Errorf("stats %+v, want 2,000 lookups answered by one listing", st)
+	}
+	// Without its group, a device is read on its own.
+	if _, err := c.Lookup(ctx, "", "m-0001"); err != nil || s.gets.Load() != 6 {
+		t.Errorf("lookup without a group: %v, %d reads", err, s.gets.Load())
+	}
+}
