@@ -53,15 +53,8 @@ func run() error {
 	bulk := flag.Int("bulk", 1000, "members of the enrollment group that is compromised")
 	scale := flag.Float64("retry-scale", 0.05, "Event Grid's retry schedule is multiplied by this (0.05: 10 s becomes 0.5 s)")
 	up := flag.Bool("up", false, "start and seed, then keep running until Ctrl-C (make run)")
-	var bo benchOptions
-	bench := flag.Bool("bench", false, "run the group-wide benchmark instead of the story (make bench; docs/benchmarks.md)")
-	flag.StringVar(&bo.Name, "bench-name", "", "the benchmark run's name: bench/results/<name>.json (default members-hubs)")
-	flag.IntVar(&bo.Members, "bench-members", 10000, "benchmark: X.509 group members")
-	flag.IntVar(&bo.Hubs, "bench-hubs", 4, "benchmark: hubs the members are spread over")
-	flag.IntVar(&bo.Throttle, "bench-throttle", 6000, "benchmark: each hub's budget, operations a minute (emulator and handler)")
-	flag.IntVar(&bo.Naive, "bench-naive", 1000, "benchmark: members done the naive way for comparison (0: none)")
-	flag.StringVar(&bo.Results, "bench-results", filepath.Join("bench", "results"), "benchmark: folder of the results files")
-	flag.StringVar(&bo.Notes, "bench-notes", filepath.Join("docs", "benchmarks.md"), "benchmark: notes whose results table is regenerated")
+	bench := flag.Bool("bench", false, "run a benchmark scenario instead of the story (make bench; docs/benchmarks.md)")
+	bo := benchFlags(flag.CommandLine)
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -88,9 +81,9 @@ func run() error {
 	}
 	if *bench {
 		if bo.Name == "" {
-			bo.Name = fmt.Sprintf("%dx%d", bo.Members, bo.Hubs)
+			bo.Name = fmt.Sprintf("%s-%dx%d", bo.Scenario, bo.Members, bo.Hubs)
 		}
-		return runBench(ctx, d, *root, bo)
+		return runBench(ctx, d, *root, *bo)
 	}
 	d.say("starting Azurite, the DPS/IoT Hub emulator, and devhost with the handler (logs in %s)", *state)
 	if err := d.stack.up(ctx, *root); err != nil {
