@@ -121,12 +121,12 @@ type benchResult struct {
 	FanOutSec     float64 `json:"fanOutSeconds,omitempty"` // group: until every batch was enqueued
 	// The minimum: the least operations the work needs on each budget, each divided by its
 	// budget; the longest is the minimum. MinNote is that arithmetic.
-	MinHubOps  int64   `json:"minimumHubOps"`
-	MinDPSOps  int64   `json:"minimumDpsOps"`
-	MinSec     float64 `json:"minimumSeconds"`
-	MinNote    string  `json:"minimumArithmetic"`
-	WallToMin  float64 `json:"wallToMinimum"`
-	Goal       float64 `json:"goalWallToMinimum"`
+	MinHubOps  int64              `json:"minimumHubOps"`
+	MinDPSOps  int64              `json:"minimumDpsOps"`
+	MinSec     float64            `json:"minimumSeconds"`
+	MinNote    string             `json:"minimumArithmetic"`
+	WallToMin  float64            `json:"wallToMinimum"`
+	Goal       float64            `json:"goalWallToMinimum"`
 	PerHub     map[string]hubFigs `json:"perHub"`
 	Calls      int64              `json:"hubCalls"`
 	Calls429   int64              `json:"hubCalls429"`
