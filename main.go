@@ -237,7 +237,7 @@ func wire(ctx context.Context, cfg *settings, logger *slog.Logger) (*app, error)
 	}
 	dpsAdapter := adapter.NewDPS(dpsClient)
 	engine := deprovision.NewEngine(cleanupEngineDeps(deprovision.Deps{
-		Burst:         newBurst(dpsAdapter, logger),
+		Burst:         budgets.newBurst(dpsAdapter, dpsClient.HostName(), logger),
 		Enrollments:   dpsAdapter,
 		Registrations: dpsAdapter,
 		Devices:       hubs,

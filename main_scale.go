@@ -106,8 +106,20 @@ func (l laned) Submit(ctx context.Context, req deprovision.Request) (*deprovisio
 
 // newBurst is the engine's coalescer of revocation bursts: the DPS work of single-device
 // revocations that arrive together shares calls (docs/scale.md), in the budgets' bulk lane.
-func newBurst(d *adapter.DPS, logger *slog.Logger) *coalesce.Coalescer {
-	return coalesce.New(d, d, &coalesce.Options{Lane: bulkPriority, Logger: logger})
+// When DPS counts a bulk call once (DPS_BULK_COST=call), each bulk call waits for its
+// operation of the DPS budget before it takes the blocking enrollments queued by then.
+func (b *budgets) newBurst(d *adapter.DPS, dpsHost string, logger *slog.Logger) *coalesce.Coalescer {
+	o := &coalesce.Options{Lane: bulkPriority, Logger: logger}
+	if b.dps != nil && !b.dpsPerItem {
+		o.Reserve = func(ctx context.Context) (context.Context, error) {
+			ctx = bulkPriority(ctx)
+			if err := b.dps.Wait(ctx, dpsHost, 1, ratelimit.PriorityBulk); err != nil {
+				return ctx, deprovision.Transient(fmt.Errorf("waiting for the DPS budget of a bulk call: %w", err))
+			}
+			return ratelimit.WithPrepaid(ctx, dpsHost, 1), nil
+		}
+	}
+	return coalesce.New(d, d, o)
 }
 
 // queueService is the Queue Storage client of the app's storage account.

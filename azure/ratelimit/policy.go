@@ -69,13 +69,16 @@ func (p *limitPolicy) Do(req *policy.Request) (*http.Response, error) {
 	}
 	ctx := req.Raw().Context()
 	prio := defaultPriority(ctx, ch.Bulk)
-	if err := p.l.Wait(ctx, ch.Key, ch.N, prio); err != nil {
-		if errors.Is(err, errInvalid) || ctx.Err() != nil {
-			return nil, err
+	// A prepaid try's caller waited for its budget before it built the request.
+	if !usePrepaid(ctx, ch) {
+		if err := p.l.Wait(ctx, ch.Key, ch.N, prio); err != nil {
+			if errors.Is(err, errInvalid) || ctx.Err() != nil {
+				return nil, err
+			}
+			// The shared budget's table is unavailable: the call may succeed when the work is
+			// delivered again. (%v: the table's own answer must not pass for the service's.)
+			return nil, deprovision.Transient(fmt.Errorf("waiting for the budget of %s: %v", ch.Key, err))
 		}
-		// The shared budget's table is unavailable: the call may succeed when the work is
-		// delivered again. (%v: the table's own answer must not pass for the service's.)
-		return nil, deprovision.Transient(fmt.Errorf("waiting for the budget of %s: %v", ch.Key, err))
 	}
 	resp, err := req.Next()
 	if err == nil && resp.StatusCode == http.StatusTooManyRequests {

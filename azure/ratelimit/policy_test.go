@@ -290,3 +290,43 @@ func TestRetryAfterHeader(t *testing.T) {
 		}
 	}
 }
+
+// A prepaid request's first try waits for nothing (its caller waited already); a retry, and
+// the next request, wait as usual; a prepaid context for another budget pays nothing.
+func TestPrepaidTry(t *testing.T) {
+	em := testenv.StartEmulator(t, emulator.Options{Hubs: []string{"hub1"}})
+	var tokens atomic.Int64
+	l := newLimiter(t, newTable(t), Options{PerMinute: 6000, OnGrant: func(g Grant) { tokens.Add(int64(g.Tokens)) }})
+	d := hubAdapter(t, em, l)
+	const hub = "hub1.azure-devices.net"
+	ctx := WithPrepaid(context.Background(), hub, 1)
+	if _, err := d.GetDevice(ctx, hub, "nobody"); !errors.Is(err, deprovision.ErrNotFound) {
+		t.Fatal(err)
+	}
+	if tokens.Load() != 0 {
+		t.Errorf("a prepaid read was granted %d tokens", tokens.Load())
+	}
+	if _, err := d.GetDevice(ctx, hub, "nobody"); !errors.Is(err, deprovision.ErrNotFound) {
+		t.Fatal(err)
+	}
+	if tokens.Load() != 1 {
+		t.Errorf("the second read of a prepaid context was granted %d tokens, want 1", tokens.Load())
+	}
+	tokens.Store(0)
+	if err := em.AddFault(emulator.Fault{Op: "hub.devices.get", Status: 429, RetryAfter: 1, Count: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.GetDevice(WithPrepaid(context.Background(), hub, 1), hub, "nobody"); !errors.Is(err, deprovision.ErrNotFound) {
+		t.Fatal(err)
+	}
+	if tokens.Load() != 1 {
+		t.Errorf("a prepaid read retried once was granted %d tokens, want 1 (the retry)", tokens.Load())
+	}
+	tokens.Store(0)
+	if _, err := d.GetDevice(WithPrepaid(context.Background(), "dps1.azure-devices-provisioning.net", 1), hub, "nobody"); !errors.Is(err, deprovision.ErrNotFound) {
+		t.Fatal(err)
+	}
+	if tokens.Load() != 1 {
+		t.Errorf("a read prepaid on another budget was granted %d tokens, want 1", tokens.Load())
+	}
+}

@@ -3,6 +3,9 @@ package ratelimit
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
+
+	"dpsdeprov/azure/iothub"
 )
 
 // Priority orders the requests that share a hub's budget.
@@ -41,4 +44,28 @@ func WithPriority(ctx context.Context, p Priority) context.Context {
 func PriorityFrom(ctx context.Context) (Priority, bool) {
 	p, ok := ctx.Value(priorityKey{}).(Priority)
 	return p, ok
+}
+
+type prepaidKey struct{}
+
+// prepaid is operations already waited for with [Limiter.Wait], for the first try of a
+// request that goes through [NewPolicy]'s policy.
+type prepaid struct {
+	key  string
+	n    int
+	used atomic.Bool
+}
+
+// WithPrepaid returns a context whose next request priced on key, for at most n operations,
+// goes without waiting: its caller has waited for them already (a bulk call that waits for its
+// budget before it takes the items it carries). Retries, and any request after that one, wait
+// as usual.
+func WithPrepaid(ctx context.Context, key string, n int) context.Context {
+	return context.WithValue(ctx, prepaidKey{}, &prepaid{key: iothub.CanonicalHost(key), n: n})
+}
+
+// usePrepaid reports whether ctx prepaid ch, and spends it.
+func usePrepaid(ctx context.Context, ch Charge) bool {
+	p, ok := ctx.Value(prepaidKey{}).(*prepaid)
+	return ok && p.key == iothub.CanonicalHost(ch.Key) && ch.N <= p.n && p.used.CompareAndSwap(false, true)
 }

@@ -50,6 +50,11 @@ type Options struct {
 	// Lane prepares the context of coalesced work (the app puts it in the budgets' bulk
 	// lane). Default: the context as it is.
 	Lane func(context.Context) context.Context
+	// Reserve, when set, is called before a bulk call takes its items: it returns once the
+	// call may be sent, with the context to send it with. When DPS counts a bulk call once
+	// whatever its items, the app waits for that one operation of the DPS budget here, so that
+	// every item queued by the time the budget allows the call rides in it.
+	Reserve func(context.Context) (context.Context, error)
 	// Logger receives a line per listing. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -240,21 +245,32 @@ func (c *Coalescer) take() []*item {
 func (c *Coalescer) send(ctx context.Context) {
 	for {
 		c.bmu.Lock()
-		batch := c.take()
-		if len(batch) == 0 {
+		if len(c.order) == 0 {
 			c.inflight--
 			c.bmu.Unlock()
 			return
 		}
-		c.stats.BulkCalls++
-		c.stats.BulkItems += int64(len(batch))
+		c.bmu.Unlock()
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		var err error
+		if c.o.Reserve != nil {
+			cctx, err = c.o.Reserve(cctx)
+		}
+		c.bmu.Lock()
+		batch := c.take()
+		if len(batch) > 0 {
+			c.stats.BulkCalls++
+			c.stats.BulkItems += int64(len(batch))
+		}
 		c.bmu.Unlock()
 		es := make([]*deprovision.Enrollment, len(batch))
 		for i, it := range batch {
 			es[i] = it.e
 		}
-		cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-		errs, err := c.bulk.CreateEnrollments(cctx, es)
+		var errs []error
+		if err == nil && len(batch) > 0 {
+			errs, err = c.bulk.CreateEnrollments(cctx, es)
+		}
 		cancel()
 		for i, it := range batch {
 			switch {

@@ -255,3 +255,33 @@ func TestLookupListsABusyGroup(t *testing.T) {
 		t.Errorf("lookup without a group: %v, %d reads", err, s.gets.Load())
 	}
 }
+
+// With Reserve (the DPS budget waited for before a call takes its items), a call carries
+// whatever queued while it waited.
+func TestReserveFillsTheCall(t *testing.T) {
+	s := newDPS(0)
+	release := make(chan struct{})
+	var reserves atomic.Int64
+	c := coalesce.New(s, s, &coalesce.Options{Logger: quiet(), Calls: 1, Reserve: func(ctx context.Context) (context.Context, error) {
+		if reserves.Add(1) == 1 {
+			<-release
+		}
+		return ctx, nil
+	}})
+	var wg sync.WaitGroup
+	for i := range 25 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := c.Block(context.Background(), &d.Enrollment{RegistrationID: fmt.Sprintf("m-%02d", i), Attestation: d.AttestationSymmetricKey}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	waitFor(t, func() bool { return c.Stats().Waiting == 25 })
+	close(release)
+	wg.Wait()
+	if len(s.calls) != 3 || len(s.calls[0]) != 10 || len(s.calls[1]) != 10 || len(s.calls[2]) != 5 {
+		t.Errorf("bulk calls %v, want 10, 10 and 5 items", s.calls)
+	}
+}
