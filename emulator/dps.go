@@ -111,7 +111,9 @@ func (d *dps) serveService(w http.ResponseWriter, r *http.Request) string {
 				handler = func() { dpsError(w, http.StatusBadRequest, 0, "%v", err) }
 				break
 			}
-			cost = max(1, len(body.Enrollments)+len(body.EnrollmentGroups))
+			if !d.e.opts.DPSBulkPerCall {
+				cost = max(1, len(body.Enrollments)+len(body.EnrollmentGroups))
+			}
 			handler = func() { d.bulk(w, &body, group) }
 		case n == 2 && strings.EqualFold(segs[1], "query") && r.Method == http.MethodPost:
 			op, need, handler = "dps."+kind+".query", permEnrollmentRead, func() { d.queryEnrollments(w, r, group) }

@@ -56,6 +56,11 @@ type Options struct {
 	// DPSRegistrationsPerMinute is the DPS instance's separate budget of device
 	// registrations (PUT …/register), per minute; DPS documents 1,000. 0 means unlimited.
 	DPSRegistrationsPerMinute int
+	// DPSBulkPerCall charges a bulk enrollment or group operation one operation of
+	// DPSOperationsPerMinute whatever its items. Whether DPS counts a bulk call once or per
+	// item is UNCONFIRMED: the default counts every item (never overstating capacity); this is
+	// the other reading, for measuring what it would allow.
+	DPSBulkPerCall bool
 	// Latency is added to every request before it is handled.
 	Latency time.Duration
 	// Addr is the HTTPS listen address. Default "127.0.0.1:0".

@@ -239,6 +239,32 @@ func TestDPSThrottles(t *testing.T) {
 	dpsErr(t, c.dps("POST", "/enrollments", map[string]any{"mode": "create", "enrollments": items[5:]}), 429)
 }
 
+// TestDPSBulkPerCall: with the other reading of the undocumented rule, a bulk call of ten
+// items costs one operation.
+func TestDPSBulkPerCall(t *testing.T) {
+	e := testenv.StartEmulator(t, emulator.Options{DPSBulkPerCall: true})
+	c := newClient(t, e)
+	if err := e.SetDPSThrottle(2, 0); err != nil {
+		t.Fatal(err)
+	}
+	e.ResetStats()
+	for call := range 3 {
+		var items []map[string]any
+		for i := range 10 {
+			items = append(items, symEnrollment(fmt.Sprintf("pc-%d-%d", call, i)))
+		}
+		r := c.dps("POST", "/enrollments", map[string]any{"mode": "create", "enrollments": items})
+		if call < 2 {
+			wantStatus(t, r, 200)
+		} else {
+			dpsErr(t, r, 429)
+		}
+	}
+	if s := e.Stats().DPS; s.Operations != 2 {
+		t.Fatalf("two bulk calls of 10 items charged %d operations, want 2", s.Operations)
+	}
+}
+
 // TestHubThrottleBacklog: with traffic shaping, a call over the budget waits for it and is
 // served; one that would wait longer than the backlog holds is answered 429
 // ThrottlingBacklogTimeout with Retry-After.

@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"dpsdeprov/azure/adapter"
+	"dpsdeprov/azure/dps"
 	"dpsdeprov/azure/iothub"
 	"dpsdeprov/azure/loopback"
 	"dpsdeprov/deprovision"
@@ -328,5 +330,66 @@ func TestPrepaidTry(t *testing.T) {
 	}
 	if tokens.Load() != 1 {
 		t.Errorf("a read prepaid on another budget was granted %d tokens, want 1", tokens.Load())
+	}
+}
+
+// The DPS budget: a DPS client paced by its own limiter (DPSCharge) against the emulator's
+// instance-wide throttle. A call DPS answers 429 (its bucket spent by another client) is
+// observed, paused for its Retry-After and retried by the client, every try paid; a bulk
+// operation costs one token per item.
+func TestDPSBudget(t *testing.T) {
+	em := testenv.StartEmulator(t, emulator.Options{DPSOperationsPerMinute: 60}) // refills one a second
+	info := em.Info()
+	ca, err := os.ReadFile(info.CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := loopback.NewClient(info.Addr, ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tokens atomic.Int64
+	l := newLimiter(t, newTable(t), Options{PerMinute: 6000, OnGrant: func(g Grant) { tokens.Add(int64(g.Tokens)) }})
+	paced, err := dps.NewClientFromConnectionString(info.DPS.ConnectionString, &dps.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: tr,
+		Retry:            policy.RetryOptions{MaxRetries: 3, RetryDelay: 10 * time.Millisecond, MaxRetryDelay: 3 * time.Second},
+		PerRetryPolicies: []policy.Policy{NewPolicy(l, &PolicyOptions{Charge: DPSCharge(true)})}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := dps.NewClientFromConnectionString(info.DPS.ConnectionString, &dps.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: tr, Retry: policy.RetryOptions{MaxRetries: -1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for i := 0; ; i++ {
+		_, err := other.GetEnrollment(ctx, "nobody", nil)
+		if dps.IsThrottled(err) {
+			break
+		}
+		if i > 1000 {
+			t.Fatal("DPS never answered 429")
+		}
+	}
+	em.ResetStats()
+	if _, err := paced.GetEnrollment(ctx, "nobody", nil); !dps.IsNotFound(err) {
+		t.Fatalf("a read after the budget was spent: %v, want the 404 once DPS lets it through", err)
+	}
+	st := em.Stats().DPS
+	if st.Throttled < 1 || l.Stats().Observed429s != st.Throttled || tokens.Load() != st.Calls {
+		t.Errorf("DPS calls %d (429: %d), observed %d, tokens %d: want every 429 observed and every try paid",
+			st.Calls, st.Throttled, l.Stats().Observed429s, tokens.Load())
+	}
+	tokens.Store(0)
+	em.ResetStats()
+	var es []dps.IndividualEnrollment
+	for i := range 3 {
+		es = append(es, dps.IndividualEnrollment{RegistrationID: fmt.Sprintf("b-%d", i),
+			Attestation: &dps.AttestationMechanism{Type: dps.AttestationTypeSymmetricKey}})
+	}
+	if _, err := paced.RunEnrollmentBulkOperation(ctx, dps.BulkEnrollmentOperation{Mode: dps.BulkOperationModeCreate, Enrollments: es}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if tries := em.Stats().Operations["dps.enrollments.bulk"].Calls; tries < 1 || tokens.Load() != 3*tries {
+		t.Errorf("a bulk operation of 3 items tried %d times was granted %d tokens, want 3 a try", tries, tokens.Load())
 	}
 }

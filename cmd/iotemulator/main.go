@@ -35,6 +35,7 @@ func run() error {
 	flag.IntVar(&o.QueryThrottlePerMinute, "query-throttle", 0, "per-hub device queries per minute; 0 = unlimited")
 	flag.DurationVar(&o.ThrottleBacklog, "throttle-backlog", 0, "how long a hub holds calls over its budget before answering 429 (traffic shaping), e.g. 10s; 0 = answer 429 at once")
 	flag.IntVar(&o.DPSOperationsPerMinute, "dps-throttle", 0, fmt.Sprintf("DPS service operations per minute for the instance (every bulk item counts; DPS documents %d); 0 = unlimited", emulator.DPSDocumentedPerMinute))
+	flag.BoolVar(&o.DPSBulkPerCall, "dps-bulk-per-call", false, "charge a DPS bulk enrollment operation one operation whatever its items (how DPS counts it is undocumented; default: every item)")
 	flag.IntVar(&o.DPSRegistrationsPerMinute, "dps-registration-throttle", 0, fmt.Sprintf("DPS device registrations per minute for the instance (DPS documents %d); 0 = unlimited", emulator.DPSDocumentedPerMinute))
 	flag.DurationVar(&o.Latency, "latency", 0, "latency added to every request, e.g. 20ms")
 	flag.StringVar(&o.Addr, "addr", "127.0.0.1:0", "HTTPS listen address")
