@@ -305,8 +305,12 @@ var deploymentView = map[string]settingKind{
 	config.SettingMaxDestructivePerHour: optional,
 
 	// Scale: the hub budget defaults to one S1 unit's; an operator sets it to the hubs' tier.
+	// The DPS budget defaults to the documented instance budget and the app's share of it.
 	// The dequeue count follows host.json, which the package ships.
 	config.SettingHubOpsPerMinute:     optional,
+	config.SettingDPSOpsPerMinute:     optional,
+	config.SettingDPSOpsShare:         optional,
+	config.SettingDPSBulkCost:         optional,
 	config.SettingGroupWorkMaxDequeue: optional,
 
 	// Cleanup passes: every one has a default (destructive passes dry-run); an operator opts in.

@@ -97,10 +97,13 @@ type Stats struct {
 	GrantedHigh  int64 // tokens granted to high-priority requests
 	GrantedBulk  int64 // tokens granted to bulk requests
 	Observed429s int64 // calls to Observe429
+	// Lapsed counts tokens claimed but not handed out before their window ended (a claim
+	// that came back late, a caller that left): the hub never saw them used.
+	Lapsed int64
 }
 
 type counters struct {
-	tableCalls, conflicts, claims, observed atomic.Int64
+	tableCalls, conflicts, claims, observed, lapsed atomic.Int64
 	granted                                 [2]atomic.Int64
 }
 
@@ -272,6 +275,7 @@ func (l *Limiter) Stats() Stats {
 		GrantedBulk:  l.stat.granted[PriorityBulk].Load(),
 		GrantedHigh:  l.stat.granted[PriorityHigh].Load(),
 		Observed429s: l.stat.observed.Load(),
+		Lapsed:       l.stat.lapsed.Load(),
 	}
 }
 

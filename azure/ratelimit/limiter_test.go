@@ -99,8 +99,14 @@ func TestTwoInstancesNeverExceedTheWindowCapacity(t *testing.T) {
 	w := windows{size: window}
 	log.mu.Lock()
 	defer log.mu.Unlock()
-	if int64(log.total) != asked.Load() {
-		t.Errorf("granted %d tokens for %d asked", log.total, asked.Load())
+	// Every token asked for was granted; a claim that came back after its window (a slow
+	// Table on a loaded machine) lapses, and its tokens are claimed again.
+	var lapsed int64
+	for _, l := range ls {
+		lapsed += l.Stats().Lapsed
+	}
+	if int64(log.total) != asked.Load()+lapsed {
+		t.Errorf("granted %d tokens for %d asked and %d lapsed", log.total, asked.Load(), lapsed)
 	}
 	if len(log.byWin) < 2 {
 		t.Errorf("the grants fit in %d window(s); the test needs contention", len(log.byWin))
