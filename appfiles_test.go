@@ -21,6 +21,7 @@ import (
 var appFunctions = map[string]struct{ trigger, binding string }{
 	handler.FunctionDeviceEvents: {"eventGridTrigger", handler.BindingEvent},
 	handler.FunctionGroupWork:    {"queueTrigger", handler.BindingMessage},
+	handler.FunctionBurstWork:    {"queueTrigger", handler.BindingMessage},
 	handler.FunctionCleanup:      {"timerTrigger", handler.BindingTimer},
 	handler.FunctionOperations:   {"httpTrigger", handler.BindingRequest},
 	// Anonymous at the host: the handler serves only callers App Service authentication
@@ -163,8 +164,8 @@ func TestAppFilesMatchSchemas(t *testing.T) {
 			if bm["type"] == "timerTrigger" && bm["schedule"] != "%CLEANUP_SCHEDULE%" {
 				t.Errorf("%s: schedule %v", name, bm["schedule"])
 			}
-			if bm["type"] == "queueTrigger" && bm["queueName"] != handler.GroupWorkQueue {
-				t.Errorf("%s: queue %v, the handler's constant is %s", name, bm["queueName"], handler.GroupWorkQueue)
+			if want := map[string]string{handler.FunctionGroupWork: handler.GroupWorkQueue, handler.FunctionBurstWork: handler.BurstQueue}[name]; bm["type"] == "queueTrigger" && bm["queueName"] != want {
+				t.Errorf("%s: queue %v, the handler's constant is %s", name, bm["queueName"], want)
 			}
 		}
 		if triggers != 1 {

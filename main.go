@@ -226,7 +226,7 @@ func wire(ctx context.Context, cfg *settings, logger *slog.Logger) (*app, error)
 
 	// Group-wide work fans out through the GroupWork queue.
 	hubs := adapter.NewHubDevices(hubClients)
-	work, err := workQueue(ctx, cfg.Config, creds)
+	work, burstQueue, err := workQueues(ctx, cfg.Config, creds)
 	if err != nil {
 		return nil, err
 	}
@@ -237,7 +237,7 @@ func wire(ctx context.Context, cfg *settings, logger *slog.Logger) (*app, error)
 	}
 	dpsAdapter := adapter.NewDPS(dpsClient)
 	engine := deprovision.NewEngine(cleanupEngineDeps(deprovision.Deps{
-		Burst:         budgets.newBurst(dpsAdapter, dpsClient.HostName(), logger),
+		Burst:         budgets.newBurst(dpsAdapter, dpsClient.HostName(), burstQueue, logger),
 		Enrollments:   dpsAdapter,
 		Registrations: dpsAdapter,
 		Devices:       hubs,

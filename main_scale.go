@@ -105,11 +105,12 @@ func (l laned) Submit(ctx context.Context, req deprovision.Request) (*deprovisio
 }
 
 // newBurst is the engine's coalescer of revocation bursts: the DPS work of single-device
-// revocations that arrive together shares calls (docs/scale.md), in the budgets' bulk lane.
+// revocations that arrive together shares calls (docs/scale.md), in the budgets' bulk lane;
+// what an instance cannot work on at once goes to the burst queue.
 // When DPS counts a bulk call once (DPS_BULK_COST=call), each bulk call waits for its
 // operation of the DPS budget before it takes the blocking enrollments queued by then.
-func (b *budgets) newBurst(d *adapter.DPS, dpsHost string, logger *slog.Logger) *coalesce.Coalescer {
-	o := &coalesce.Options{Lane: bulkPriority, Logger: logger}
+func (b *budgets) newBurst(d *adapter.DPS, dpsHost string, queue *workqueue.Queue, logger *slog.Logger) *coalesce.Coalescer {
+	o := &coalesce.Options{Lane: bulkPriority, Logger: logger, Defer: queue.EnqueueRequest}
 	if b.dps != nil && !b.dpsPerItem {
 		o.Reserve = func(ctx context.Context) (context.Context, error) {
 			ctx = bulkPriority(ctx)
@@ -141,17 +142,20 @@ func queueService(cfg *config.Config, creds *credentials) (*azqueue.ServiceClien
 	return svc, nil
 }
 
-// workQueue opens (creating it if needed) the queue the GroupWork function reads.
-func workQueue(ctx context.Context, cfg *config.Config, creds *credentials) (*workqueue.Queue, error) {
+// workQueues opens (creating them if needed) the queues the GroupWork and BurstWork functions
+// read.
+func workQueues(ctx context.Context, cfg *config.Config, creds *credentials) (group, burst *workqueue.Queue, _ error) {
 	svc, err := queueService(cfg, creds)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	qctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	q, err := workqueue.Create(qctx, svc, handler.GroupWorkQueue)
-	if err != nil {
-		return nil, fmt.Errorf("opening the group-work queue (setting %s): %w", config.SettingStorage, err)
+	if group, err = workqueue.Create(qctx, svc, handler.GroupWorkQueue); err == nil {
+		burst, err = workqueue.Create(qctx, svc, handler.BurstQueue)
 	}
-	return q, nil
+	if err != nil {
+		return nil, nil, fmt.Errorf("opening the work queues (setting %s): %w", config.SettingStorage, err)
+	}
+	return group, burst, nil
 }

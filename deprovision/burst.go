@@ -15,11 +15,17 @@ import (
 // create's per-item answer tells an individual from a group member). docs/scale.md derives
 // what that saves. Package deprovision/coalesce implements it.
 type Burst interface {
-	// Join counts a revocation request in flight until leave is called. coalesce says it is
-	// part of a burst: the engine then resolves it with Lookup, creates its blocking
-	// enrollment with Block, and runs its calls with the returned context. A request that is
-	// not (a lone event) takes the single-device path unchanged.
-	Join(ctx context.Context, req Request) (_ context.Context, coalesce bool, leave func())
+	// Join counts a revocation request in flight until leave is called, and says how the
+	// engine takes it: BurstSingle, the single-device path unchanged (a lone event);
+	// BurstCoalesce, part of a burst, resolved with Lookup, its blocking enrollment created
+	// with Block, its calls run with the returned context; BurstDefer, part of a burst that
+	// is more than the instance can work on at once: journaled now, handed to Defer, carried
+	// out later by the burst queue's worker. An error (wrapping ErrBusy) says to deliver the
+	// request again later.
+	Join(ctx context.Context, req Request) (_ context.Context, mode BurstMode, leave func(), _ error)
+	// Defer hands req, journaled, to the burst queue: its worker submits it again with a
+	// context marked Deferred, and Join then waits for its turn instead of deferring it again.
+	Defer(ctx context.Context, req Request) error
 	// Lookup returns a device's registration state (ErrNotFound when it has none), reading
 	// its group's states (groupID, when known) when that costs fewer DPS operations than a
 	// read per device.
@@ -27,6 +33,30 @@ type Burst interface {
 	// Block creates e (create-only) as an item of a bulk call: ErrConflict when an individual
 	// enrollment with its registration id exists.
 	Block(ctx context.Context, e *Enrollment) error
+}
+
+// BurstMode is how Join has the engine take a revocation request.
+type BurstMode int
+
+// Burst modes.
+const (
+	BurstSingle BurstMode = iota
+	BurstCoalesce
+	BurstDefer
+)
+
+type deferredKey struct{}
+
+// Deferred marks the context of a request the burst queue delivers: it was deferred once, and
+// is coalesced now however busy the instance is.
+func Deferred(ctx context.Context) context.Context {
+	return context.WithValue(ctx, deferredKey{}, true)
+}
+
+// IsDeferred reports whether ctx is marked Deferred.
+func IsDeferred(ctx context.Context) bool {
+	d, _ := ctx.Value(deferredKey{}).(bool)
+	return d
 }
 
 // BulkEnrollments creates individual enrollments in bulk: DPS takes up to 10 a call and
@@ -75,16 +105,19 @@ func coalescible(req Request) bool {
 }
 
 // joinBurst counts req in the engine's Burst, if any, and returns the context its work runs
-// with.
-func joinBurst(ctx context.Context, b Burst, req Request) (context.Context, func()) {
+// with and how to take it; a transient ErrBusy when the burst cannot take it up now.
+func joinBurst(ctx context.Context, b Burst, req Request) (context.Context, BurstMode, func(), error) {
 	if b == nil || !coalescible(req) {
-		return ctx, func() {}
+		return ctx, BurstSingle, func() {}, nil
 	}
-	ctx, co, leave := b.Join(ctx, req)
-	if co {
+	ctx, mode, leave, err := b.Join(ctx, req)
+	if err != nil {
+		return ctx, mode, leave, Transient(fmt.Errorf("event %s: %w", req.EventID, err))
+	}
+	if mode == BurstCoalesce {
 		ctx = context.WithValue(ctx, burstKey{}, burstCoalesce)
 	}
-	return ctx, leave
+	return ctx, mode, leave, nil
 }
 
 // resolveCoalesced classifies a coalesced revocation from its registration state alone: a

@@ -136,3 +136,55 @@ func TestBurstOfCompromisesIsCoalesced(t *testing.T) {
 		t.Errorf("the member blocked by hand: device row %+v, want it recorded as blocked", ds)
 	}
 }
+
+// deferringBurst defers every request it is given (but those the queue delivers), and keeps
+// what it was handed.
+type deferringBurst struct {
+	*coalesce.Coalescer
+	queue []d.Request
+}
+
+func (b *deferringBurst) Join(ctx context.Context, req d.Request) (context.Context, d.BurstMode, func(), error) {
+	if d.IsDeferred(ctx) {
+		return b.Coalescer.Join(ctx, req)
+	}
+	return ctx, d.BurstDefer, func() {}, nil
+}
+
+func (b *deferringBurst) Defer(_ context.Context, req d.Request) error {
+	b.queue = append(b.queue, req)
+	return nil
+}
+
+// A revocation deferred to the burst queue is journaled at once (running, its lease given
+// back, nothing changed yet), and carried out when the queue delivers it again.
+func TestDeferredRevocationIsJournaledThenCarriedOut(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld()
+	setupGroup(3)(w)
+	b := &deferringBurst{Coalescer: coalesce.New(w.dps, &bulkOverFake{w: w, release: closed()}, &coalesce.Options{At: 1, Logger: slog.New(slog.DiscardHandler)})}
+	deps := w.deps()
+	deps.Burst = b
+	e := w.engine(deps)
+	req := d.Request{EventID: "deferred-1", Source: "/security", Intent: d.IntentCompromised, RegistrationID: "m-0001", EnrollmentGroupID: "g-x509", EventTime: t0.Add(time.Hour)}
+	op := submit(t, e, req)
+	if op.Status != d.StatusRunning || op.LeaseOwner != "" || op.Plan != nil || len(b.queue) != 1 {
+		t.Fatalf("after deferring: %s, lease %q, plan %v, %d queued", op.Status, op.LeaseOwner, op.Plan, len(b.queue))
+	}
+	if _, ok := w.dps.Enrollment("m-0001"); ok {
+		t.Fatal("a deferred revocation changed DPS before the queue delivered it")
+	}
+	got, err := e.Submit(d.Deferred(ctx), b.queue[0])
+	if err != nil || got.Status != d.StatusSucceeded || got.ID != op.ID {
+		t.Fatalf("the queue's delivery: %+v %v", got, err)
+	}
+	if en, ok := w.dps.Enrollment("m-0001"); !ok || en.Enabled {
+		t.Errorf("no blocking enrollment after the queue's delivery: %+v", en)
+	}
+}
+
+func closed() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}

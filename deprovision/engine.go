@@ -131,11 +131,24 @@ func (e *Engine) Submit(ctx context.Context, req Request) (*Operation, error) {
 		r, _ := AsRefusal(err)
 		return e.Reject(ctx, req, r.Reason)
 	}
-	ctx, leave := joinBurst(ctx, e.d.Burst, req)
+	ctx, mode, leave, err := joinBurst(ctx, e.d.Burst, req)
 	defer leave()
+	if err != nil {
+		return nil, err
+	}
 	op, err := e.acquire(ctx, req)
 	if err != nil || op.Status.Terminal() || op.Status == StatusAwaitingApproval {
 		return op, err
+	}
+	if mode == BurstDefer {
+		// Journaled; the burst queue's worker carries it out (it takes the lease given back
+		// here; if the hand-over fails, the event is delivered again and resumes it).
+		e.release(ctx, op)
+		if err := e.d.Burst.Defer(ctx, req); err != nil {
+			return op, asTransient(fmt.Errorf("operation %s: handing it to the burst queue: %w", op.ID, err))
+		}
+		e.log.InfoContext(ctx, "revocation deferred to the burst queue", "operation", op.ID)
+		return op, nil
 	}
 	return e.run(ctx, op)
 }

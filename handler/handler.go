@@ -28,6 +28,8 @@ import (
 const (
 	FunctionDeviceEvents = "DeviceEvents"
 	FunctionGroupWork    = "GroupWork"
+	// FunctionBurstWork carries out the revocations a burst deferred (burst.go).
+	FunctionBurstWork = "BurstWork"
 	FunctionCleanup      = "Cleanup"
 	FunctionOperations   = "Operations"
 	// FunctionSignedInOperations serves the Operations routes to signed-in callers (auth.go).
@@ -129,6 +131,7 @@ func New(o Options) (*Handler, error) {
 	})
 	h.mux.HandleFunc("POST /"+FunctionDeviceEvents, h.invoke(FunctionDeviceEvents, h.deviceEvents))
 	h.mux.HandleFunc("POST /"+FunctionGroupWork, h.invoke(FunctionGroupWork, h.groupWork))
+	h.mux.HandleFunc("POST /"+FunctionBurstWork, h.invoke(FunctionBurstWork, h.burstWork))
 	h.mux.HandleFunc("POST /"+FunctionCleanup, h.invoke(FunctionCleanup, h.cleanup))
 	h.mux.HandleFunc("POST /"+FunctionOperations, h.invoke(FunctionOperations, h.operations))
 	h.mux.HandleFunc("POST /"+FunctionSignedInOperations, h.invoke(FunctionSignedInOperations, h.signedInOperations))

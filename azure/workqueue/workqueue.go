@@ -53,17 +53,28 @@ func isNotFound(err error) bool { return hasStatus(err, http.StatusNotFound) }
 // queue however long the hubs' budgets make it wait. A failure that is worth retrying
 // (throttling, 5xx, a dropped connection) is marked deprovision.Transient.
 func (w *Queue) Enqueue(ctx context.Context, b *deprovision.WorkBatch) error {
-	body, err := json.Marshal(b)
+	return w.put(ctx, b, fmt.Sprintf("batch %d of %s", b.Seq, b.OperationID))
+}
+
+// EnqueueRequest adds a revocation deferred from a burst (deprovision.Burst.Defer): the
+// normalized request, which the BurstWork function submits again.
+func (w *Queue) EnqueueRequest(ctx context.Context, req deprovision.Request) error {
+	return w.put(ctx, &req, fmt.Sprintf("event %s", req.EventID))
+}
+
+// put writes v as the triggers read a message (JSON, base64 encoded), never expiring.
+func (w *Queue) put(ctx context.Context, v any, what string) error {
+	body, err := json.Marshal(v)
 	if err != nil {
-		return fmt.Errorf("encoding batch %d of %s: %w", b.Seq, b.OperationID, err)
+		return fmt.Errorf("encoding %s: %w", what, err)
 	}
 	text := base64.StdEncoding.EncodeToString(body)
 	if len(text) > maxMessageBytes {
-		return fmt.Errorf("batch %d of %s is %d bytes encoded; a queue message holds at most %d", b.Seq, b.OperationID, len(text), maxMessageBytes)
+		return fmt.Errorf("%s is %d bytes encoded; a queue message holds at most %d", what, len(text), maxMessageBytes)
 	}
 	_, err = w.q.EnqueueMessage(ctx, text, &azqueue.EnqueueMessageOptions{TimeToLive: to.Ptr(int32(-1))})
 	if err != nil {
-		err = fmt.Errorf("enqueuing batch %d of %s: %w", b.Seq, b.OperationID, err)
+		err = fmt.Errorf("enqueuing %s: %w", what, err)
 		var re *azcore.ResponseError
 		if errors.As(err, &re) && re.StatusCode != http.StatusTooManyRequests && re.StatusCode < 500 && re.StatusCode != http.StatusRequestTimeout {
 			return err

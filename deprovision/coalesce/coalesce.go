@@ -34,6 +34,19 @@ type Options struct {
 	// included, for them to be coalesced. Default 3: a lone event, or two, take the
 	// single-device path.
 	At int
+	// MaxInFlight bounds the coalesced requests an instance works on at once; the others wait
+	// in Join, before they touch the journal or any service, so that a burst of thousands
+	// holds memory and storage traffic to what the budgets can use. Default 64.
+	MaxInFlight int
+	// Defer, when set, hands a request to the burst queue (the app: the deprovision-burst
+	// Storage queue, read by the BurstWork function). A coalesced request that finds every
+	// MaxInFlight slot taken is then deferred at once: its invocation answers Event Grid
+	// within its 30 s however long the burst, and the queue's workers carry it out.
+	Defer func(context.Context, deprovision.Request) error
+	// AdmitWithin is how long a coalesced request waits in Join for its turn when there is
+	// no Defer. Past it, Join answers busy and the event is delivered again later (Event
+	// Grid retries, from 10 s on). Default 15s.
+	AdmitWithin time.Duration
 	// Calls bounds the bulk enrollment calls in flight at once. While they wait for the DPS
 	// budget the next items gather, so that under load every call carries 10. Default 2.
 	Calls int
@@ -41,7 +54,7 @@ type Options struct {
 	// group's registration states. Default 20.
 	ListAfter int
 	// ListFor is how long a listing answers lookups, and the window ListAfter counts in.
-	// A device that provisions again meanwhile is found where the listing saw it. Default 30s.
+	// A device that provisions again meanwhile is found where the listing saw it. Default 60s.
 	ListFor time.Duration
 	// PageSize is the registration states asked for per DPS call. Default 1000.
 	PageSize int
@@ -67,6 +80,8 @@ type Coalescer struct {
 	o    Options
 	now  func() time.Time
 
+	slots chan struct{} // admission of coalesced requests (MaxInFlight)
+
 	mu     sync.Mutex
 	flows  map[string]int
 	groups map[string]*group
@@ -90,6 +105,8 @@ type Stats struct {
 	ListedHits  int64 // lookups answered from a listing
 	SingleReads int64 // lookups answered by a read of their own
 	Waiting     int64 // blocking enrollments waiting for a bulk call now
+	Deferred    int64 // requests handed to the burst queue
+	Busy        int64 // requests answered busy after AdmitWithin, to be delivered again
 }
 
 // New returns a Coalescer over DPS's registration states and bulk enrollment operations.
@@ -108,7 +125,13 @@ func New(regs deprovision.Registrations, bulk deprovision.BulkEnrollments, o *Op
 		opts.ListAfter = 20
 	}
 	if opts.ListFor <= 0 {
-		opts.ListFor = 30 * time.Second
+		opts.ListFor = time.Minute
+	}
+	if opts.MaxInFlight <= 0 {
+		opts.MaxInFlight = 64
+	}
+	if opts.AdmitWithin <= 0 {
+		opts.AdmitWithin = 15 * time.Second
 	}
 	if opts.PageSize <= 0 {
 		opts.PageSize = 1000
@@ -122,7 +145,7 @@ func New(regs deprovision.Registrations, bulk deprovision.BulkEnrollments, o *Op
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Coalescer{regs: regs, bulk: bulk, o: opts, now: time.Now,
+	return &Coalescer{regs: regs, bulk: bulk, o: opts, now: time.Now, slots: make(chan struct{}, opts.MaxInFlight),
 		flows: map[string]int{}, groups: map[string]*group{}, queues: map[string][]*item{}}
 }
 
@@ -154,7 +177,7 @@ func flowOf(req deprovision.Request) string {
 }
 
 // Join implements deprovision.Burst.
-func (c *Coalescer) Join(ctx context.Context, req deprovision.Request) (context.Context, bool, func()) {
+func (c *Coalescer) Join(ctx context.Context, req deprovision.Request) (context.Context, deprovision.BurstMode, func(), error) {
 	key := flowOf(req)
 	c.mu.Lock()
 	c.flows[key]++
@@ -170,13 +193,72 @@ func (c *Coalescer) Join(ctx context.Context, req deprovision.Request) (context.
 			c.mu.Unlock()
 		})
 	}
-	if n < c.o.At {
-		return ctx, false, leave
+	if n < c.o.At && !deprovision.IsDeferred(ctx) {
+		return ctx, deprovision.BurstSingle, leave, nil
 	}
+	if err := c.admit(ctx); err != nil {
+		if errors.Is(err, errDefer) {
+			c.count(&c.stats.Deferred)
+			return ctx, deprovision.BurstDefer, leave, nil
+		}
+		if errors.Is(err, deprovision.ErrBusy) {
+			c.count(&c.stats.Busy)
+			return ctx, deprovision.BurstSingle, leave, err
+		}
+		return ctx, deprovision.BurstSingle, leave, nil // the engine meets the ended context at its first call
+	}
+	c.count(&c.stats.Coalesced)
+	var freed sync.Once
+	return context.WithValue(c.o.Lane(ctx), flowKey{}, key), deprovision.BurstCoalesce, func() {
+		freed.Do(func() { <-c.slots })
+		leave()
+	}, nil
+}
+
+// errDefer says a coalesced request found no free slot and is to be deferred.
+var errDefer = errors.New("defer")
+
+// admit takes one of the MaxInFlight slots: at once or errDefer when requests can be
+// deferred (a request the burst queue delivers waits for its turn); otherwise within
+// AdmitWithin, or ErrBusy.
+func (c *Coalescer) admit(ctx context.Context) error {
+	select {
+	case c.slots <- struct{}{}:
+		return nil
+	default:
+	}
+	var limit <-chan time.Time
+	switch {
+	case deprovision.IsDeferred(ctx):
+	case c.o.Defer != nil:
+		return errDefer
+	default:
+		t := time.NewTimer(c.o.AdmitWithin)
+		defer t.Stop()
+		limit = t.C
+	}
+	select {
+	case c.slots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-limit:
+		return fmt.Errorf("%d revocations of this burst are in progress in this instance and more wait: %w", c.o.MaxInFlight, deprovision.ErrBusy)
+	}
+}
+
+func (c *Coalescer) count(n *int64) {
 	c.bmu.Lock()
-	c.stats.Coalesced++
+	*n++
 	c.bmu.Unlock()
-	return context.WithValue(c.o.Lane(ctx), flowKey{}, key), true, leave
+}
+
+// Defer implements deprovision.Burst.
+func (c *Coalescer) Defer(ctx context.Context, req deprovision.Request) error {
+	if c.o.Defer == nil {
+		return errors.New("no burst queue is configured")
+	}
+	return c.o.Defer(ctx, req)
 }
 
 // --- blocking enrollments, in bulk ---

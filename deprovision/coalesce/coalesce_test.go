@@ -2,6 +2,7 @@ package coalesce_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"iter"
 	"log/slog"
@@ -83,8 +84,9 @@ func TestJoinCountsFlows(t *testing.T) {
 	ctx := context.Background()
 	var leaves []func()
 	for i := range 4 {
-		cctx, co, leave := c.Join(ctx, compromised(fmt.Sprintf("m-%d", i), "g1"))
+		cctx, mode, leave, _ := c.Join(ctx, compromised(fmt.Sprintf("m-%d", i), "g1"))
 		leaves = append(leaves, leave)
+		co := mode == d.BurstCoalesce
 		if want := i >= 2; co != want {
 			t.Errorf("request %d of one group: coalesced %v, want %v", i+1, co, want)
 		}
@@ -92,7 +94,7 @@ func TestJoinCountsFlows(t *testing.T) {
 			t.Errorf("request %d: lane %q, coalesced %v", i+1, lane, co)
 		}
 	}
-	if _, co, leave := c.Join(ctx, compromised("x-1", "g2")); co {
+	if _, mode, leave, _ := c.Join(ctx, compromised("x-1", "g2")); mode != d.BurstSingle {
 		t.Error("the first request of another group was coalesced with a burst of g1")
 	} else {
 		leave()
@@ -101,7 +103,7 @@ func TestJoinCountsFlows(t *testing.T) {
 		l()
 		l() // leave is idempotent
 	}
-	if _, co, leave := c.Join(ctx, compromised("m-9", "g1")); co {
+	if _, mode, leave, _ := c.Join(ctx, compromised("m-9", "g1")); mode != d.BurstSingle {
 		t.Error("a request after the burst left was coalesced")
 	} else {
 		leave()
@@ -170,7 +172,7 @@ func TestBlockServesFlowsInTurn(t *testing.T) {
 	var leaves []func()
 	var big context.Context
 	for i := range 3 {
-		cctx, _, leave := c.Join(ctx, compromised(fmt.Sprint("big-", i), "big"))
+		cctx, _, leave, _ := c.Join(ctx, compromised(fmt.Sprint("big-", i), "big"))
 		leaves, big = append(leaves, leave), cctx
 	}
 	var wg sync.WaitGroup
@@ -283,5 +285,76 @@ func TestReserveFillsTheCall(t *testing.T) {
 	wg.Wait()
 	if len(s.calls) != 3 || len(s.calls[0]) != 10 || len(s.calls[1]) != 10 || len(s.calls[2]) != 5 {
 		t.Errorf("bulk calls %v, want 10, 10 and 5 items", s.calls)
+	}
+}
+
+// Coalesced requests beyond MaxInFlight wait in Join until one leaves (or their context
+// ends), before they do any work; past AdmitWithin they are answered busy. With a burst
+// queue, they are deferred at once instead, except those the queue delivers, which wait.
+func TestJoinAdmitsAtMostMaxInFlight(t *testing.T) {
+	c := coalesce.New(newDPS(0), newDPS(0), &coalesce.Options{Logger: quiet(), At: 1, MaxInFlight: 2, AdmitWithin: time.Minute})
+	ctx := context.Background()
+	_, _, leave1, _ := c.Join(ctx, compromised("a", "g"))
+	_, _, leave2, _ := c.Join(ctx, compromised("b", "g"))
+	admitted := make(chan func(), 1)
+	go func() {
+		_, mode, leave, err := c.Join(ctx, compromised("c", "g"))
+		if mode != d.BurstCoalesce || err != nil {
+			t.Errorf("the third request: %v, %v", mode, err)
+		}
+		admitted <- leave
+	}()
+	select {
+	case <-admitted:
+		t.Fatal("a third request was admitted while two were in flight")
+	case <-time.After(50 * time.Millisecond):
+	}
+	leave1()
+	leave3 := <-admitted
+	short, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, mode, leave, _ := c.Join(short, compromised("d", "g")); mode == d.BurstCoalesce {
+		t.Error("a request whose context ended was admitted")
+	} else {
+		leave()
+	}
+	leave2()
+	leave3()
+
+	impatient := coalesce.New(newDPS(0), newDPS(0), &coalesce.Options{Logger: quiet(), At: 1, MaxInFlight: 1, AdmitWithin: 10 * time.Millisecond})
+	_, _, hold, _ := impatient.Join(ctx, compromised("e", "g"))
+	if _, mode, leave, err := impatient.Join(ctx, compromised("f", "g")); mode == d.BurstCoalesce || !errors.Is(err, d.ErrBusy) {
+		t.Errorf("a request that waited past AdmitWithin: %v, %v; want ErrBusy", mode, err)
+	} else {
+		leave()
+	}
+	hold()
+
+	var deferred []string
+	queued := coalesce.New(newDPS(0), newDPS(0), &coalesce.Options{Logger: quiet(), At: 1, MaxInFlight: 1,
+		Defer: func(_ context.Context, r d.Request) error { deferred = append(deferred, r.RegistrationID); return nil }})
+	_, _, hold, _ = queued.Join(ctx, compromised("g", "g"))
+	_, mode, leave, err := queued.Join(ctx, compromised("h", "g"))
+	if mode != d.BurstDefer || err != nil {
+		t.Fatalf("a request finding no slot with a burst queue: %v, %v; want BurstDefer", mode, err)
+	}
+	leave()
+	if err := queued.Defer(ctx, compromised("h", "g")); err != nil || len(deferred) != 1 {
+		t.Fatalf("Defer: %v, %v", err, deferred)
+	}
+	done := make(chan d.BurstMode, 1)
+	go func() {
+		_, mode, leave, _ := queued.Join(d.Deferred(ctx), compromised("h", "g"))
+		done <- mode
+		leave()
+	}()
+	select {
+	case <-done:
+		t.Fatal("a request the queue delivered was not made to wait for its turn")
+	case <-time.After(50 * time.Millisecond):
+	}
+	hold()
+	if mode := <-done; mode != d.BurstCoalesce {
+		t.Errorf("the queue's request: %v, want BurstCoalesce", mode)
 	}
 }
