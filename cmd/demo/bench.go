@@ -217,7 +217,6 @@ func runBench(ctx context.Context, d *demo, root string, o benchOptions) error {
 		// Cleanup's passes read hub identities on their own schedule; they would spend the
 		// budget being measured and blur the per-path operation counts (once a year here).
 		config.SettingCleanupSchedule: "0 0 0 1 1 *",
-		"GODEBUG": "gctrace=1",
 	}
 	d.say("starting the stack: %d handler instances; %d hubs at %d registry operations and %d queries a minute each; DPS at %d operations a minute (bulk calls counted per %s)",
 		o.Instances, o.Hubs, lim.Hub, lim.HubQueries, lim.DPS, o.BulkCost)
