@@ -17,6 +17,7 @@ BENCH_SCALE ?= 1
 BENCH_INSTANCES ?= 3
 BENCH_BURST ?= 5000
 BENCH_BULK_COST ?= item
+BENCH_SEND_OVER ?= 50
 BENCH_NAIVE ?= 1000
 BENCH_NAME ?= $(BENCH_SCENARIO)-$(BENCH_MEMBERS)x$(BENCH_HUBS)
 BENCH_DIR ?= $(DEMO_DIR)/bench
@@ -28,7 +29,7 @@ bench: demo-build
 		-bench-scenario $(BENCH_SCENARIO) -bench-name $(BENCH_NAME) \
 		-bench-members $(BENCH_MEMBERS) -bench-hubs $(BENCH_HUBS) \
 		-bench-throttle $(BENCH_THROTTLE) -bench-dps $(BENCH_DPS) -bench-scale $(BENCH_SCALE) \
-		-bench-instances $(BENCH_INSTANCES) -bench-burst $(BENCH_BURST) -bench-bulk-cost $(BENCH_BULK_COST) \
+		-bench-instances $(BENCH_INSTANCES) -bench-burst $(BENCH_BURST) -bench-bulk-cost $(BENCH_BULK_COST) -bench-send-over $(BENCH_SEND_OVER) \
 		-bench-naive $(BENCH_NAIVE)
 
 bench-group-compromised:

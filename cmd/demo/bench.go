@@ -53,6 +53,8 @@ type benchOptions struct {
 	// operation (config.DPSBulkPerItem or config.DPSBulkPerCall), in the emulator and the app.
 	Burst    int
 	BulkCost string
+	// SendOver is how long the burst's sending is spread over, in seconds.
+	SendOver float64
 	// Naive is the group members done the naive way (group scenarios), or the events sent one
 	// at a time (burst), for the comparison.
 	Naive   int
@@ -76,6 +78,7 @@ func benchFlags(fs interface {
 	fs.Float64Var(&o.Scale, "bench-scale", 1, "benchmark: every limit (hubs, hub queries, DPS) multiplied by this")
 	fs.IntVar(&o.Instances, "bench-instances", 3, "benchmark: handler instances sharing the queue and the budgets")
 	fs.IntVar(&o.Burst, "bench-burst", 5000, "benchmark: device-compromised events of the burst scenario")
+	fs.Float64Var(&o.SendOver, "bench-send-over", 50, "benchmark: seconds the burst's events are spread over (within one minute)")
 	fs.StringVar(&o.BulkCost, "bench-bulk-cost", config.DPSBulkPerItem, "benchmark: how DPS counts a bulk enrollment operation, item or call (emulator and handler)")
 	fs.IntVar(&o.Naive, "bench-naive", 1000, "benchmark: members done the naive way (group scenarios) or events sent one at a time (burst); 0: none")
 	fs.StringVar(&o.Results, "bench-results", filepath.Join("bench", "results"), "benchmark: folder of the results files")
@@ -608,7 +611,7 @@ func benchCommand(o benchOptions) string {
 	cmd := fmt.Sprintf("make bench BENCH_SCENARIO=%s BENCH_NAME=%s BENCH_MEMBERS=%d BENCH_HUBS=%d BENCH_THROTTLE=%d BENCH_DPS=%d BENCH_SCALE=%g BENCH_INSTANCES=%d BENCH_NAIVE=%d",
 		o.Scenario, o.Name, o.Members, o.Hubs, o.Throttle, o.DPS, o.Scale, o.Instances, o.Naive)
 	if o.Scenario == scenarioBurst {
-		cmd += fmt.Sprintf(" BENCH_BURST=%d BENCH_BULK_COST=%s", o.Burst, o.BulkCost)
+		cmd += fmt.Sprintf(" BENCH_BURST=%d BENCH_BULK_COST=%s BENCH_SEND_OVER=%g", o.Burst, o.BulkCost, o.SendOver)
 	}
 	return cmd
 }

@@ -113,7 +113,7 @@ func (d *demo) runBurst(ctx context.Context, ins []*instance, o benchOptions, re
 	d.say("burst: %d device-compromised events for members of %s (%d members), over %d instances", n, g.ID, g.Registrations, len(ins))
 	start := time.Now()
 	sent := make(chan error, 1)
-	go func() { sent <- d.sendBurst(ctx, ins, evs, res) }()
+	go func() { sent <- d.sendBurst(ctx, ins, evs, time.Duration(o.SendOver*float64(time.Second)), res) }()
 
 	pending := make([]*burstEvent, len(evs))
 	copy(pending, evs)
@@ -248,15 +248,23 @@ func (d *demo) runBurst(ctx context.Context, ins []*instance, o benchOptions, re
 	return nil
 }
 
-// sendBurst publishes the events over the instances' topics, 50 to a call, a few calls at once,
-// as fast as they take them, and records how long sending took.
-func (d *demo) sendBurst(ctx context.Context, ins []*instance, evs []*burstEvent, res *benchResult) error {
+// sendBurst publishes the events over the instances' topics, 50 to a call, spread evenly over
+// o.SendOver (as a fleet scan reports what it finds), and records how long sending took.
+func (d *demo) sendBurst(ctx context.Context, ins []*instance, evs []*burstEvent, over time.Duration, res *benchResult) error {
 	const chunk = 50
 	start := time.Now()
 	sem := make(chan struct{}, 6)
 	errs := make(chan error, len(evs)/chunk+1)
 	var wg sync.WaitGroup
+	chunks := (len(evs) + chunk - 1) / chunk
 	for i, k := 0, 0; i < len(evs); i, k = i+chunk, k+1 {
+		if at := start.Add(over * time.Duration(k) / time.Duration(chunks)); time.Now().Before(at) {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Until(at)):
+			}
+		}
 		batch := make([]messaging.CloudEvent, 0, chunk)
 		for _, e := range evs[i:min(i+chunk, len(evs))] {
 			batch = append(batch, e.ev)
