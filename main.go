@@ -304,13 +304,13 @@ func (c *credentials) managedIdentity(clientID string) (azcore.TokenCredential, 
 
 func tableService(cfg *config.Config, creds *credentials) (*aztables.ServiceClient, error) {
 	if cs := cfg.Storage.ConnectionString; cs != "" {
-		return aztables.NewServiceClientFromConnectionString(config.ExpandDevelopmentStorage(cs.Reveal()), nil)
+		return aztables.NewServiceClientFromConnectionString(config.ExpandDevelopmentStorage(cs.Reveal()), &aztables.ClientOptions{ClientOptions: storageOptions()})
 	}
 	cred, err := creds.managedIdentity(cfg.Storage.ClientID)
 	if err != nil {
 		return nil, err
 	}
-	return aztables.NewServiceClient(cfg.Storage.TableServiceURL, cred, nil)
+	return aztables.NewServiceClient(cfg.Storage.TableServiceURL, cred, &aztables.ClientOptions{ClientOptions: storageOptions()})
 }
 
 func publisher(cfg *config.Config, creds *credentials, j outcome.StepRecorder, logger *slog.Logger) (*outcome.Publisher, error) {

@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -123,18 +126,41 @@ func (b *budgets) newBurst(d *adapter.DPS, dpsHost string, queue *workqueue.Queu
 	return coalesce.New(d, d, o)
 }
 
+// storageHTTP is the HTTP client of the app's Table and Queue clients. A burst of events makes
+// hundreds of journal writes at once; azcore's default client keeps 10 idle connections a host
+// and opens a new one for every request beyond them, so under load connections churn, each
+// new one a handshake (and, against the local storage emulator, a flood of connects it cannot
+// accept). This one keeps up to 64 idle and opens no more than 128 at once; the other requests
+// wait for a connection.
+var storageHTTP = &http.Client{Transport: &http.Transport{
+	Proxy:                 http.ProxyFromEnvironment,
+	DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+	ForceAttemptHTTP2:     true,
+	MaxIdleConns:          256,
+	MaxIdleConnsPerHost:   64,
+	MaxConnsPerHost:       128,
+	IdleConnTimeout:       90 * time.Second,
+	TLSHandshakeTimeout:   10 * time.Second,
+	ExpectContinueTimeout: time.Second,
+	TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12},
+}}
+
+// storageOptions are the Table and Queue clients' options.
+func storageOptions() azcore.ClientOptions { return azcore.ClientOptions{Transport: storageHTTP} }
+
 // queueService is the Queue Storage client of the app's storage account.
 func queueService(cfg *config.Config, creds *credentials) (*azqueue.ServiceClient, error) {
 	var svc *azqueue.ServiceClient
 	var err error
+	o := &azqueue.ClientOptions{ClientOptions: storageOptions()}
 	if cs := cfg.Storage.ConnectionString; cs != "" {
-		svc, err = azqueue.NewServiceClientFromConnectionString(config.ExpandDevelopmentStorage(cs.Reveal()), nil)
+		svc, err = azqueue.NewServiceClientFromConnectionString(config.ExpandDevelopmentStorage(cs.Reveal()), o)
 	} else {
 		cred, cerr := creds.managedIdentity(cfg.Storage.ClientID)
 		if cerr != nil {
 			return nil, cerr
 		}
-		svc, err = azqueue.NewServiceClient(cfg.Storage.QueueServiceURL, cred, nil)
+		svc, err = azqueue.NewServiceClient(cfg.Storage.QueueServiceURL, cred, o)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("Queue Storage client (%s): %w", config.SettingStorage, err)
