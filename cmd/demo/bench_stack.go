@@ -39,6 +39,9 @@ func (d *demo) startInstances(ctx context.Context, n int) ([]*instance, error) {
 	out := []*instance{{n: 1, dir: s.dir, devhost: s.devhost, publisher: first}}
 	for i := 2; i <= n; i++ {
 		dir := filepath.Join(s.dir, "instance"+strconv.Itoa(i))
+		if err := os.RemoveAll(dir); err != nil { // a run's logs are its own
+			return nil, err
+		}
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, err
 		}
