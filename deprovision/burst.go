@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Burst coalesces the DPS work of single-device revocations that arrive together: security
@@ -125,7 +126,7 @@ func joinBurst(ctx context.Context, b Burst, req Request) (context.Context, Burs
 // without reading its individual enrollment (the blocking enrollment's create checks it).
 // ok is false when the lookup finds nothing: the caller resolves in full (an individual, or
 // an unknown device, whose refusal says why).
-func resolveCoalesced(ctx context.Context, b Burst, dv Devices, req Request) (_ *Resolved, ok bool, _ error) {
+func resolveCoalesced(ctx context.Context, b Burst, rg Registrations, dv Devices, req Request) (_ *Resolved, ok bool, _ error) {
 	r := &Resolved{Kind: KindUnknown, RegistrationID: req.RegistrationID}
 	if err := readLeaf(r, req); err != nil {
 		return nil, false, err
@@ -143,6 +144,17 @@ func resolveCoalesced(ctx context.Context, b Burst, dv Devices, req Request) (_ 
 	r.Registration, r.Kind, r.EnrollmentUnread = reg, KindGroupMember, true
 	if err := locate(ctx, dv, r, req); err != nil {
 		return nil, false, err
+	}
+	if r.Device == nil && r.Hub != "" && req.EnrollmentGroupID != "" {
+		// Not in the hub the group's listing gave: the device may have provisioned again
+		// since. Its own registration state says where it is now.
+		reg, err := rg.GetRegistration(ctx, r.RegistrationID)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return nil, false, fmt.Errorf("reading registration state %s: %w", r.RegistrationID, err)
+		}
+		if reg == nil || !strings.EqualFold(reg.AssignedHub, r.Hub) {
+			return nil, false, nil // resolved in full
+		}
 	}
 	r.Notes = append(r.Notes, "coalesced with a burst of revocations: the individual enrollment was not read; creating the blocking enrollment checks that there is none")
 	return r, true, nil

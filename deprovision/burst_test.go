@@ -64,7 +64,7 @@ func TestBurstOfCompromisesIsCoalesced(t *testing.T) {
 	bulk := &bulkOverFake{w: w, release: make(chan struct{})}
 	deps := w.deps()
 	deps.Enrollments = dps
-	burst := coalesce.New(w.dps, bulk, &coalesce.Options{ListAfter: 5, Logger: slog.New(slog.DiscardHandler)})
+	burst := coalesce.New(w.dps, bulk, &coalesce.Options{ListAfter: 5, MaxInFlight: 100, Logger: slog.New(slog.DiscardHandler)})
 	deps.Burst = burst
 	e := w.engine(deps)
 
@@ -187,4 +187,33 @@ func closed() chan struct{} {
 	c := make(chan struct{})
 	close(c)
 	return c
+}
+
+// A device that provisioned again after its group was listed is not looked for in the hub the
+// listing saw: its identity is not there, its registration state is read again, and it is
+// resolved in full where it is now.
+func TestCoalescedDeviceThatMovedSinceTheListing(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld()
+	setupGroup(4)(w) // m-0000 … m-0003, m-0001 in hub2
+	c := coalesce.New(w.dps, &bulkOverFake{w: w, release: closed()}, &coalesce.Options{At: 1, ListAfter: 1, Logger: slog.New(slog.DiscardHandler)})
+	if r, err := c.Lookup(ctx, "g-x509", "m-0001"); err != nil || r.AssignedHub != hub2 {
+		t.Fatalf("the listing: %+v %v", r, err)
+	}
+	// m-0001 provisions again, into hub1, after the listing.
+	w.dps.AddRegistration(d.Registration{RegistrationID: "m-0001", DeviceID: "m-0001", AssignedHub: hub1}, "g-x509")
+	if err := w.hubs.DeleteDevice(ctx, hub2, "m-0001", "*"); err != nil {
+		t.Fatal(err)
+	}
+	w.hubs.AddDevice(d.Device{Hub: hub1, DeviceID: "m-0001", Enabled: true, AuthType: "certificateAuthority"})
+	deps := w.deps()
+	deps.Burst = c
+	e := w.engine(deps)
+	req := d.Request{EventID: "moved-1", Source: "/security", Intent: d.IntentCompromised, RegistrationID: "m-0001", EnrollmentGroupID: "g-x509", EventTime: t0.Add(time.Hour)}
+	if op := submit(t, e, req); op.Status != d.StatusSucceeded {
+		t.Fatalf("%s %q", op.Status, op.Reason)
+	}
+	if dev, ok := w.hubs.Device(hub1, "m-0001"); !ok || dev.Enabled {
+		t.Errorf("the identity where the device is now: %+v (present %v), want disabled", dev, ok)
+	}
 }

@@ -348,7 +348,7 @@ func (e *Engine) run(ctx context.Context, op *Operation) (*Operation, error) {
 func (e *Engine) plan(ctx context.Context, op *Operation) (res *Resolved, done bool, err error) {
 	ok := false
 	if burstModeOf(ctx) == burstCoalesce {
-		res, ok, err = resolveCoalesced(ctx, e.d.Burst, e.d.Devices, op.Request)
+		res, ok, err = resolveCoalesced(ctx, e.d.Burst, e.d.Registrations, e.d.Devices, op.Request)
 	}
 	if !ok && err == nil {
 		res, err = Resolve(ctx, e.d.Enrollments, e.d.Registrations, e.d.Devices, op.Request)

@@ -34,9 +34,11 @@ type Options struct {
 	// included, for them to be coalesced. Default 3: a lone event, or two, take the
 	// single-device path.
 	At int
-	// MaxInFlight bounds the coalesced requests an instance works on at once; the others wait
-	// in Join, before they touch the journal or any service, so that a burst of thousands
-	// holds memory and storage traffic to what the budgets can use. Default 64.
+	// MaxInFlight bounds the coalesced requests an instance works on at once in the
+	// invocations that received them; the others are deferred (or wait in Join), before they
+	// touch any service, so that a burst of thousands holds memory and storage traffic to what
+	// the budgets can use and every invocation answers Event Grid well within its 30 s.
+	// Default 16, the queue trigger's batch: as many as the burst queue's worker runs at once.
 	MaxInFlight int
 	// Defer, when set, hands a request to the burst queue (the app: the deprovision-burst
 	// Storage queue, read by the BurstWork function). A coalesced request that finds every
@@ -53,8 +55,11 @@ type Options struct {
 	// ListAfter is how many lookups of one group within ListFor start a listing of the
 	// group's registration states. Default 20.
 	ListAfter int
-	// ListFor is how long a listing answers lookups, and the window ListAfter counts in.
-	// A device that provisions again meanwhile is found where the listing saw it. Default 60s.
+	// ListFor is how long a listing answers lookups, and the window ListAfter counts in. A
+	// device that provisions again meanwhile is found where the listing saw it (the engine
+	// reads its registration again when its identity is not in that hub). Default 5m: a
+	// burst is worked through at the DPS budget's pace, and each listing costs a call per
+	// 1,000 members.
 	ListFor time.Duration
 	// PageSize is the registration states asked for per DPS call. Default 1000.
 	PageSize int
@@ -125,10 +130,10 @@ func New(regs deprovision.Registrations, bulk deprovision.BulkEnrollments, o *Op
 		opts.ListAfter = 20
 	}
 	if opts.ListFor <= 0 {
-		opts.ListFor = time.Minute
+		opts.ListFor = 5 * time.Minute
 	}
 	if opts.MaxInFlight <= 0 {
-		opts.MaxInFlight = 64
+		opts.MaxInFlight = 16
 	}
 	if opts.AdmitWithin <= 0 {
 		opts.AdmitWithin = 15 * time.Second
