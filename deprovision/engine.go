@@ -490,7 +490,7 @@ func (e *Engine) execute(ctx context.Context, op *Operation, planned *deviceRead
 		if err := e.d.Journal.RecordStep(ctx, rec); err != nil {
 			return asTransient(fmt.Errorf("journaling start of step %d: %w", i+1, err))
 		}
-		res := e.apply(ctx, op, st, planned)
+		res := e.apply(ctx, op, st, planned, seen)
 		end := e.d.Clock.Now()
 		rec.Duration, rec.Time = end.Sub(start), end
 		rec.HTTPStatus, rec.ErrorCode = res.status, res.code

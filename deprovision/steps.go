@@ -31,7 +31,7 @@ func gone(what string, err error) stepResult {
 // apply runs one step. Every step decides from a read of its target taken in this invocation
 // (its own, or for a hub identity the one resolution took: seen), so a step that already
 // happened is a no-change, and a 412 leads to another read, not an overwrite.
-func (e *Engine) apply(ctx context.Context, op *Operation, st Step, seen *deviceRead) stepResult {
+func (e *Engine) apply(ctx context.Context, op *Operation, st Step, seen *deviceRead, resumed bool) stepResult {
 	rid := strings.TrimPrefix(st.Target, "dps/enrollments/")
 	p := st.Params
 	switch st.Kind {
@@ -43,7 +43,7 @@ func (e *Engine) apply(ctx context.Context, op *Operation, st Step, seen *device
 		return e.deleteEnrollment(ctx, rid)
 	case StepCreateBlockingEnrollment:
 		if p[ParamProbe] != "" {
-			return e.probeBlock(ctx, op, rid, AttestationType(p[ParamAttestation]))
+			return e.probeBlock(ctx, op, rid, AttestationType(p[ParamAttestation]), resumed)
 		}
 		return e.createEnrollment(ctx, op, rid, AttestationType(p[ParamAttestation]), false, "", "")
 	case StepCreateMoveEnrollment:
@@ -158,10 +158,11 @@ func (e *Engine) createEnrollment(ctx context.Context, op *Operation, rid string
 
 // probeBlock creates the blocking enrollment of a coalesced revocation, planned without
 // reading the individual enrollment: in the burst's bulk call when the request is part of
-// one. A conflict is read: a block already there (an earlier delivery's, or one made by hand)
-// is no change; anything else is an individual enrollment, and the operation is planned
-// again from a full read (errIndividual).
-func (e *Engine) probeBlock(ctx context.Context, op *Operation, rid string, att AttestationType) stepResult {
+// one. A conflict on a resumed step is read: the block an earlier delivery of this operation
+// created is no change. Anything else (an individual enrollment, or a block made by hand,
+// which the single-device path would have read before planning) has the operation planned
+// again from a full read (errIndividual), so that both paths record the same.
+func (e *Engine) probeBlock(ctx context.Context, op *Operation, rid string, att AttestationType, resumed bool) stepResult {
 	want, res := e.enrollmentFor(ctx, op, rid, att, false, "", "")
 	if want == nil {
 		return res
@@ -178,6 +179,9 @@ func (e *Engine) probeBlock(ctx context.Context, op *Operation, rid string, att 
 	if !errors.Is(err, ErrConflict) {
 		return failed(fmt.Errorf("creating enrollment %s: %w", rid, err))
 	}
+	if !resumed {
+		return stepResult{note: "an individual enrollment exists: it is read before planning again", err: errIndividual}
+	}
 	en, err := e.d.Enrollments.GetEnrollment(ctx, rid)
 	if errors.Is(err, ErrNotFound) {
 		return e.makeEnrollment(ctx, rid, want, false, "") // deleted since: create it
@@ -193,7 +197,7 @@ func (e *Engine) probeBlock(ctx context.Context, op *Operation, rid string, att 
 		}
 	}
 	if isBlock(en, want, leaf) {
-		return stepResult{note: "a disabled enrollment already blocks the device"}
+		return stepResult{note: "the blocking enrollment an earlier delivery created is in place"}
 	}
 	return stepResult{note: "an individual enrollment exists: the device is not a group member", err: errIndividual}
 }

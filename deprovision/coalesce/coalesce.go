@@ -38,7 +38,8 @@ type Options struct {
 	// invocations that received them; the others are deferred (or wait in Join), before they
 	// touch any service, so that a burst of thousands holds memory and storage traffic to what
 	// the budgets can use and every invocation answers Event Grid well within its 30 s.
-	// Default 16, the queue trigger's batch: as many as the burst queue's worker runs at once.
+	// Default 32: twice the queue trigger's batch, so that while a bulk call waits for the DPS
+	// budget enough blocking enrollments gather to fill the next one.
 	MaxInFlight int
 	// Defer, when set, hands a request to the burst queue (the app: the deprovision-burst
 	// Storage queue, read by the BurstWork function). A coalesced request that finds every
@@ -50,10 +51,11 @@ type Options struct {
 	// Grid retries, from 10 s on). Default 15s.
 	AdmitWithin time.Duration
 	// Calls bounds the bulk enrollment calls in flight at once. While they wait for the DPS
-	// budget the next items gather, so that under load every call carries 10. Default 2.
+	// budget the next items gather, so that under load every call carries 10. Default 1: the
+	// instance's one call waits for the budget while the items gather behind it.
 	Calls int
 	// ListAfter is how many lookups of one group within ListFor start a listing of the
-	// group's registration states. Default 20.
+	// group's registration states. Default 10: a group of 10,000 lists in 10 calls.
 	ListAfter int
 	// ListFor is how long a listing answers lookups, and the window ListAfter counts in. A
 	// device that provisions again meanwhile is found where the listing saw it (the engine
@@ -124,16 +126,16 @@ func New(regs deprovision.Registrations, bulk deprovision.BulkEnrollments, o *Op
 		opts.At = 3
 	}
 	if opts.Calls <= 0 {
-		opts.Calls = 2
+		opts.Calls = 1
 	}
 	if opts.ListAfter <= 0 {
-		opts.ListAfter = 20
+		opts.ListAfter = 10
 	}
 	if opts.ListFor <= 0 {
 		opts.ListFor = 5 * time.Minute
 	}
 	if opts.MaxInFlight <= 0 {
-		opts.MaxInFlight = 16
+		opts.MaxInFlight = 32
 	}
 	if opts.AdmitWithin <= 0 {
 		opts.AdmitWithin = 15 * time.Second
