@@ -28,7 +28,7 @@ func TestReprovisionMigratesOrResets(t *testing.T) {
 			en := map[string]any{"registrationId": tc.id, "attestation": map[string]any{"type": "symmetricKey",
 				"symmetricKey": map[string]any{"primaryKey": key, "secondaryKey": key}},
 				"iotHubs": []string{h1}, "allocationPolicy": "static",
-				"initialTwin": map[string]any{"tags": map[string]any{"from": "enrollment"}},
+				"initialTwin":       map[string]any{"tags": map[string]any{"from": "enrollment"}},
 				"reprovisionPolicy": map[string]any{"updateHubAssignment": tc.update, "migrateDeviceData": tc.migr}}
 			wantStatus(t, c.dps("PUT", "/enrollments/"+tc.id, en), 200)
 			if _, st := registerDevice(t, e, tc.id, key, nil); st == nil {
