@@ -487,7 +487,7 @@ func wouldChange(st Step) bool {
 		return b == "present"
 	case StepCreateBlockingEnrollment, StepCreateMoveEnrollment:
 		return b == "missing"
-	case StepRetargetEnrollment, StepGroupMembers, StepDeleteGroupRegistrations:
+	case StepRetargetEnrollment, StepGroupMembers, StepDeleteGroupRegistrations, StepDisableDerivedEnrollments:
 		return true
 	}
 	return false
@@ -537,6 +537,9 @@ func applyToDevice(ds *DeviceState, op *Operation) {
 			ds.EventTime = op.Created
 		}
 	}
+	// Any later change of the device ends a move's wait: a revocation blocks the move, and a
+	// new move names its own target below.
+	ds.MoveTarget = ""
 	for _, st := range op.Plan.Steps {
 		switch st.Kind {
 		case StepCreateBlockingEnrollment:
@@ -556,6 +559,9 @@ func applyToDevice(ds *DeviceState, op *Operation) {
 		case StepDisableDevice, StepEnableDevice, StepDeleteDevice:
 			ds.Hub, ds.DeviceID = st.Params[ParamHub], st.Params[ParamDeviceID]
 			ds.HubAction = map[StepKind]string{StepDisableDevice: "disabled", StepEnableDevice: "enabled", StepDeleteDevice: "deleted"}[st.Kind]
+		case StepAwaitMove:
+			ds.Hub, ds.DeviceID = st.Params[ParamHub], st.Params[ParamDeviceID]
+			ds.HubAction, ds.MoveTarget = HubAwaitingMove, st.Params[ParamTargetHub]
 		}
 	}
 }

@@ -28,6 +28,9 @@ type MemberResult struct {
 // a batch fanned out by a group-wide operation; opID names that operation in logs.
 // The error is for the whole batch (transient ones mean "retry the batch"); a member's own
 // failure is counted in the result.
+//
+// A disable changes status and status reason and nothing else (disableMembers): a bulk
+// update replaces the whole identity, so each item carries the identity back as read.
 func (e *Engine) ApplyMembers(ctx context.Context, opID, hub string, members []Registration, action Action, statusReason string) (MemberResult, error) {
 	var res MemberResult
 	mode := BulkDisable
@@ -46,6 +49,12 @@ func (e *Engine) ApplyMembers(ctx context.Context, opID, hub string, members []R
 	}
 	for start := 0; start < len(members); start += maxBulk {
 		chunk := members[start:min(start+maxBulk, len(members))]
+		if mode == BulkDisable {
+			if err := e.disableMembers(ctx, opID, hub, chunk, statusReason, &res); err != nil {
+				return res, err
+			}
+			continue
+		}
 		items := make([]BulkItem, len(chunk))
 		for i, m := range chunk {
 			items[i] = BulkItem{DeviceID: memberID(m), StatusReason: statusReason}
@@ -67,6 +76,80 @@ func (e *Engine) ApplyMembers(ctx context.Context, opID, hub string, members []R
 	e.log.InfoContext(ctx, "group members applied", "operation", opID, "hub", hub, "action", action,
 		"done", res.Done, "failed", res.Failed)
 	return res, nil
+}
+
+// disableMembers disables up to 100 members of one hub keeping everything but status and
+// status reason, at the fewest registry operations that can: one query (the hub's query
+// budget, not the registry's) returns every member's authentication type, thumbprints,
+// capabilities, scopes, status and ETag; a member already disabled, or gone, is done at no
+// cost; a SAS member is read (one registry operation: the query shows no keys, and an update
+// without them would generate new ones); then one bulk updateIfMatchETag writes the
+// identities back disabled (one operation a member). So an X.509 member costs one registry
+// operation and a SAS member two, the minimum for a write that replaces the identity
+// (docs/policy.md, "What a disable keeps"). A member changed between the read and the write
+// fails its ETag and is read and written again, a bounded number of times.
+func (e *Engine) disableMembers(ctx context.Context, opID, hub string, chunk []Registration, reason string, res *MemberResult) error {
+	pending := make([]string, len(chunk))
+	for i, m := range chunk {
+		pending[i] = memberID(m)
+	}
+	for attempt := 0; len(pending) > 0; attempt++ {
+		if attempt > e.c.ETagRetries {
+			return Transient(fmt.Errorf("operation %s: devices %s in %s kept changing (412 after %d re-reads)", opID, strings.Join(pending, ", "), hub, e.c.ETagRetries))
+		}
+		found, err := e.d.Devices.Identities(ctx, hub, pending)
+		if err != nil {
+			return fmt.Errorf("operation %s: reading %d devices in %s: %w", opID, len(pending), hub, err)
+		}
+		byID := make(map[string]*Device, len(found))
+		for _, d := range found {
+			byID[d.DeviceID] = d
+		}
+		var items []BulkItem
+		for _, id := range pending {
+			d := byID[id]
+			if d != nil && d.Enabled && d.AuthType == "sas" {
+				// The query shows no keys: read them, so that the write keeps them.
+				d, err = e.d.Devices.GetDevice(ctx, hub, id)
+				if errors.Is(err, ErrNotFound) {
+					d, err = nil, nil
+				}
+				if IsTransient(err) {
+					return fmt.Errorf("operation %s: reading device %s in %s: %w", opID, id, hub, err)
+				}
+				if err != nil {
+					res.fail(id, err)
+					continue
+				}
+			}
+			if d == nil || !d.Enabled {
+				res.Done++ // gone, or already disabled: nothing to write
+				continue
+			}
+			items = append(items, BulkItem{DeviceID: id, StatusReason: reason, Device: d})
+		}
+		pending = nil
+		if len(items) == 0 {
+			break
+		}
+		out, err := e.d.Devices.Bulk(ctx, hub, BulkDisable, items)
+		if err != nil {
+			return fmt.Errorf("operation %s: disable %d devices in %s: %w", opID, len(items), hub, err)
+		}
+		for _, r := range out {
+			switch {
+			case r.Err == nil || errors.Is(r.Err, ErrNotFound):
+				res.Done++
+			case errors.Is(r.Err, ErrPreconditionFailed):
+				pending = append(pending, r.DeviceID) // changed since it was read: again
+			case IsTransient(r.Err):
+				return fmt.Errorf("operation %s: device %s in %s: %w", opID, r.DeviceID, hub, r.Err)
+			default:
+				res.fail(r.DeviceID, r.Err)
+			}
+		}
+	}
+	return nil
 }
 
 func (r *MemberResult) fail(id string, err error) {

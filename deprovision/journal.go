@@ -153,6 +153,10 @@ type DeviceState struct {
 	// EnrollmentAction is what was done in DPS: "disabled", "deleted", "enabled", "blocked",
 	// "unblocked", "retargeted" or "move-enrollment".
 	EnrollmentAction string
+	// MoveTarget is the hub a move waits for: the old identity (Hub, DeviceID) stays until DPS
+	// shows the device assigned to MoveTarget, which [Moves] confirms (HubAction is then
+	// HubMoved). Empty when no move waits; a later change of the device clears it.
+	MoveTarget string `json:",omitempty"`
 	// PendingOperation is the operation currently changing the device: another operation for
 	// the same device waits (transient error) until it is terminal, so that conflicting events
 	// are applied one after the other, in the order precedence allows.
@@ -160,6 +164,14 @@ type DeviceState struct {
 	Updated          time.Time
 	ETag             string
 }
+
+// HubAction values of a move (DeviceState.HubAction).
+const (
+	// HubAwaitingMove: the old identity stays until the device is in its target hub.
+	HubAwaitingMove = "awaiting-move"
+	// HubMoved: DPS shows the device in its target hub, and the old identity is gone.
+	HubMoved = "moved"
+)
 
 // OperationSummary is one line of a device's history.
 type OperationSummary struct {

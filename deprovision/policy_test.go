@@ -86,6 +86,7 @@ const (
 	disDev  = d.StepDisableDevice
 	enDev   = d.StepEnableDevice
 	delDev  = d.StepDeleteDevice
+	await   = d.StepAwaitMove
 )
 
 // TestPolicyMatrix has one case per row of docs/policy.md (and per invariant under it).
@@ -107,6 +108,7 @@ func TestPolicyMatrix(t *testing.T) {
 	at := func(r d.Request, tm time.Time) d.Request { r.EventTime = tm; return r }
 	withGroups := func(r *d.Resolved, gs ...*d.Group) *d.Resolved { r.Groups = gs; return r }
 	noHub := func(r *d.Resolved) *d.Resolved { r.Hub, r.Registration, r.Device = "", nil, nil; return r }
+	withMembership := func(r *d.Resolved, m d.Membership) *d.Resolved { r.Membership = m; return r }
 	skGroup := &d.Group{ID: "sk-group", Attestation: d.AttestationSymmetricKey, Enabled: true}
 	groupReq := func(i d.Intent) d.Request {
 		return d.Request{EventID: "g1", Source: "test", Intent: i, EnrollmentGroupID: "g"}
@@ -201,18 +203,29 @@ func TestPolicyMatrix(t *testing.T) {
 	// Rows: moved.
 	cases = append(cases,
 		tc{name: "individual moved", r: individual(d.AttestationTPM, true), req: withTarget(req(d.IntentMoved), hub2),
-			want: K{retgt, delDev}, path: "individual/tpm/move", check: paramIs(0, d.ParamTargetHub, hub2)},
+			want: K{retgt, await}, path: "individual/tpm/move", check: func(t *testing.T, p *d.Plan) {
+				paramIs(0, d.ParamTargetHub, hub2)(t, p)
+				paramIs(1, d.ParamTargetHub, hub2)(t, p)
+				paramIs(1, d.ParamHub, hub1)(t, p)
+				paramIs(1, d.ParamAction, string(d.ActionDelete))(t, p)
+			}},
+		tc{name: "individual never provisioned moved", r: noHub(individual(d.AttestationTPM, true)), req: withTarget(req(d.IntentMoved), hub2),
+			want: K{retgt}, note: "no hub identity to leave"},
 		tc{name: "moved to its own hub", r: individual(d.AttestationTPM, true), req: withTarget(req(d.IntentMoved), hub1), refused: "already assigned"},
 		tc{name: "x509 member moved", r: member(d.AttestationX509, true, nil), req: withTarget(withCert(req(d.IntentMoved), leaf.PEM), hub2),
-			want: K{moveEn, delDev}, path: "group-member/x509/move"},
-		tc{name: "sk member moved", r: member(d.AttestationSymmetricKey, false, skGroup), req: withTarget(req(d.IntentMoved), hub2),
-			want: K{moveEn, delDev}, path: "group-member/symmetricKey/move", check: paramIs(0, d.ParamGroupID, "sk-group")},
+			want: K{moveEn, await}, path: "group-member/x509/move"},
+		tc{name: "sk member moved", r: withMembership(member(d.AttestationSymmetricKey, false, skGroup), d.MemberConfirmed), req: withTarget(req(d.IntentMoved), hub2),
+			want: K{moveEn, await}, path: "group-member/symmetricKey/move", check: paramIs(0, d.ParamGroupID, "sk-group")},
+		tc{name: "sk member moved, not the named group's member", r: withMembership(member(d.AttestationSymmetricKey, false, skGroup), d.MemberMismatch),
+			req: withTarget(req(d.IntentMoved), hub2), refused: "is not a member of group sk-group"},
+		tc{name: "sk member moved, membership cannot be checked", r: withMembership(member(d.AttestationSymmetricKey, false, skGroup), d.MemberUnknown),
+			req: withTarget(req(d.IntentMoved), hub2), refused: "cannot confirm"},
 		tc{name: "sk member moved without group", r: member(d.AttestationSymmetricKey, false, nil), req: withTarget(req(d.IntentMoved), hub2),
 			refused: "needs enrollmentGroupId"},
 		tc{name: "member of unknown attestation moved without cert", r: member("", false, nil), req: withTarget(req(d.IntentMoved), hub2),
 			refused: "needs its leaf certificate"},
 		tc{name: "moved with action disable", r: individual(d.AttestationTPM, true), req: withAction(withTarget(req(d.IntentMoved), hub2), d.ActionDisable),
-			want: K{retgt, disDev}},
+			want: K{retgt, await}, check: paramIs(1, d.ParamAction, string(d.ActionDisable))},
 	)
 	// Row: recovered.
 	cases = append(cases,
@@ -245,6 +258,45 @@ func TestPolicyMatrix(t *testing.T) {
 		tc{name: "group-retired, another enabled group has the same CA", r: grp(x509Group("g", true, root), x509Group("g", true, root), x509Group("twin", true, root)),
 			req: groupReq(d.IntentGroupRetired), want: K{disGrp, members, delRegs}, note: "twin"},
 		tc{name: "group missing", r: &d.Resolved{Kind: d.KindUnknown}, req: groupReq(d.IntentGroupRetired), refused: "does not exist"},
+		// A DPS-registered CA may be the retired group's own root: the group stays.
+		tc{name: "group-retired, self-signed root, another group trusts a DPS-registered CA", r: grp(x509Group("g", true, root), x509Group("g", true, root),
+			&d.Group{ID: "by-ref", Attestation: d.AttestationX509, Enabled: true, CAReferences: []string{"ca1"}}),
+			req: groupReq(d.IntentGroupRetired), want: K{disGrp, members, delRegs}, note: "by-ref"},
+		// After a symmetric-key group's compromise, enrollments keyed from its keys go too.
+		tc{name: "group-compromised, symmetric key", r: grp(&d.Group{ID: "g", Attestation: d.AttestationSymmetricKey, Enabled: true}), req: groupReq(d.IntentGroupCompromised),
+			want: K{disGrp, d.StepDisableDerivedEnrollments, members}, check: paramIs(1, d.ParamGroupID, "g")},
+		tc{name: "group-retired, symmetric key, moved members keep their enrollments", r: grp(&d.Group{ID: "g", Attestation: d.AttestationSymmetricKey, Enabled: true}),
+			req: groupReq(d.IntentGroupRetired), want: K{disGrp, members, delRegs, delGrp}},
+	)
+	// Sold and retired of an individual enrollment that a group could stand behind: what DPS
+	// and the hub show (evidence.go) decides between delete and disable.
+	evidence := func(r *d.Resolved, e d.Evidence, gs ...*d.Group) *d.Resolved { r.Evidence, r.Groups = &e, gs; return r }
+	disabledBy := func(i d.Intent) *d.DeviceState {
+		p := prior(i, false, "disabled")
+		p.EnrollmentAction = "disabled"
+		return p
+	}
+	x509Grp := x509Group("g-x", true, other)
+	cases = append(cases,
+		tc{name: "x509 retired, complete chain, a group trusts a DPS-registered CA", r: withGroups(individual(d.AttestationX509, true),
+			&d.Group{ID: "by-ref", Attestation: d.AttestationX509, Enabled: true, CAReferences: []string{"ca1"}}),
+			req: withCert(req(d.IntentRetired), leaf.ChainPEM), want: K{disEn, delReg, delDev}, check: reasonHas(0, "by-ref")},
+		tc{name: "sk sold, keys derived from an enabled group", r: evidence(individual(d.AttestationSymmetricKey, true),
+			d.Evidence{Group: d.Cover{Covered: true, Group: "sk-group", Reason: "derived from sk-group"}}, skGroup),
+			req: req(d.IntentSold), want: K{disEn, delReg, delDev}, check: reasonHas(0, "derived from sk-group")},
+		tc{name: "tpm sold, hub identity of an X.509 group member", r: evidence(individual(d.AttestationTPM, true),
+			d.Evidence{Group: d.Cover{Covered: true, Reason: "certificateAuthority"}}, x509Grp),
+			req: req(d.IntentSold), want: K{disEn, delReg, delDev}, check: reasonHas(0, "certificateAuthority")},
+		tc{name: "sk sold, disabled by hand while a group is enabled", r: evidence(individual(d.AttestationSymmetricKey, false), d.Evidence{}, x509Grp),
+			req: req(d.IntentSold), want: K{disEn, delReg, delDev}, check: reasonHas(0, "blocked by hand")},
+		tc{name: "sk sold, disabled by this system (lost before)", r: evidence(individual(d.AttestationSymmetricKey, false), d.Evidence{}, skGroup),
+			prior: disabledBy(d.IntentLost), req: at(req(d.IntentSold), t0.Add(2*time.Hour)), want: K{delEn, delReg, delDev}},
+		tc{name: "sk sold, disabled, the identity carries its own keys", r: evidence(individual(d.AttestationSymmetricKey, false), d.Evidence{Own: true}, skGroup),
+			req: req(d.IntentSold), want: K{delEn, delReg, delDev}, check: reasonHas(0, "own keys")},
+		tc{name: "sk retired, disabled, no group enabled", r: evidence(individual(d.AttestationSymmetricKey, false), d.Evidence{}, &d.Group{ID: "off", Attestation: d.AttestationSymmetricKey}),
+			req: req(d.IntentRetired), want: K{delEn, delReg, delDev}, check: reasonHas(0, "no enrollment group is enabled")},
+		tc{name: "tpm sold, enabled, groups enabled, no evidence", r: evidence(individual(d.AttestationTPM, true), d.Evidence{}, skGroup, x509Grp),
+			req: req(d.IntentSold), want: K{delEn, delReg, delDev}},
 	)
 	// Invariants and precedence.
 	cases = append(cases,

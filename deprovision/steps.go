@@ -73,6 +73,10 @@ func (e *Engine) apply(ctx context.Context, op *Operation, st Step, seen *device
 		return e.deleteDevice(ctx, p[ParamHub], p[ParamDeviceID])
 	case StepVerifyReEnrollment:
 		return verifyReEnrollment(ctx, e.d.Enrollments, st)
+	case StepDisableDerivedEnrollments:
+		return e.disableDerived(ctx, p[ParamGroupID])
+	case StepAwaitMove:
+		return stepResult{note: fmt.Sprintf("the identity stays until DPS shows the device assigned to %s; the Cleanup timer confirms the move", p[ParamTargetHub])}
 	}
 	return failed(fmt.Errorf("unknown step kind %q", st.Kind))
 }
@@ -152,15 +156,17 @@ func (e *Engine) createEnrollment(ctx context.Context, op *Operation, rid string
 		want.CertificatePEM = leaf
 	case AttestationSymmetricKey:
 		if enabled {
-			gk, err := e.d.Enrollments.GroupPrimaryKey(ctx, groupID)
+			// A moved member keeps both keys it holds: the ones DPS derived from the group's
+			// primary and secondary key.
+			gk, err := e.d.Enrollments.GroupKeys(ctx, groupID)
 			if err != nil {
-				return failed(fmt.Errorf("reading the key of group %s: %w", groupID, err))
+				return failed(fmt.Errorf("reading the keys of group %s: %w", groupID, err))
 			}
-			k, err := DeriveDeviceKey(gk, rid)
+			k, err := DerivedKeys(gk, rid)
 			if err != nil {
 				return failed(fmt.Errorf("group %s: %w", groupID, err))
 			}
-			want.PrimaryKey = k
+			want.PrimaryKey, want.SecondaryKey = k.Primary, k.Secondary
 		} else {
 			// The keys of a blocking enrollment never match anything: DPS only needs it to exist.
 			want.PrimaryKey, want.SecondaryKey = randomKey(), randomKey()
@@ -362,4 +368,56 @@ func leafPEM(text string) (string, error) {
 		return "", err
 	}
 	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: certs[0].Raw})), nil
+}
+
+// disableDerived disables every enabled symmetric-key individual enrollment whose keys derive
+// from group gid's keys: after the group's compromise, whoever holds its key can derive them.
+// It lists the individual enrollments (a DPS query call a page) and reads the keys of each
+// enabled symmetric-key one (one call each): the only way DPS shows which keys an enrollment
+// holds. Disabling is idempotent, so a resume simply runs it again.
+func (e *Engine) disableDerived(ctx context.Context, gid string) stepResult {
+	gk, err := e.d.Enrollments.GroupKeys(ctx, gid)
+	if errors.Is(err, ErrNotFound) {
+		return gone("enrollment group", err)
+	}
+	if err != nil {
+		return failed(fmt.Errorf("reading the keys of group %s: %w", gid, err))
+	}
+	checked, changed := 0, false
+	var found []string
+	for en, err := range e.d.Enrollments.IndividualEnrollments(ctx) {
+		if err != nil {
+			return failed(fmt.Errorf("listing individual enrollments: %w", err))
+		}
+		if !en.Enabled || en.Attestation != AttestationSymmetricKey {
+			continue
+		}
+		checked++
+		k, err := e.d.Enrollments.EnrollmentKeys(ctx, en.RegistrationID)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return failed(fmt.Errorf("reading the keys of enrollment %s: %w", en.RegistrationID, err))
+		}
+		dk, err := DerivedKeys(gk, en.RegistrationID)
+		if err != nil || !sharesKey(k, dk) {
+			continue
+		}
+		res := e.setEnrollment(ctx, en.RegistrationID, false)
+		if res.err != nil {
+			return res
+		}
+		changed = changed || res.changed
+		found = append(found, en.RegistrationID)
+	}
+	note := fmt.Sprintf("%d enabled symmetric-key individual enrollments checked; none is keyed from group %s", checked, gid)
+	if len(found) > 0 {
+		shown := found[:min(len(found), 20)]
+		note = fmt.Sprintf("%d enabled symmetric-key individual enrollments checked; %d keyed from group %s disabled: %s", checked, len(found), gid, strings.Join(shown, ", "))
+		if len(found) > len(shown) {
+			note += ", …"
+		}
+	}
+	return stepResult{changed: changed, note: note}
 }

@@ -242,8 +242,11 @@ func CoveringGroup(ch Chain, groups []*Group, except string) Cover {
 				}
 			}
 		}
-		if len(g.SigningCerts) == 0 && len(g.CAReferences) > 0 && !ch.Complete {
-			return Cover{Covered: true, Reason: fmt.Sprintf("enabled enrollment group %s uses a DPS-registered CA (%s) whose subject DPS does not return, so it may sign the chain", g.ID, strings.Join(g.CAReferences, ", "))}
+		if len(g.CAReferences) > 0 {
+			// DPS's service API names the CA but never shows it, and the engine does not read
+			// the management plane's certificates resource (docs/policy.md, "X.509 safety"):
+			// the CA may be any certificate of the chain, a complete one included.
+			return Cover{Covered: true, Reason: fmt.Sprintf("enabled enrollment group %s trusts a DPS-registered CA (%s) that DPS does not show, so it may admit the chain of %s", g.ID, strings.Join(g.CAReferences, ", "), ch.Leaf.SubjectName)}
 		}
 	}
 	if len(others) == 0 {

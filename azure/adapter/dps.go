@@ -231,17 +231,49 @@ func (a *DPS) Groups(ctx context.Context) iter.Seq2[*deprovision.Group, error] {
 	}
 }
 
-// GroupPrimaryKey reads a symmetric-key group's primary key through the
-// attestation-mechanism call. The key is a secret: the caller must never log or journal it.
-func (a *DPS) GroupPrimaryKey(ctx context.Context, groupID string) (string, error) {
+// GroupKeys reads a symmetric-key group's two keys through the attestation-mechanism call.
+// The keys are secrets: the caller must never log or journal them.
+func (a *DPS) GroupKeys(ctx context.Context, groupID string) (deprovision.SymmetricKeys, error) {
 	r, err := a.c.GetEnrollmentGroupAttestationMechanism(ctx, groupID, nil)
 	if err != nil {
-		return "", mapError(err, "reading the key of enrollment group %s", groupID)
+		return deprovision.SymmetricKeys{}, mapError(err, "reading the keys of enrollment group %s", groupID)
 	}
 	if r.Type != dps.AttestationTypeSymmetricKey || r.SymmetricKey == nil || r.SymmetricKey.PrimaryKey == "" {
-		return "", fmt.Errorf("reading the key of enrollment group %s: its attestation is %q, not a symmetric key", groupID, r.Type)
+		return deprovision.SymmetricKeys{}, fmt.Errorf("reading the keys of enrollment group %s: its attestation is %q, not a symmetric key", groupID, r.Type)
 	}
-	return r.SymmetricKey.PrimaryKey, nil
+	return deprovision.SymmetricKeys{Primary: r.SymmetricKey.PrimaryKey, Secondary: r.SymmetricKey.SecondaryKey}, nil
+}
+
+// EnrollmentKeys reads an individual enrollment's symmetric keys through the
+// attestation-mechanism call (GET never returns them); none for another attestation.
+func (a *DPS) EnrollmentKeys(ctx context.Context, registrationID string) (deprovision.SymmetricKeys, error) {
+	r, err := a.c.GetEnrollmentAttestationMechanism(ctx, registrationID, nil)
+	if err != nil {
+		return deprovision.SymmetricKeys{}, mapError(err, "reading the keys of enrollment %s", registrationID)
+	}
+	if r.Type != dps.AttestationTypeSymmetricKey || r.SymmetricKey == nil {
+		return deprovision.SymmetricKeys{}, nil
+	}
+	return deprovision.SymmetricKeys{Primary: r.SymmetricKey.PrimaryKey, Secondary: r.SymmetricKey.SecondaryKey}, nil
+}
+
+// IndividualEnrollments lists every individual enrollment, page by page.
+func (a *DPS) IndividualEnrollments(ctx context.Context) iter.Seq2[*deprovision.Enrollment, error] {
+	return func(yield func(*deprovision.Enrollment, error) bool) {
+		p := a.c.NewQueryEnrollmentsPager("SELECT * FROM enrollments", nil)
+		for p.More() {
+			page, err := p.NextPage(ctx)
+			if err != nil {
+				yield(nil, mapError(err, "listing individual enrollments"))
+				return
+			}
+			for i := range page.Enrollments {
+				if !yield(enrollmentFromDPS(&page.Enrollments[i]), nil) {
+					return
+				}
+			}
+		}
+	}
 }
 
 // GetRegistration reads a device registration state.

@@ -461,6 +461,9 @@ func (j *Journal) PutDevice(ctx context.Context, ds *deprovision.DeviceState) er
 		"DeviceID": ds.DeviceID, "Hub": ds.Hub, "Intent": string(ds.Intent), "OperationID": ds.OperationID,
 		"EventTime": stamp(ds.EventTime), "BlockingEnrollment": ds.BlockingEnrollment, "GroupMember": ds.GroupMember, "HubAction": ds.HubAction,
 		"EnrollmentAction": ds.EnrollmentAction, "PendingOperation": ds.PendingOperation, "Updated": stamp(ds.Updated)}
+	if ds.MoveTarget != "" {
+		e["MoveTarget"] = ds.MoveTarget
+	}
 	b, err := e.marshal()
 	if err != nil {
 		return err
