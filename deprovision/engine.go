@@ -547,11 +547,17 @@ func applyToDevice(ds *DeviceState, op *Operation) {
 		case StepDeleteBlockingEnrollment:
 			ds.BlockingEnrollment, ds.EnrollmentAction = false, "unblocked"
 		case StepDisableEnrollment:
+			if st.Params[ParamBefore] == "disabled" && ds.EnrollmentAction != "disabled" {
+				ds.FoundDisabled = true // someone else disabled it: not this system's to undo
+			}
+			if st.Params[ParamCovers] != "" {
+				ds.GroupMember = true // it stands in front of a group: never to be deleted
+			}
 			ds.EnrollmentAction = "disabled"
 		case StepEnableEnrollment:
-			ds.EnrollmentAction = "enabled"
+			ds.EnrollmentAction, ds.FoundDisabled = "enabled", false
 		case StepDeleteEnrollment:
-			ds.EnrollmentAction = "deleted"
+			ds.EnrollmentAction, ds.FoundDisabled = "deleted", false
 		case StepRetargetEnrollment:
 			ds.EnrollmentAction = "retargeted"
 		case StepCreateMoveEnrollment:

@@ -172,7 +172,7 @@ func removeCover(p *Plan, r *Resolved, req Request, prior *DeviceState) Cover {
 		return ev.Group
 	}
 	enabled, _ := enabledGroups(r)
-	disabledByUs := prior != nil && prior.EnrollmentAction == "disabled"
+	disabledByUs := prior != nil && prior.EnrollmentAction == "disabled" && !prior.FoundDisabled
 	if r.Attestation != AttestationX509 && !r.Enrollment.Enabled && !ev.Own && !disabledByUs && enabled > 0 {
 		// "Create a disabled individual enrollment ... never delete it" is Microsoft's recipe
 		// for blocking one device of a group; a symmetric-key group admits any registration id

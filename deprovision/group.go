@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 )
 
 // maxBulk is the hub's limit of devices per bulk registry call.
@@ -55,9 +56,20 @@ func (e *Engine) ApplyMembers(ctx context.Context, opID, hub string, members []R
 			}
 			continue
 		}
-		items := make([]BulkItem, len(chunk))
-		for i, m := range chunk {
-			items[i] = BulkItem{DeviceID: memberID(m), StatusReason: statusReason}
+		waiting, err := e.waitingMoves(ctx, hub, chunk)
+		if err != nil {
+			return res, fmt.Errorf("operation %s: %w", opID, err)
+		}
+		items := make([]BulkItem, 0, len(chunk))
+		for _, m := range chunk {
+			if waiting[memberID(m)] {
+				res.Done++ // it moved out of the group: its identity waits for DPS to migrate it
+				continue
+			}
+			items = append(items, BulkItem{DeviceID: memberID(m), StatusReason: statusReason})
+		}
+		if len(items) == 0 {
+			continue
 		}
 		out, err := e.d.Devices.Bulk(ctx, hub, mode, items)
 		if err != nil {
@@ -150,6 +162,40 @@ func (e *Engine) disableMembers(ctx context.Context, opID, hub string, chunk []R
 		}
 	}
 	return nil
+}
+
+// waitingMoves returns the members (by device id) whose device row says a move waits with
+// their identity in hub: DPS still lists them among the group's registrations until the
+// device provisions again, but the move took them out of the group, and deleting the identity
+// now would lose the twin DPS is to migrate (move.go). One journal read a member, a few at a
+// time; no hub or DPS operation.
+func (e *Engine) waitingMoves(ctx context.Context, hub string, members []Registration) (map[string]bool, error) {
+	out := map[string]bool{}
+	var mu sync.Mutex
+	var first error
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for _, m := range members {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			ds, err := e.d.Journal.GetDevice(ctx, deviceKey(m.RegistrationID))
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case errors.Is(err, ErrNotFound):
+			case err != nil:
+				if first == nil {
+					first = asTransient(fmt.Errorf("reading device row %s: %w", m.RegistrationID, err))
+				}
+			case ds.MoveTarget != "" && strings.EqualFold(ds.Hub, hub) && ds.DeviceID == memberID(m):
+				out[memberID(m)] = true
+			}
+		}()
+	}
+	wg.Wait()
+	return out, first
 }
 
 func (r *MemberResult) fail(id string, err error) {

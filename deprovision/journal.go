@@ -153,6 +153,10 @@ type DeviceState struct {
 	// EnrollmentAction is what was done in DPS: "disabled", "deleted", "enabled", "blocked",
 	// "unblocked", "retargeted" or "move-enrollment".
 	EnrollmentAction string
+	// FoundDisabled is true when this system found the individual enrollment disabled
+	// already the first time it disabled it (a block made by hand, or someone else's
+	// revocation): recovered leaves it disabled, and sold and retired treat it as a block.
+	FoundDisabled bool `json:",omitempty"`
 	// MoveTarget is the hub a move waits for: the old identity (Hub, DeviceID) stays until DPS
 	// shows the device assigned to MoveTarget, which [Moves] confirms (HubAction is then
 	// HubMoved). Empty when no move waits; a later change of the device clears it.

@@ -20,6 +20,9 @@ const (
 	// "present", "missing"): on a resume it tells a step finished before an interruption
 	// ("done") from one that found nothing to do ("no-change").
 	ParamBefore = "before"
+	// ParamCovers marks an individual enrollment that stands in front of an enrollment group
+	// ("group"): the device row remembers it (GroupMember), so later events never delete it.
+	ParamCovers = "covers"
 )
 
 // StepDeleteGroupRegistrations deletes every registration record of a retired group, so that
@@ -191,7 +194,7 @@ func planRevoke(p *Plan, r *Resolved, req Request, blocking bool) {
 		p.Path = "group-member/blocked/revoke"
 		p.add(StepDisableEnrollment, enrollmentTarget(rid),
 			"the device's individual enrollment stands in front of its enrollment group: it stays, and must be disabled",
-			map[string]string{ParamBefore: enabledWord(r.Enrollment.Enabled)})
+			map[string]string{ParamBefore: enabledWord(r.Enrollment.Enabled), ParamCovers: "group"})
 	case r.Kind == KindIndividual:
 		p.Path = "individual/" + string(r.Attestation) + "/revoke"
 		p.add(StepDisableEnrollment, enrollmentTarget(rid),
@@ -236,7 +239,7 @@ func planRemove(p *Plan, r *Resolved, req Request, blocking bool, prior *DeviceS
 		p.Path = "group-member/blocked/remove"
 		p.add(StepDisableEnrollment, enrollmentTarget(rid),
 			"the device's individual enrollment stands in front of its enrollment group: deleting it would let the group admit the device again, so it stays, disabled",
-			map[string]string{ParamBefore: enabledWord(r.Enrollment.Enabled)})
+			map[string]string{ParamBefore: enabledWord(r.Enrollment.Enabled), ParamCovers: "group"})
 	case r.Kind == KindIndividual:
 		p.Path = "individual/" + string(r.Attestation) + "/remove"
 		// Deleting is safe only when no enabled group could admit the device without the
@@ -245,7 +248,7 @@ func planRemove(p *Plan, r *Resolved, req Request, blocking bool, prior *DeviceS
 		if cover.Covered {
 			p.add(StepDisableEnrollment, enrollmentTarget(rid),
 				fmt.Sprintf("%s individual enrollment disabled, not deleted: %s; deleting it would let the device re-enroll through that group", r.Attestation, cover.Reason),
-				map[string]string{ParamBefore: enabledWord(r.Enrollment.Enabled)})
+				map[string]string{ParamBefore: enabledWord(r.Enrollment.Enabled), ParamCovers: "group"})
 		} else {
 			p.add(StepDeleteEnrollment, enrollmentTarget(rid),
 				fmt.Sprintf("%s of an individual %s enrollment: delete it, which is safe because %s", req.Intent, r.Attestation, cover.Reason),
@@ -305,6 +308,9 @@ func planMove(p *Plan, r *Resolved, req Request, action Action) error {
 		}
 		switch r.Membership {
 		case MemberConfirmed:
+			if !r.Group.Enabled {
+				return refuse("group %s is disabled, so %s cannot provision now; an enabled individual enrollment would let it: enable the group first, or send device-retired", r.Group.ID, rid)
+			}
 		case MemberMismatch:
 			return refuse("%s is not a member of group %s: no key derived from the group's keys is the hub identity's; an individual enrollment with those keys would lock the device out", rid, r.Group.ID)
 		default:
@@ -318,6 +324,16 @@ func planMove(p *Plan, r *Resolved, req Request, action Action) error {
 	case r.Leaf != nil:
 		if !strings.EqualFold(CommonName(r.Leaf.SubjectName), rid) {
 			return refuse("the certificate's CN %q is not the registration id %s: DPS would not match it", CommonName(r.Leaf.SubjectName), rid)
+		}
+		// An enabled individual enrollment would admit the device whatever its group says:
+		// the move may only keep a device that its group admits now (a group disabled by
+		// hand or by group-compromised must not be bypassed).
+		g, why := admittingGroup(*r.Leaf, req.CertificatePEM, r.Groups)
+		switch {
+		case g == nil:
+			return refuse("cannot tell that %s can provision now: %s; a move gives it an enabled individual enrollment", rid, why)
+		case !g.Enabled:
+			return refuse("group %s, which admits %s, is disabled, so the device cannot provision now; an enabled individual enrollment would let it: enable the group first, or send device-retired", g.ID, rid)
 		}
 		p.Path = "group-member/x509/move"
 		params[ParamAttestation] = string(AttestationX509)
@@ -360,12 +376,17 @@ func planRecover(p *Plan, r *Resolved, req Request, prior *DeviceState) (*Plan, 
 			map[string]string{ParamBefore: before})
 	} else {
 		p.Path = "individual/recover"
-		if r.Enrollment == nil {
+		switch {
+		case r.Enrollment == nil:
 			return nil, refuse("cannot recover %s: its individual enrollment no longer exists", rid)
+		case prior.FoundDisabled:
+			// Not this system's doing: a block made by hand, or someone else's revocation.
+			p.note("the individual enrollment of %s was disabled before this system revoked it: it stays disabled", rid)
+		default:
+			p.add(StepEnableEnrollment, enrollmentTarget(rid),
+				fmt.Sprintf("recovered: enable the enrollment this system disabled for %s (operation %s)", prior.Intent, prior.OperationID),
+				map[string]string{ParamBefore: enabledWord(r.Enrollment.Enabled)})
 		}
-		p.add(StepEnableEnrollment, enrollmentTarget(rid),
-			fmt.Sprintf("recovered: enable the enrollment this system disabled for %s (operation %s)", prior.Intent, prior.OperationID),
-			map[string]string{ParamBefore: enabledWord(r.Enrollment.Enabled)})
 	}
 	hub, id := r.Hub, r.DeviceID
 	if hub == "" {

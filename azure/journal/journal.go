@@ -464,6 +464,9 @@ func (j *Journal) PutDevice(ctx context.Context, ds *deprovision.DeviceState) er
 	if ds.MoveTarget != "" {
 		e["MoveTarget"] = ds.MoveTarget
 	}
+	if ds.FoundDisabled {
+		e["FoundDisabled"] = true
+	}
 	b, err := e.marshal()
 	if err != nil {
 		return err

@@ -1,0 +1,511 @@
+package fleet_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"dpsdeprov/azure/adapter"
+	"dpsdeprov/azure/dps"
+	"dpsdeprov/azure/iothub"
+	"dpsdeprov/deprovision"
+	"dpsdeprov/deprovision/fake"
+	"dpsdeprov/emulator"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+)
+
+// world is one in-process emulator (DPS and three hubs) with the real clients and adapters
+// on it; a worker runs its cases one after the other, resetting the emulator between them.
+type world struct {
+	em    *emulator.Emulator
+	dps   *dps.Client
+	hubs  map[string]*iothub.Client
+	en    *adapter.DPS
+	dv    *adapter.Hubs
+	scope string
+}
+
+func newWorld(tb testing.TB) *world {
+	tb.Helper()
+	var names []string
+	for _, h := range hubs {
+		names = append(names, strings.TrimSuffix(h, ".azure-devices.net"))
+	}
+	em, err := emulator.Start(context.Background(), emulator.Options{Hubs: names})
+	if err != nil {
+		tb.Fatalf("starting the emulator: %v", err)
+	}
+	tb.Cleanup(func() { _ = em.Close() })
+	info := em.Info()
+	// The clients go straight to the emulator's handler, and fail at once: a generated
+	// case makes no transient fault, so a retry would only hide one.
+	co := azcore.ClientOptions{Transport: em.InProcessClient(), Retry: policy.RetryOptions{MaxRetries: -1}}
+	dc, err := dps.NewClientFromConnectionString(info.DPS.ConnectionString, &dps.ClientOptions{ClientOptions: co})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	w := &world{em: em, dps: dc, hubs: map[string]*iothub.Client{}, en: adapter.NewDPS(dc), scope: info.DPS.IDScope}
+	for _, h := range info.Hubs {
+		c, err := iothub.NewClientFromConnectionString(h.ConnectionString, &iothub.ClientOptions{ClientOptions: co})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		w.hubs[h.Host] = c
+	}
+	w.dv = adapter.NewHubs(w.hubs)
+	return w
+}
+
+// fleet is a case set up in the emulator: its certificates and keys, and what a device holds.
+type fleet struct {
+	c       *Case
+	cas     []*fake.Cert
+	leaves  map[int]*fake.Cert // X.509 devices
+	keys    map[int]deprovision.SymmetricKeys
+	gkeys   map[int]deprovision.SymmetricKeys // symmetric-key groups
+	hubOf   map[int]string                    // where each provisioned device is
+	tpmKeys map[int]string
+}
+
+// credential is one thing a device can present to DPS.
+type credential struct {
+	what  string
+	key   string              // SAS, signed with this key
+	chain []*x509.Certificate // X.509, leaf first
+	tpm   bool
+}
+
+// credentials are every credential device i holds: its chain, its own keys or both keys
+// derived from its group's (either derives a working SAS token), its TPM.
+func (f *fleet) credentials(i int) []credential {
+	dv := f.c.Devices[i]
+	switch dv.Kind {
+	case kX509Member, kX509:
+		return []credential{{what: "its certificate chain", chain: f.chain(f.leaves[i])}}
+	case kTPM:
+		return []credential{{what: "its TPM", tpm: true}}
+	}
+	k := f.keys[i]
+	return []credential{{what: "its primary key", key: k.Primary}, {what: "its secondary key", key: k.Secondary}}
+}
+
+// chain is a leaf with every CA certificate above it.
+func (f *fleet) chain(leaf *fake.Cert) []*x509.Certificate {
+	out := []*x509.Certificate{leaf.Cert}
+	for c := leaf.Cert; ; {
+		var up *fake.Cert
+		for _, ca := range f.cas {
+			if bytes.Equal(ca.Cert.RawSubject, c.RawIssuer) && !bytes.Equal(ca.Cert.Raw, c.Raw) {
+				up = ca
+			}
+		}
+		if up == nil {
+			return out
+		}
+		out = append(out, up.Cert)
+		if bytes.Equal(up.Cert.RawIssuer, up.Cert.RawSubject) {
+			return out
+		}
+		c = up.Cert
+	}
+}
+
+func keyFrom(r *rand.Rand) string {
+	b := make([]byte, 32)
+	for i := range b {
+		b[i] = byte(r.UintN(256))
+	}
+	return base64.StdEncoding.EncodeToString(b)
+}
+
+// setup builds case c in the emulator, reset first: groups and enrollments through the DPS
+// service API, devices provisioned through the device registration API, twins and scopes
+// through the hub registry, the operator's own moves and blocks, then disabled groups.
+func (w *world) setup(ctx context.Context, c *Case) (*fleet, error) {
+	w.em.Reset()
+	r := rand.New(rand.NewPCG(c.Seed, 0x5eed))
+	f := &fleet{c: c, leaves: map[int]*fake.Cert{}, keys: map[int]deprovision.SymmetricKeys{},
+		gkeys: map[int]deprovision.SymmetricKeys{}, hubOf: map[int]string{}, tpmKeys: map[int]string{}}
+	for i, ca := range c.CAs {
+		if ca.Parent < 0 {
+			f.cas = append(f.cas, fake.NewCA(c.caName(i)))
+		} else {
+			f.cas = append(f.cas, f.cas[ca.Parent].Issue(c.caName(i), true))
+		}
+	}
+	for i, g := range c.Groups {
+		body := dps.EnrollmentGroup{EnrollmentGroupID: c.groupID(i), ProvisioningStatus: dps.ProvisioningStatusEnabled,
+			Capabilities: &dps.DeviceCapabilities{IoTEdge: g.Edge}}
+		switch g.Kind {
+		case gInline:
+			body.Attestation = &dps.AttestationMechanism{Type: dps.AttestationTypeX509, X509: &dps.X509Attestation{
+				SigningCertificates: &dps.X509Certificates{Primary: &dps.X509CertificateWithInfo{Certificate: f.cas[g.CA].PEM}}}}
+		case gRef:
+			if _, err := w.em.PutCACertificate(emulator.CACertificate{Name: c.caName(g.CA), Certificate: f.cas[g.CA].PEM, IsVerified: true}); err != nil {
+				return nil, err
+			}
+			body.Attestation = &dps.AttestationMechanism{Type: dps.AttestationTypeX509, X509: &dps.X509Attestation{
+				CAReferences: &dps.X509CAReferences{Primary: c.caName(g.CA)}}}
+		case gSK:
+			k := deprovision.SymmetricKeys{Primary: keyFrom(r), Secondary: keyFrom(r)}
+			f.gkeys[i] = k
+			body.Attestation = &dps.AttestationMechanism{Type: dps.AttestationTypeSymmetricKey,
+				SymmetricKey: &dps.SymmetricKeyAttestation{PrimaryKey: k.Primary, SecondaryKey: k.Secondary}}
+		}
+		if _, err := w.dps.CreateOrUpdateEnrollmentGroup(ctx, body, nil); err != nil {
+			return nil, fmt.Errorf("creating %s: %w", c.groupID(i), err)
+		}
+	}
+	for i, dv := range c.Devices {
+		id := c.devID(i)
+		switch dv.Kind {
+		case kX509Member, kX509:
+			f.leaves[i] = f.cas[dv.CA].Issue(id, false)
+		case kSKMember:
+			k, err := deprovision.DerivedKeys(f.gkeys[dv.Group], id)
+			if err != nil {
+				return nil, err
+			}
+			f.keys[i] = k
+		case kSK:
+			f.keys[i] = deprovision.SymmetricKeys{Primary: keyFrom(r), Secondary: keyFrom(r)}
+		case kTPM:
+			f.tpmKeys[i] = keyFrom(r)
+		}
+		var att *dps.AttestationMechanism
+		switch dv.Kind {
+		case kX509:
+			att = x509Attestation(f.leaves[i])
+		case kSK:
+			att = skAttestation(f.keys[i])
+		case kTPM:
+			att = &dps.AttestationMechanism{Type: dps.AttestationTypeTPM, TPM: &dps.TPMAttestation{EndorsementKey: f.tpmKeys[i]}}
+		default:
+			continue
+		}
+		if err := w.enroll(ctx, id, att, hubs[dv.Hub], true); err != nil {
+			return nil, err
+		}
+	}
+	for i, dv := range c.Devices {
+		if dv.Kind == kTPM {
+			continue // provisioned only once the emulator runs the TPM flow (tpm_test.go)
+		}
+		res, err := w.register(ctx, c.devID(i), f.credentials(i)[0])
+		if err != nil {
+			return nil, err
+		}
+		if res.status != "assigned" {
+			return nil, fmt.Errorf("setting up: %s could not provision: %s", c.devID(i), res.status)
+		}
+		f.hubOf[i] = res.hub
+	}
+	for i, dv := range c.Devices {
+		if err := w.decorate(ctx, c, f, i, dv); err != nil {
+			return nil, err
+		}
+	}
+	for i, g := range c.Groups {
+		if g.Enabled {
+			continue
+		}
+		cur, err := w.en.GetGroup(ctx, c.groupID(i))
+		if err != nil {
+			return nil, err
+		}
+		cur.Enabled = false
+		if _, err := w.en.PutGroup(ctx, cur, cur.ETag); err != nil {
+			return nil, fmt.Errorf("disabling %s: %w", c.groupID(i), err)
+		}
+	}
+	return f, nil
+}
+
+// decorate gives device i what an operator's history gave it: twin tags, a device scope, a
+// move made by hand (it then provisions into the other hub), a block made by hand.
+func (w *world) decorate(ctx context.Context, c *Case, f *fleet, i int, dv devSpec) error {
+	id, hub := c.devID(i), f.hubOf[i]
+	if hub == "" {
+		return nil
+	}
+	hc := w.hubs[hub]
+	if dv.Tags {
+		if _, err := hc.BulkUpdate(ctx, []iothub.ExportImportDevice{{ID: id, ImportMode: iothub.ImportModeUpdateTwin,
+			Tags: map[string]any{"site": fmt.Sprintf("site-%d", i), "owner": "fleet"}}}, nil); err != nil {
+			return fmt.Errorf("tagging %s: %w", id, err)
+		}
+	}
+	if dv.Scope {
+		cur, err := hc.GetDevice(ctx, id, nil)
+		if err != nil {
+			return err
+		}
+		body := cur.Device
+		body.DeviceScope = "ms-azure-iot-edge://gateway-" + id
+		body.ParentScopes = []string{body.DeviceScope}
+		etag := azcore.ETag(cur.ETag)
+		if _, err := hc.CreateOrUpdateDevice(ctx, body, &iothub.CreateOrUpdateDeviceOptions{IfMatch: &etag}); err != nil {
+			return fmt.Errorf("scoping %s: %w", id, err)
+		}
+	}
+	var att *dps.AttestationMechanism
+	switch {
+	case dv.Kind == kX509Member:
+		att = x509Attestation(f.leaves[i])
+	case dv.Kind == kSKMember:
+		att = skAttestation(f.keys[i]) // a move keeps the keys the device holds
+	}
+	switch {
+	case dv.Block != "":
+		if dv.Block == "sk" {
+			// "The keys don't matter for this scenario" (the recipe): random ones.
+			r := rand.New(rand.NewPCG(c.Seed, uint64(i)))
+			att = skAttestation(deprovision.SymmetricKeys{Primary: keyFrom(r), Secondary: keyFrom(r)})
+		}
+		return w.enroll(ctx, id, att, "", false)
+	case dv.Moved >= 0:
+		target := hubs[dv.Moved]
+		if target == hub {
+			target = hubs[(dv.Moved+1)%len(hubs)]
+		}
+		if err := w.enroll(ctx, id, att, target, true); err != nil {
+			return err
+		}
+		res, err := w.register(ctx, id, f.credentials(i)[0])
+		if err != nil {
+			return err
+		}
+		if res.status != "assigned" || res.hub != target {
+			return fmt.Errorf("setting up: %s moved by hand landed in %q (%s), want %s", id, res.hub, res.status, target)
+		}
+		f.hubOf[i] = res.hub
+	}
+	return nil
+}
+
+func x509Attestation(leaf *fake.Cert) *dps.AttestationMechanism {
+	return &dps.AttestationMechanism{Type: dps.AttestationTypeX509, X509: &dps.X509Attestation{
+		ClientCertificates: &dps.X509Certificates{Primary: &dps.X509CertificateWithInfo{Certificate: leaf.PEM}}}}
+}
+
+func skAttestation(k deprovision.SymmetricKeys) *dps.AttestationMechanism {
+	return &dps.AttestationMechanism{Type: dps.AttestationTypeSymmetricKey,
+		SymmetricKey: &dps.SymmetricKeyAttestation{PrimaryKey: k.Primary, SecondaryKey: k.Secondary}}
+}
+
+// enroll creates an individual enrollment: enabled and statically on hub, or disabled.
+func (w *world) enroll(ctx context.Context, id string, att *dps.AttestationMechanism, hub string, enabled bool) error {
+	body := dps.IndividualEnrollment{RegistrationID: id, Attestation: att, ProvisioningStatus: dps.ProvisioningStatusDisabled}
+	if enabled {
+		body.ProvisioningStatus = dps.ProvisioningStatusEnabled
+	}
+	if hub != "" {
+		body.IoTHubs, body.AllocationPolicy = []string{hub}, dps.AllocationPolicyStatic
+		body.ReprovisionPolicy = &dps.ReprovisionPolicy{UpdateHubAssignment: true, MigrateDeviceData: true}
+	}
+	if _, err := w.dps.CreateOrUpdateEnrollment(ctx, body, nil); err != nil {
+		return fmt.Errorf("enrolling %s: %w", id, err)
+	}
+	return nil
+}
+
+// registration is the device API's final answer to a registration attempt.
+type registration struct {
+	status string // "assigned", or what refused it: "disabled", "failed", "http 401", …
+	hub    string
+}
+
+// register runs the device registration flow (PUT register, then the operation's status)
+// with one credential, as a device does.
+func (w *world) register(ctx context.Context, rid string, cr credential) (registration, error) {
+	if cr.tpm {
+		return w.tpmRegister(ctx, rid)
+	}
+	hc := w.em.InProcessClient(cr.chain...)
+	auth := ""
+	if cr.key != "" {
+		tok, err := emulator.SASToken(w.scope+"/registrations/"+rid, cr.key, "registration", time.Hour)
+		if err != nil {
+			return registration{}, err
+		}
+		auth = tok
+	}
+	base := "https://" + emulator.GlobalDeviceHost + "/" + w.scope + "/registrations/" + rid
+	call := func(method, url string, body []byte) (int, []byte, error) {
+		req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
+		if err != nil {
+			return 0, nil, err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		res, err := hc.Do(req)
+		if err != nil {
+			return 0, nil, err
+		}
+		defer res.Body.Close()
+		b, err := io.ReadAll(res.Body)
+		return res.StatusCode, b, err
+	}
+	body, _ := json.Marshal(map[string]string{"registrationId": rid})
+	status, b, err := call(http.MethodPut, base+"/register?api-version=2021-06-01", body)
+	if err != nil {
+		return registration{}, err
+	}
+	var op struct {
+		OperationID       string `json:"operationId"`
+		Status            string `json:"status"`
+		RegistrationState *struct {
+			AssignedHub string `json:"assignedHub"`
+			Status      string `json:"status"`
+		} `json:"registrationState"`
+	}
+	if status >= 300 {
+		return registration{status: fmt.Sprintf("http %d", status)}, nil
+	}
+	if err := json.Unmarshal(b, &op); err != nil {
+		return registration{}, fmt.Errorf("register answer %s: %w", b, err)
+	}
+	for range 5 { // the emulator ends a registration at once; the real service may take a poll or two
+		if op.Status != "assigning" || op.OperationID == "" {
+			break
+		}
+		status, b, err = call(http.MethodGet, base+"/operations/"+op.OperationID+"?api-version=2021-06-01", nil)
+		if err != nil {
+			return registration{}, err
+		}
+		if status >= 300 {
+			return registration{status: fmt.Sprintf("http %d", status)}, nil
+		}
+		if err := json.Unmarshal(b, &op); err != nil {
+			return registration{}, fmt.Errorf("operation answer %s: %w", b, err)
+		}
+	}
+	res := registration{status: op.Status}
+	if op.RegistrationState != nil {
+		res.hub = op.RegistrationState.AssignedHub
+	}
+	return res, nil
+}
+
+// identity is what the registry shows of a device, secrets included: what a disable keeps.
+type identity struct {
+	Status, Reason       string
+	Auth                 string
+	Keys                 [2]string
+	Thumbs               [2]string
+	Edge                 bool
+	Scope, Parents, Tags string
+}
+
+func (a identity) diff(b identity) string {
+	var out []string
+	if a.Auth != b.Auth {
+		out = append(out, fmt.Sprintf("authentication %s → %s", a.Auth, b.Auth))
+	}
+	if a.Keys != b.Keys {
+		out = append(out, "symmetric keys changed")
+	}
+	if a.Thumbs != b.Thumbs {
+		out = append(out, fmt.Sprintf("thumbprints %v → %v", a.Thumbs, b.Thumbs))
+	}
+	if a.Edge != b.Edge {
+		out = append(out, fmt.Sprintf("iotEdge %v → %v", a.Edge, b.Edge))
+	}
+	if a.Scope != b.Scope || a.Parents != b.Parents {
+		out = append(out, fmt.Sprintf("scopes %q %s → %q %s", a.Scope, a.Parents, b.Scope, b.Parents))
+	}
+	if a.Tags != b.Tags {
+		out = append(out, fmt.Sprintf("tags %s → %s", a.Tags, b.Tags))
+	}
+	return strings.Join(out, "; ")
+}
+
+// registry reads every identity of every hub: the query for twins (tags, scopes), and each
+// identity for its keys.
+func (w *world) registry(ctx context.Context) (map[string]identity, error) {
+	out := map[string]identity{}
+	for host, hc := range w.hubs {
+		p := hc.NewQueryDevicesPager("SELECT * FROM devices", &iothub.QueryDevicesOptions{PageSize: 100})
+		for p.More() {
+			page, err := p.NextPage(ctx)
+			if err != nil {
+				return nil, err
+			}
+			for _, t := range page.Twins {
+				d, err := hc.GetDevice(ctx, t.DeviceID, nil)
+				if err != nil {
+					return nil, err
+				}
+				id := identity{Status: string(d.Status), Reason: d.StatusReason, Scope: d.DeviceScope,
+					Parents: strings.Join(d.ParentScopes, ","), Tags: canonical(t.Tags)}
+				if a := d.Authentication; a != nil {
+					id.Auth = string(a.Type)
+					if a.SymmetricKey != nil {
+						id.Keys = [2]string{a.SymmetricKey.PrimaryKey, a.SymmetricKey.SecondaryKey}
+					}
+					if a.X509Thumbprint != nil {
+						id.Thumbs = [2]string{a.X509Thumbprint.PrimaryThumbprint, a.X509Thumbprint.SecondaryThumbprint}
+					}
+				}
+				if d.Capabilities != nil {
+					id.Edge = d.Capabilities.IoTEdge
+				}
+				out[host+"/"+t.DeviceID] = id
+			}
+		}
+	}
+	return out, nil
+}
+
+func canonical(m map[string]any) string {
+	if len(m) == 0 {
+		return "{}"
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%s=%v;", k, m[k])
+	}
+	return b.String()
+}
+
+// clock is the engine's clock: a moment after every event of a case, moving a second a read.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(time.Second)
+	return c.t
+}
+
+func (w *world) engine(j deprovision.Journal, clk deprovision.Clock) *deprovision.Engine {
+	return deprovision.NewEngine(deprovision.Deps{Enrollments: w.en, Registrations: w.en, Devices: w.dv, Journal: j,
+		Clock: clk, Logger: slog.New(slog.DiscardHandler)}, deprovision.Config{LeaseDuration: time.Minute, Hubs: hubs})
+}
+
+func isNotFound(err error) bool { return errors.Is(err, deprovision.ErrNotFound) }
