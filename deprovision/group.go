@@ -307,11 +307,15 @@ func (e *Engine) groupMembers(ctx context.Context, op *Operation, st Step) stepR
 
 // deleteGroupRegistrations deletes a retired group's registration records. It always reads
 // the first page again, since deleted records leave it: a resume needs no continuation.
+// The record of a member that moved out of the group and waits to re-provision stays: DPS
+// migrates the device from the hub that record names (move.go); a page holding only such
+// records is stepped over.
 func (e *Engine) deleteGroupRegistrations(ctx context.Context, gid string) stepResult {
-	deleted := 0
+	deleted, from := 0, ""
+	kept := map[string]bool{}
 	for {
 		var page RegistrationPage
-		for pg, err := range e.d.Registrations.GroupRegistrations(ctx, gid, "", e.c.GroupPageSize) {
+		for pg, err := range e.d.Registrations.GroupRegistrations(ctx, gid, from, e.c.GroupPageSize) {
 			if err != nil {
 				return failed(fmt.Errorf("reading registrations of group %s: %w", gid, err))
 			}
@@ -321,9 +325,23 @@ func (e *Engine) deleteGroupRegistrations(ctx context.Context, gid string) stepR
 		if len(page.Items) == 0 {
 			break
 		}
+		waiting := map[string]bool{}
+		for hub, ms := range byAssignedHub(page.Items) {
+			w, err := e.waitingMoves(ctx, hub, ms)
+			if err != nil {
+				return failed(err)
+			}
+			for id := range w {
+				waiting[id] = true
+			}
+		}
 		progress, before := 0, deleted
 		var errs []string
 		for _, m := range page.Items {
+			if waiting[memberID(m)] {
+				kept[m.RegistrationID] = true
+				continue
+			}
 			err := e.d.Registrations.DeleteRegistration(ctx, m.RegistrationID, "")
 			switch {
 			case err == nil:
@@ -337,12 +355,35 @@ func (e *Engine) deleteGroupRegistrations(ctx context.Context, gid string) stepR
 				errs = append(errs, m.RegistrationID+": "+err.Error())
 			}
 		}
-		if progress == 0 {
+		switch {
+		case progress == 0 && len(errs) == 0 && page.Next != "":
+			from = page.Next // only records that wait for a move: look further
+			continue
+		case progress == 0 && len(errs) > 0:
 			return failed(fmt.Errorf("no registration record of group %s could be deleted: %s", gid, strings.Join(errs, "; ")))
+		case deleted == before:
+			return stepResult{changed: deleted > 0, note: recordsNote(deleted, len(kept))} // nothing left to delete
 		}
-		if deleted == before {
-			break // the listing still shows records that are gone: nothing left to delete
+		from = ""
+	}
+	return stepResult{changed: deleted > 0, note: recordsNote(deleted, len(kept))}
+}
+
+func recordsNote(deleted, kept int) string {
+	s := fmt.Sprintf("%d registration records deleted", deleted)
+	if kept > 0 {
+		s += fmt.Sprintf("; %d kept for members that moved out and wait to re-provision", kept)
+	}
+	return s
+}
+
+// byAssignedHub splits registrations by their assigned hub (unassigned ones are left out).
+func byAssignedHub(regs []Registration) map[string][]Registration {
+	out := map[string][]Registration{}
+	for _, r := range regs {
+		if r.AssignedHub != "" {
+			out[r.AssignedHub] = append(out[r.AssignedHub], r)
 		}
 	}
-	return stepResult{changed: deleted > 0, note: fmt.Sprintf("%d registration records deleted", deleted)}
+	return out
 }

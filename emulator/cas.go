@@ -192,3 +192,46 @@ func (e *Emulator) serveCAAdmin(w http.ResponseWriter, r *http.Request, p string
 	}
 	return true
 }
+
+// nearestGroup returns the X.509 group whose certificate is nearest the leaf in a chain that
+// verifies (the first group found walking up from the leaf, "X.509 certificate attestation"),
+// the first of ids on a tie; nil when no group's certificate verifies the chain. One
+// verification against every group's certificates at once gives every chain.
+func (d *dps) nearestGroup(ids []string, leaf *x509.Certificate, intermediates []*x509.Certificate) *enrollment {
+	roots := x509.NewCertPool()
+	owners := map[string][]int{} // certificate → indexes in ids of the groups trusting it
+	for i, id := range ids {
+		for _, sc := range d.groupSigners(d.groups[id]) {
+			if _, ok := owners[string(sc.Raw)]; !ok {
+				roots.AddCert(sc)
+			}
+			owners[string(sc.Raw)] = append(owners[string(sc.Raw)], i)
+		}
+	}
+	if len(owners) == 0 {
+		return nil
+	}
+	inter := x509.NewCertPool()
+	for _, c := range intermediates {
+		inter.AddCert(c)
+	}
+	chains, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	if err != nil {
+		return nil
+	}
+	best, bestLen := -1, 0
+	for _, ch := range chains {
+		// Every certificate of the chain above the leaf may be a group's: the nearest counts.
+		for depth, c := range ch[1:] {
+			for _, i := range owners[string(c.Raw)] {
+				if best < 0 || depth+2 < bestLen || depth+2 == bestLen && i < best {
+					best, bestLen = i, depth+2
+				}
+			}
+		}
+	}
+	if best < 0 {
+		return nil
+	}
+	return d.groups[ids[best]]
+}

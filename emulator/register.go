@@ -261,28 +261,7 @@ func (d *dps) match(cred *credential, regID string) (*enrollment, *operation, in
 		return nil, nil, http.StatusUnauthorized, "no enrollment admits this SAS token"
 	}
 	leaf := cred.certs[0]
-	inter := x509.NewCertPool()
-	for _, c := range cred.certs[1:] {
-		inter.AddCert(c)
-	}
-	var best *enrollment
-	bestLen := 0
-	for _, id := range ids {
-		g := d.groups[id]
-		for _, sc := range d.groupSigners(g) { // inline signing certificates and caReferences (cas.go)
-			roots := x509.NewCertPool()
-			roots.AddCert(sc)
-			chains, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
-			if err != nil {
-				continue
-			}
-			for _, ch := range chains {
-				if best == nil || len(ch) < bestLen {
-					best, bestLen = g, len(ch)
-				}
-			}
-		}
-	}
+	best := d.nearestGroup(ids, leaf, cred.certs[1:]) // inline signing certificates and caReferences (cas.go)
 	if best == nil {
 		return nil, nil, http.StatusUnauthorized, "no enrollment group's signing certificate is in the device's chain"
 	}

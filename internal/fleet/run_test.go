@@ -27,6 +27,8 @@ type model struct {
 	derived  []int  // the symmetric-key group its keys derive from (-1: none)
 	named    []bool // an event named it, or named its group
 	moved    []bool // a move succeeded and the device has not provisioned since
+	revoked  []bool // a revocation may have deleted its identity (before any move)
+	byGroup  []bool // a group-wide revocation reached it: recovered does not undo that
 	reprov   []bool // it provisioned again during the sequence
 	why      []string
 	// compromised lists the groups whose compromise succeeded.
@@ -36,7 +38,7 @@ type model struct {
 func newModel(c *Case) *model {
 	n := len(c.Devices)
 	m := &model{admitted: make([]bool, n), before: make([]bool, n), last: make([]d.Intent, n), via: make([]int, n),
-		derived: make([]int, n), named: make([]bool, n), moved: make([]bool, n), reprov: make([]bool, n), why: make([]string, n)}
+		derived: make([]int, n), named: make([]bool, n), moved: make([]bool, n), revoked: make([]bool, n), byGroup: make([]bool, n), reprov: make([]bool, n), why: make([]string, n)}
 	for i, dv := range c.Devices {
 		m.via[i], m.derived[i] = -1, -1
 		m.admitted[i] = true
@@ -64,7 +66,7 @@ func (m *model) apply(c *Case, step int, ev evSpec) string {
 		for i := range c.Devices {
 			hit := m.via[i] == ev.Group || ev.Intent == d.IntentGroupCompromised && m.derived[i] == ev.Group && c.Groups[ev.Group].Kind == gSK
 			if hit {
-				m.named[i] = true
+				m.named[i], m.revoked[i], m.byGroup[i] = true, true, true
 				m.admitted[i] = false
 				m.why[i] = fmt.Sprintf("step %d: %s of %s", step+1, ev.Intent, c.groupID(ev.Group))
 			}
@@ -80,18 +82,23 @@ func (m *model) apply(c *Case, step int, ev evSpec) string {
 	}
 	switch ev.Intent {
 	case d.IntentLost, d.IntentStolen:
-		m.before[i] = m.admitted[i]
+		if m.last[i] != d.IntentLost && m.last[i] != d.IntentStolen {
+			m.before[i] = m.admitted[i] // lost after stolen: recovered undoes both
+		}
 		fallthrough
 	case d.IntentCompromised, d.IntentSold, d.IntentRetired:
 		m.admitted[i] = false
-		m.moved[i] = false
+		m.moved[i], m.revoked[i] = false, true
 		m.why[i] = fmt.Sprintf("step %d: %s", step+1, ev.Intent)
 	case d.IntentRecovered:
 		if m.last[i] != d.IntentLost && m.last[i] != d.IntentStolen {
 			return fmt.Sprintf("step %d: recovered of %s succeeded after %q: recovered undoes only lost or stolen", step+1, c.devID(i), m.last[i])
 		}
-		m.admitted[i] = m.before[i]
+		m.admitted[i] = m.before[i] && !m.byGroup[i]
 		m.why[i] = fmt.Sprintf("step %d: recovered", step+1)
+		if m.byGroup[i] {
+			m.why[i] += " (after a group-wide revocation)"
+		}
 	case d.IntentMoved:
 		if m.via[i] >= 0 {
 			m.via[i] = -1 // an individual enrollment stands in front of the group now
@@ -241,7 +248,7 @@ func (w *world) check(ctx context.Context, c *Case, f *fleet, m *model, j d.Jour
 		switch {
 		case !ok && !m.named[i]:
 			o.fail("%s in %s was deleted, and no event named it", id, host)
-		case !ok && m.moved[i]:
+		case !ok && m.moved[i] && !m.revoked[i]:
 			o.fail("%s in %s was deleted after a move, before the device moved", id, host)
 		case !ok:
 		case was.diff(now) != "":
@@ -292,9 +299,12 @@ func (w *world) check(ctx context.Context, c *Case, f *fleet, m *model, j d.Jour
 // checkCompromised tries credentials anyone holding a compromised group's key could make.
 func (w *world) checkCompromised(ctx context.Context, c *Case, f *fleet, m *model, o *outcome) error {
 	for _, g := range m.compromised {
+		// Anyone: two registration ids no device has, and every device the group ever admitted.
 		ids := []string{"intruder-1", "intruder-2"}
 		for i := range c.Devices {
-			ids = append(ids, c.devID(i))
+			if c.memberGroup(i) == g || m.derived[i] == g {
+				ids = append(ids, c.devID(i))
+			}
 		}
 		for _, id := range ids {
 			var creds []credential
@@ -305,7 +315,7 @@ func (w *world) checkCompromised(ctx context.Context, c *Case, f *fleet, m *mode
 				}
 				creds = []credential{{what: "a key derived from its primary key", key: k.Primary}, {what: "a key derived from its secondary key", key: k.Secondary}}
 			} else {
-				leaf := f.cas[c.Groups[g].CA].Issue(id, false)
+				leaf := f.forge(c.Groups[g].CA, id)
 				creds = []credential{{what: "a certificate signed by its CA", chain: f.chain(leaf)}}
 			}
 			for _, cr := range creds {

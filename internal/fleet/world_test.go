@@ -32,6 +32,10 @@ import (
 // world is one in-process emulator (DPS and three hubs) with the real clients and adapters
 // on it; a worker runs its cases one after the other, resetting the emulator between them.
 type world struct {
+	// certs caches certificates by their path in a hierarchy ("ca-00/ca-01/dev-03"): a case's
+	// structure decides its certificates, and key generation and signing would otherwise be
+	// a fifth of a case's time. The emulator is reset between cases, so nothing else carries.
+	certs map[string]*fake.Cert
 	em    *emulator.Emulator
 	dps   *dps.Client
 	hubs  map[string]*iothub.Client
@@ -59,7 +63,7 @@ func newWorld(tb testing.TB) *world {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	w := &world{em: em, dps: dc, hubs: map[string]*iothub.Client{}, en: adapter.NewDPS(dc), scope: info.DPS.IDScope}
+	w := &world{certs: map[string]*fake.Cert{}, em: em, dps: dc, hubs: map[string]*iothub.Client{}, en: adapter.NewDPS(dc), scope: info.DPS.IDScope}
 	for _, h := range info.Hubs {
 		c, err := iothub.NewClientFromConnectionString(h.ConnectionString, &iothub.ClientOptions{ClientOptions: co})
 		if err != nil {
@@ -73,6 +77,7 @@ func newWorld(tb testing.TB) *world {
 
 // fleet is a case set up in the emulator: its certificates and keys, and what a device holds.
 type fleet struct {
+	w       *world
 	c       *Case
 	cas     []*fake.Cert
 	leaves  map[int]*fake.Cert // X.509 devices
@@ -102,6 +107,49 @@ func (f *fleet) credentials(i int) []credential {
 	}
 	k := f.keys[i]
 	return []credential{{what: "its primary key", key: k.Primary}, {what: "its secondary key", key: k.Secondary}}
+}
+
+// path names certificate cn issued under CA i by its place in the hierarchy.
+func (c *Case) path(i int, cn string) string {
+	p := cn
+	for ; i >= 0; i = c.CAs[i].Parent {
+		p = c.caName(i) + "/" + p
+	}
+	return p
+}
+
+// issue returns certificate cn: a CA (ca) or a leaf issued by CA i (a root when cn is CA i
+// itself), from the world's cache.
+func (f *fleet) issue(i int, cn string, ca bool) *fake.Cert {
+	parent := i
+	if ca {
+		parent = f.c.CAs[i].Parent
+	}
+	key := f.c.path(parent, cn)
+	if cert := f.w.certs[key]; cert != nil {
+		return cert
+	}
+	var cert *fake.Cert
+	switch {
+	case parent < 0:
+		cert = fake.NewCA(cn)
+	default:
+		cert = f.issue(parent, f.c.caName(parent), true).Issue(cn, ca)
+	}
+	f.w.certs[key] = cert
+	return cert
+}
+
+// forge returns a certificate for cn signed by CA i that is not the device's own: what
+// anyone holding the CA's key can make.
+func (f *fleet) forge(i int, cn string) *fake.Cert {
+	key := "forged/" + f.c.path(i, cn)
+	if cert := f.w.certs[key]; cert != nil {
+		return cert
+	}
+	cert := f.issue(i, f.c.caName(i), true).Issue(cn, false)
+	f.w.certs[key] = cert
+	return cert
 }
 
 // chain is a leaf with every CA certificate above it.
@@ -141,12 +189,9 @@ func (w *world) setup(ctx context.Context, c *Case) (*fleet, error) {
 	r := rand.New(rand.NewPCG(c.Seed, 0x5eed))
 	f := &fleet{c: c, leaves: map[int]*fake.Cert{}, keys: map[int]deprovision.SymmetricKeys{},
 		gkeys: map[int]deprovision.SymmetricKeys{}, hubOf: map[int]string{}, tpmKeys: map[int]string{}}
-	for i, ca := range c.CAs {
-		if ca.Parent < 0 {
-			f.cas = append(f.cas, fake.NewCA(c.caName(i)))
-		} else {
-			f.cas = append(f.cas, f.cas[ca.Parent].Issue(c.caName(i), true))
-		}
+	f.w = w
+	for i := range c.CAs {
+		f.cas = append(f.cas, f.issue(i, c.caName(i), true))
 	}
 	for i, g := range c.Groups {
 		body := dps.EnrollmentGroup{EnrollmentGroupID: c.groupID(i), ProvisioningStatus: dps.ProvisioningStatusEnabled,
@@ -175,7 +220,7 @@ func (w *world) setup(ctx context.Context, c *Case) (*fleet, error) {
 		id := c.devID(i)
 		switch dv.Kind {
 		case kX509Member, kX509:
-			f.leaves[i] = f.cas[dv.CA].Issue(id, false)
+			f.leaves[i] = f.issue(dv.CA, id, false)
 		case kSKMember:
 			k, err := deprovision.DerivedKeys(f.gkeys[dv.Group], id)
 			if err != nil {
@@ -449,23 +494,23 @@ func (w *world) registry(ctx context.Context) (map[string]identity, error) {
 				return nil, err
 			}
 			for _, t := range page.Twins {
-				d, err := hc.GetDevice(ctx, t.DeviceID, nil)
-				if err != nil {
-					return nil, err
+				id := identity{Status: string(t.Status), Reason: t.StatusReason, Auth: string(t.AuthenticationType),
+					Scope: t.DeviceScope, Parents: strings.Join(t.ParentScopes, ","), Tags: canonical(t.Tags)}
+				if x := t.X509Thumbprint; x != nil {
+					id.Thumbs = [2]string{x.PrimaryThumbprint, x.SecondaryThumbprint}
 				}
-				id := identity{Status: string(d.Status), Reason: d.StatusReason, Scope: d.DeviceScope,
-					Parents: strings.Join(d.ParentScopes, ","), Tags: canonical(t.Tags)}
-				if a := d.Authentication; a != nil {
-					id.Auth = string(a.Type)
-					if a.SymmetricKey != nil {
+				if t.Capabilities != nil {
+					id.Edge = t.Capabilities.IoTEdge
+				}
+				if t.AuthenticationType == iothub.AuthenticationTypeSAS {
+					// The twin shows no keys: read the identity for them.
+					d, err := hc.GetDevice(ctx, t.DeviceID, nil)
+					if err != nil {
+						return nil, err
+					}
+					if a := d.Authentication; a != nil && a.SymmetricKey != nil {
 						id.Keys = [2]string{a.SymmetricKey.PrimaryKey, a.SymmetricKey.SecondaryKey}
 					}
-					if a.X509Thumbprint != nil {
-						id.Thumbs = [2]string{a.X509Thumbprint.PrimaryThumbprint, a.X509Thumbprint.SecondaryThumbprint}
-					}
-				}
-				if d.Capabilities != nil {
-					id.Edge = d.Capabilities.IoTEdge
 				}
 				out[host+"/"+t.DeviceID] = id
 			}
