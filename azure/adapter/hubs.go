@@ -213,7 +213,7 @@ func disableItem(it deprovision.BulkItem) (iothub.ExportImportDevice, error) {
 // registry's. A twin carries the identity's authentication type and thumbprints, capabilities,
 // scopes, status and the device's etag (deviceEtag), but no keys. A device id holding a
 // quote, which a query string cannot carry, is read with GetDevice instead.
-func (h *Hubs) Identities(ctx context.Context, hub string, deviceIDs []string) ([]*deprovision.Device, error) {
+func (h *HubDevices) Identities(ctx context.Context, hub string, deviceIDs []string) ([]*deprovision.Device, error) {
 	c, err := h.client(hub)
 	if err != nil {
 		return nil, err

@@ -116,7 +116,7 @@ func (d *LimitedDevices) Bulk(ctx context.Context, hub string, mode deprovision.
 // (S1: 20 a minute a unit); the limiter has none for them, so it charges the call one
 // operation of the registry's, at bulk priority: one more operation for every 100 devices
 // a group disable writes, on the safe side of both budgets.
-func (d *Devices) Identities(ctx context.Context, hub string, deviceIDs []string) ([]*deprovision.Device, error) {
+func (d *LimitedDevices) Identities(ctx context.Context, hub string, deviceIDs []string) ([]*deprovision.Device, error) {
 	var out []*deprovision.Device
 	err := d.do(ctx, hub, 1, true, func() (err error) {
 		out, err = d.inner.Identities(ctx, hub, deviceIDs)

@@ -482,7 +482,7 @@ func (h *HubDevices) DeleteDevice(_ context.Context, hub, id, etag string) error
 
 // Identities implements deprovision.Devices: the devices as the hub's query shows them,
 // without keys.
-func (h *Hubs) Identities(_ context.Context, hub string, ids []string) ([]*deprovision.Device, error) {
+func (h *HubDevices) Identities(_ context.Context, hub string, ids []string) ([]*deprovision.Device, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if len(ids) > 100 {

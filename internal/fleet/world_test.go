@@ -40,7 +40,7 @@ type world struct {
 	dps   *dps.Client
 	hubs  map[string]*iothub.Client
 	en    *adapter.DPS
-	dv    *adapter.Hubs
+	dv    *adapter.HubDevices
 	scope string
 }
 
@@ -71,7 +71,7 @@ func newWorld(tb testing.TB) *world {
 		}
 		w.hubs[h.Host] = c
 	}
-	w.dv = adapter.NewHubs(w.hubs)
+	w.dv = adapter.NewHubDevices(w.hubs)
 	return w
 }
 
