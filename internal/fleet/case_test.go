@@ -434,7 +434,8 @@ func (n *Case) keepSteps(c *Case, drop map[int]bool, fix func(*evSpec)) *Case {
 			continue
 		}
 		if ev.Again >= 0 {
-			ev.Again = idx[ev.Again]
+			ev = n.Steps[idx[ev.Again]] // a redelivery carries its original's event
+			ev.Again = idx[c.Steps[j].Again]
 		} else {
 			fix(&ev)
 		}

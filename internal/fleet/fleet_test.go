@@ -11,7 +11,10 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"dpsdeprov/azure/journal"
 	"dpsdeprov/internal/testenv"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -90,8 +93,6 @@ func TestGeneratedFleets(t *testing.T) {
 	wg.Wait()
 	t.Logf("%d generated fleets checked, %d operations", done.Load(), ops.Load())
 	for _, f := range failed {
-		seed := strings.TrimPrefix(strings.Fields(f)[1], "")
-		_ = seed
 		t.Errorf("%s\n  replay and shrink: go test ./internal/fleet -run 'TestGeneratedFleets$' -fleet.seed=%s -fleet.shrink", f, strings.TrimSuffix(strings.Fields(f)[1], ":"))
 	}
 }
@@ -113,4 +114,66 @@ func shrink(ctx context.Context, t *testing.T, w *world, c *Case, o *outcome) (*
 	}
 	fmt.Fprintf(os.Stderr, "shrunk in %d tries to %d devices, %d groups, %d steps\n", tries, len(c.Devices), len(c.Groups), len(c.Steps))
 	return c, o
+}
+
+var flagAzurite = flag.Int("fleet.azurite", 40, "generated fleets also run with the journal on Azurite (Table Storage)")
+
+// TestGeneratedFleetsOnAzurite runs fleets with the journal the app uses, Table Storage on
+// Azurite, instead of the in-memory one under the engine's Journal port.
+func TestGeneratedFleetsOnAzurite(t *testing.T) {
+	if *flagSeed != 0 {
+		t.Skip("replaying one seed")
+	}
+	ctx := context.Background()
+	a := testenv.SharedAzurite(t)
+	svc, err := aztables.NewServiceClientFromConnectionString(a.ConnectionString(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := newWorld(t)
+	// Seeds far from the in-memory run's, so that these fleets are others.
+	for seed := uint64(1_000_000); seed < 1_000_000+uint64(*flagAzurite); seed++ {
+		j, err := journal.New(ctx, svc, journal.Options{TablePrefix: testenv.UniqueName("f")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := Generate(seed)
+		o, err := w.run(ctx, c, j)
+		if err != nil {
+			t.Fatalf("seed %d: harness: %v\n%s", seed, err, c)
+		}
+		if len(o.violations) > 0 {
+			t.Errorf("seed %d (journal on Azurite): %s\n%s", seed, strings.Join(o.violations, "\n"), c)
+		}
+	}
+}
+
+// A seed makes the same case every time, and every shrink of a case is a case.
+func TestGenerationReplaysAndShrinks(t *testing.T) {
+	for seed := uint64(1); seed <= 300; seed++ {
+		c := Generate(seed)
+		if c.String() != Generate(seed).String() {
+			t.Fatalf("seed %d generated two different cases", seed)
+		}
+		for _, s := range c.shrinks() {
+			checkCase(t, s)
+			_ = s.String()
+		}
+	}
+}
+
+// checkCase fails on a case whose references do not hold.
+func checkCase(t *testing.T, c *Case) {
+	t.Helper()
+	for i, dv := range c.Devices {
+		if dv.Kind == kX509Member && c.nearestGroup(dv.CA) < 0 || dv.Kind == kSKMember && (dv.Group >= len(c.Groups) || c.Groups[dv.Group].Kind != gSK) {
+			t.Fatalf("seed %d: device %d lost its group\n%s", c.Seed, i, c)
+		}
+	}
+	for i, ev := range c.Steps {
+		if ev.Again >= i || ev.Again >= 0 && c.Steps[ev.Again].Again >= 0 || ev.Device >= len(c.Devices) || ev.Group >= len(c.Groups) ||
+			ev.Intent.GroupWide() && ev.Group < 0 {
+			t.Fatalf("seed %d: step %d refers to nothing\n%s", c.Seed, i+1, c)
+		}
+	}
 }

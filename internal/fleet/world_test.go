@@ -5,13 +5,10 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net/http"
 	"sort"
 	"strings"
 	"sync"
@@ -24,6 +21,8 @@ import (
 	"dpsdeprov/deprovision"
 	"dpsdeprov/deprovision/fake"
 	"dpsdeprov/emulator"
+	"dpsdeprov/internal/dpsdevice"
+	"dpsdeprov/internal/tpmdevice"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
@@ -84,7 +83,7 @@ type fleet struct {
 	keys    map[int]deprovision.SymmetricKeys
 	gkeys   map[int]deprovision.SymmetricKeys // symmetric-key groups
 	hubOf   map[int]string                    // where each provisioned device is
-	tpmKeys map[int]string
+	tpm     map[int]*tpmdevice.Device // TPM devices that attest for real (tpm_test.go)
 }
 
 // credential is one thing a device can present to DPS.
@@ -92,7 +91,8 @@ type credential struct {
 	what  string
 	key   string              // SAS, signed with this key
 	chain []*x509.Certificate // X.509, leaf first
-	tpm   bool
+	tpm   dpsdevice.TPM       // TPM attestation (tpm.go)
+	stand bool                // a TPM device checked by the stand-in of tpm.go
 }
 
 // credentials are every credential device i holds: its chain, its own keys or both keys
@@ -103,7 +103,7 @@ func (f *fleet) credentials(i int) []credential {
 	case kX509Member, kX509:
 		return []credential{{what: "its certificate chain", chain: f.chain(f.leaves[i])}}
 	case kTPM:
-		return []credential{{what: "its TPM", tpm: true}}
+		return []credential{f.tpmCredential(i)}
 	}
 	k := f.keys[i]
 	return []credential{{what: "its primary key", key: k.Primary}, {what: "its secondary key", key: k.Secondary}}
@@ -188,7 +188,7 @@ func (w *world) setup(ctx context.Context, c *Case) (*fleet, error) {
 	w.em.Reset()
 	r := rand.New(rand.NewPCG(c.Seed, 0x5eed))
 	f := &fleet{c: c, leaves: map[int]*fake.Cert{}, keys: map[int]deprovision.SymmetricKeys{},
-		gkeys: map[int]deprovision.SymmetricKeys{}, hubOf: map[int]string{}, tpmKeys: map[int]string{}}
+		gkeys: map[int]deprovision.SymmetricKeys{}, hubOf: map[int]string{}, tpm: map[int]*tpmdevice.Device{}}
 	f.w = w
 	for i := range c.CAs {
 		f.cas = append(f.cas, f.issue(i, c.caName(i), true))
@@ -229,8 +229,6 @@ func (w *world) setup(ctx context.Context, c *Case) (*fleet, error) {
 			f.keys[i] = k
 		case kSK:
 			f.keys[i] = deprovision.SymmetricKeys{Primary: keyFrom(r), Secondary: keyFrom(r)}
-		case kTPM:
-			f.tpmKeys[i] = keyFrom(r)
 		}
 		var att *dps.AttestationMechanism
 		switch dv.Kind {
@@ -239,7 +237,7 @@ func (w *world) setup(ctx context.Context, c *Case) (*fleet, error) {
 		case kSK:
 			att = skAttestation(f.keys[i])
 		case kTPM:
-			att = &dps.AttestationMechanism{Type: dps.AttestationTypeTPM, TPM: &dps.TPMAttestation{EndorsementKey: f.tpmKeys[i]}}
+			att = &dps.AttestationMechanism{Type: dps.AttestationTypeTPM, TPM: &dps.TPMAttestation{EndorsementKey: f.tpmEndorsementKey(i, keyFrom(r))}}
 		default:
 			continue
 		}
@@ -248,8 +246,8 @@ func (w *world) setup(ctx context.Context, c *Case) (*fleet, error) {
 		}
 	}
 	for i, dv := range c.Devices {
-		if dv.Kind == kTPM {
-			continue // provisioned only once the emulator runs the TPM flow (tpm_test.go)
+		if dv.Kind == kTPM && f.tpm[i] == nil {
+			continue // the stand-in's devices never provision (tpm_test.go)
 		}
 		res, err := w.register(ctx, c.devID(i), f.credentials(i)[0])
 		if err != nil {
@@ -375,78 +373,29 @@ type registration struct {
 	hub    string
 }
 
-// register runs the device registration flow (PUT register, then the operation's status)
-// with one credential, as a device does.
+// register runs the device registration flow as a device does (internal/dpsdevice), with
+// one credential, and returns DPS's final answer.
 func (w *world) register(ctx context.Context, rid string, cr credential) (registration, error) {
-	if cr.tpm {
-		return w.tpmRegister(ctx, rid)
+	dc := &dpsdevice.Client{HTTP: w.em.InProcessClient(cr.chain...), IDScope: w.scope}
+	var res *dpsdevice.Result
+	var err error
+	switch {
+	case cr.stand:
+		return w.tpmStandIn(ctx, rid)
+	case cr.tpm != nil:
+		res, err = dc.RegisterTPM(ctx, rid, cr.tpm)
+	case cr.key != "":
+		res, err = dc.RegisterSymmetricKey(ctx, rid, cr.key)
+	default:
+		res, err = dc.RegisterX509(ctx, rid)
 	}
-	hc := w.em.InProcessClient(cr.chain...)
-	auth := ""
-	if cr.key != "" {
-		tok, err := emulator.SASToken(w.scope+"/registrations/"+rid, cr.key, "registration", time.Hour)
-		if err != nil {
-			return registration{}, err
-		}
-		auth = tok
+	if r, ok := dpsdevice.AsRefused(err); ok {
+		return registration{status: r.Kind()}, nil
 	}
-	base := "https://" + emulator.GlobalDeviceHost + "/" + w.scope + "/registrations/" + rid
-	call := func(method, url string, body []byte) (int, []byte, error) {
-		req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
-		if err != nil {
-			return 0, nil, err
-		}
-		req.Header.Set("Content-Type", "application/json")
-		if auth != "" {
-			req.Header.Set("Authorization", auth)
-		}
-		res, err := hc.Do(req)
-		if err != nil {
-			return 0, nil, err
-		}
-		defer res.Body.Close()
-		b, err := io.ReadAll(res.Body)
-		return res.StatusCode, b, err
-	}
-	body, _ := json.Marshal(map[string]string{"registrationId": rid})
-	status, b, err := call(http.MethodPut, base+"/register?api-version=2021-06-01", body)
 	if err != nil {
-		return registration{}, err
+		return registration{}, fmt.Errorf("registering %s with %s: %w", rid, cr.what, err)
 	}
-	var op struct {
-		OperationID       string `json:"operationId"`
-		Status            string `json:"status"`
-		RegistrationState *struct {
-			AssignedHub string `json:"assignedHub"`
-			Status      string `json:"status"`
-		} `json:"registrationState"`
-	}
-	if status >= 300 {
-		return registration{status: fmt.Sprintf("http %d", status)}, nil
-	}
-	if err := json.Unmarshal(b, &op); err != nil {
-		return registration{}, fmt.Errorf("register answer %s: %w", b, err)
-	}
-	for range 5 { // the emulator ends a registration at once; the real service may take a poll or two
-		if op.Status != "assigning" || op.OperationID == "" {
-			break
-		}
-		status, b, err = call(http.MethodGet, base+"/operations/"+op.OperationID+"?api-version=2021-06-01", nil)
-		if err != nil {
-			return registration{}, err
-		}
-		if status >= 300 {
-			return registration{status: fmt.Sprintf("http %d", status)}, nil
-		}
-		if err := json.Unmarshal(b, &op); err != nil {
-			return registration{}, fmt.Errorf("operation answer %s: %w", b, err)
-		}
-	}
-	res := registration{status: op.Status}
-	if op.RegistrationState != nil {
-		res.hub = op.RegistrationState.AssignedHub
-	}
-	return res, nil
+	return registration{status: "assigned", hub: res.AssignedHub}, nil
 }
 
 // identity is what the registry shows of a device, secrets included: what a disable keeps.
