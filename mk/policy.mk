@@ -11,5 +11,4 @@ POLICY_TPM_EVERY ?= 10
 
 check-policy: deps
 	$(GO) test -count=1 -timeout 60m -run 'TestGeneratedFleets$$' ./internal/fleet/ -v \
-		-fleet.cases=$(POLICY_FLEETS) -fleet.first=$(POLICY_FIRST) -fleet.tpm-every=$(POLICY_TPM_EVERY) \
-		| grep -v '^=== RUN'
+		-fleet.cases=$(POLICY_FLEETS) -fleet.first=$(POLICY_FIRST) -fleet.tpm-every=$(POLICY_TPM_EVERY)
