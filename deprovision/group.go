@@ -42,6 +42,7 @@ func (e *Engine) ApplyMembers(ctx context.Context, opID, hub string, members []R
 	default:
 		return res, fmt.Errorf("applying %q to members: the action must be disable or delete", action)
 	}
+	ctx = GroupWork(ctx)
 	if len(e.c.Hubs) > 0 && !slices.ContainsFunc(e.c.Hubs, func(h string) bool { return strings.EqualFold(h, hub) }) {
 		for _, m := range members {
 			res.fail(memberID(m), fmt.Errorf("hub %s is not managed by this deployment", hub))
@@ -197,6 +198,16 @@ func (e *Engine) waitingMoves(ctx context.Context, hub string, members []Registr
 	wg.Wait()
 	return out, first
 }
+
+type groupWorkKey struct{}
+
+// GroupWork marks ctx as carrying group-wide work: every hub call made with it (the bulk
+// calls, and the reads of SAS members a disable makes) is bulk work, which a rate limit
+// serves after single-device revocations.
+func GroupWork(ctx context.Context) context.Context { return context.WithValue(ctx, groupWorkKey{}, true) }
+
+// IsGroupWork reports whether ctx carries group-wide work ([GroupWork]).
+func IsGroupWork(ctx context.Context) bool { v, _ := ctx.Value(groupWorkKey{}).(bool); return v }
 
 func (r *MemberResult) fail(id string, err error) {
 	r.Failed++
