@@ -204,7 +204,9 @@ type groupWorkKey struct{}
 // GroupWork marks ctx as carrying group-wide work: every hub call made with it (the bulk
 // calls, and the reads of SAS members a disable makes) is bulk work, which a rate limit
 // serves after single-device revocations.
-func GroupWork(ctx context.Context) context.Context { return context.WithValue(ctx, groupWorkKey{}, true) }
+func GroupWork(ctx context.Context) context.Context {
+	return context.WithValue(ctx, groupWorkKey{}, true)
+}
 
 // IsGroupWork reports whether ctx carries group-wide work ([GroupWork]).
 func IsGroupWork(ctx context.Context) bool { v, _ := ctx.Value(groupWorkKey{}).(bool); return v }

@@ -76,14 +76,14 @@ func newWorld(tb testing.TB) *world {
 
 // fleet is a case set up in the emulator: its certificates and keys, and what a device holds.
 type fleet struct {
-	w       *world
-	c       *Case
-	cas     []*fake.Cert
-	leaves  map[int]*fake.Cert // X.509 devices
-	keys    map[int]deprovision.SymmetricKeys
-	gkeys   map[int]deprovision.SymmetricKeys // symmetric-key groups
-	hubOf   map[int]string                    // where each provisioned device is
-	tpm     map[int]*tpmdevice.Device // TPM devices that attest for real (tpm_test.go)
+	w      *world
+	c      *Case
+	cas    []*fake.Cert
+	leaves map[int]*fake.Cert // X.509 devices
+	keys   map[int]deprovision.SymmetricKeys
+	gkeys  map[int]deprovision.SymmetricKeys // symmetric-key groups
+	hubOf  map[int]string                    // where each provisioned device is
+	tpm    map[int]*tpmdevice.Device         // TPM devices that attest for real (tpm_test.go)
 }
 
 // credential is one thing a device can present to DPS.
