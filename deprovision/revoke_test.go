@@ -67,6 +67,15 @@ func TestGroupCompromiseDisablesEnrollmentsKeyedFromTheGroup(t *testing.T) {
 	if !found {
 		t.Fatalf("the journal does not name the disabled enrollment: %+v", steps)
 	}
+	// Its device row says compromised: a later recovered cannot enable its enrollment again.
+	if ds, _ := w.j.GetDevice(context.Background(), "sensor-042"); ds.Intent != d.IntentCompromised || ds.OperationID != op.ID {
+		t.Fatalf("device row %+v", ds)
+	}
+	r := devReq("found", d.IntentRecovered)
+	r.EventTime = t0.Add(4 * time.Hour)
+	if op := submit(t, e, r); op.Status != d.StatusRejected {
+		t.Fatalf("recovered after the group's compromise: %s %s", op.Status, op.Reason)
+	}
 }
 
 // A moved symmetric-key member whose named group is not its own is refused, and nothing changes.

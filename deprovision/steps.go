@@ -74,7 +74,7 @@ func (e *Engine) apply(ctx context.Context, op *Operation, st Step, seen *device
 	case StepVerifyReEnrollment:
 		return verifyReEnrollment(ctx, e.d.Enrollments, st)
 	case StepDisableDerivedEnrollments:
-		return e.disableDerived(ctx, p[ParamGroupID])
+		return e.disableDerived(ctx, op, p[ParamGroupID])
 	case StepAwaitMove:
 		return stepResult{note: fmt.Sprintf("the identity stays until DPS shows the device assigned to %s; the Cleanup timer confirms the move", p[ParamTargetHub])}
 	}
@@ -370,12 +370,15 @@ func leafPEM(text string) (string, error) {
 	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: certs[0].Raw})), nil
 }
 
-// disableDerived disables every enabled symmetric-key individual enrollment whose keys derive
-// from group gid's keys: after the group's compromise, whoever holds its key can derive them.
-// It lists the individual enrollments (a DPS query call a page) and reads the keys of each
-// enabled symmetric-key one (one call each): the only way DPS shows which keys an enrollment
-// holds. Disabling is idempotent, so a resume simply runs it again.
-func (e *Engine) disableDerived(ctx context.Context, gid string) stepResult {
+// disableDerived disables every symmetric-key individual enrollment whose keys derive from
+// group gid's keys, since whoever holds the group's key can derive them, and records each such
+// device as compromised in its device row, so that no later `recovered` enables its enrollment
+// again (a compromise is never undone). It lists the individual enrollments (a DPS query call
+// a page) and reads the keys of each symmetric-key one (one call each): DPS shows an
+// enrollment's keys no other way, and a disabled one matters as much as an enabled one, since
+// this system may have disabled it for `lost`. Every part is idempotent, so a resume runs it
+// again.
+func (e *Engine) disableDerived(ctx context.Context, op *Operation, gid string) stepResult {
 	gk, err := e.d.Enrollments.GroupKeys(ctx, gid)
 	if errors.Is(err, ErrNotFound) {
 		return gone("enrollment group", err)
@@ -389,7 +392,7 @@ func (e *Engine) disableDerived(ctx context.Context, gid string) stepResult {
 		if err != nil {
 			return failed(fmt.Errorf("listing individual enrollments: %w", err))
 		}
-		if !en.Enabled || en.Attestation != AttestationSymmetricKey {
+		if en.Attestation != AttestationSymmetricKey {
 			continue
 		}
 		checked++
@@ -404,20 +407,61 @@ func (e *Engine) disableDerived(ctx context.Context, gid string) stepResult {
 		if err != nil || !sharesKey(k, dk) {
 			continue
 		}
-		res := e.setEnrollment(ctx, en.RegistrationID, false)
-		if res.err != nil {
-			return res
+		if en.Enabled {
+			res := e.setEnrollment(ctx, en.RegistrationID, false)
+			if res.err != nil {
+				return res
+			}
+			changed = changed || res.changed
 		}
-		changed = changed || res.changed
+		if err := e.markCompromised(ctx, op, en.RegistrationID); err != nil {
+			return failed(err)
+		}
 		found = append(found, en.RegistrationID)
 	}
-	note := fmt.Sprintf("%d enabled symmetric-key individual enrollments checked; none is keyed from group %s", checked, gid)
+	note := fmt.Sprintf("%d symmetric-key individual enrollments checked; none is keyed from group %s", checked, gid)
 	if len(found) > 0 {
 		shown := found[:min(len(found), 20)]
-		note = fmt.Sprintf("%d enabled symmetric-key individual enrollments checked; %d keyed from group %s disabled: %s", checked, len(found), gid, strings.Join(shown, ", "))
+		note = fmt.Sprintf("%d symmetric-key individual enrollments checked; %d keyed from group %s, disabled and recorded compromised: %s", checked, len(found), gid, strings.Join(shown, ", "))
 		if len(found) > len(shown) {
 			note += ", …"
 		}
 	}
 	return stepResult{changed: changed, note: note}
+}
+
+// markCompromised records in rid's device row that group-wide operation op compromised it:
+// its enrollment's keys derive from a compromised group's (precedence then refuses
+// `recovered`, and the enrollment stands in front of the group for good). A row that says
+// sold or retired keeps saying so.
+func (e *Engine) markCompromised(ctx context.Context, op *Operation, rid string) error {
+	key := deviceKey(rid)
+	for attempt := 0; attempt <= e.c.ETagRetries; attempt++ {
+		ds, err := e.d.Journal.GetDevice(ctx, key)
+		if errors.Is(err, ErrNotFound) {
+			ds, err = &DeviceState{RegistrationID: key}, nil
+		}
+		if err != nil {
+			return asTransient(fmt.Errorf("reading device row %s: %w", rid, err))
+		}
+		if ds.Intent.rank() > IntentCompromised.rank() || ds.OperationID == op.ID {
+			return nil
+		}
+		ds.Intent, ds.OperationID = IntentCompromised, op.ID
+		ds.EventTime = op.Request.EventTime
+		if ds.EventTime.IsZero() {
+			ds.EventTime = op.Created
+		}
+		ds.GroupMember, ds.EnrollmentAction, ds.MoveTarget = true, "disabled", ""
+		ds.Updated = e.d.Clock.Now()
+		err = e.d.Journal.PutDevice(ctx, ds)
+		if errors.Is(err, ErrPreconditionFailed) || errors.Is(err, ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return asTransient(fmt.Errorf("writing device row %s: %w", rid, err))
+		}
+		return nil
+	}
+	return Transient(fmt.Errorf("device row %s kept changing: %w", rid, ErrBusy))
 }
