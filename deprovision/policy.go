@@ -448,7 +448,7 @@ func planGroup(p *Plan, r *Resolved, req Request, action Action) (*Plan, error) 
 		map[string]string{ParamBefore: enabledWord(g.Enabled)})
 	if req.Intent == IntentGroupCompromised && g.Attestation == AttestationSymmetricKey {
 		p.add(StepDisableDerivedEnrollments, groupTarget(g.ID)+"/derived-enrollments",
-			"the group's keys are compromised: every enabled individual enrollment whose keys derive from them (a moved member's, whoever made it) would still admit whoever holds the group key, so it is disabled",
+			"the group's keys are compromised: an individual enrollment whose keys derive from them (a moved member's, whoever made it) admits whoever holds the group key, so each is disabled and its device recorded compromised (recovered cannot enable it again)",
 			map[string]string{ParamGroupID: g.ID})
 	}
 	params := map[string]string{ParamGroupID: g.ID, ParamAction: string(action)}
