@@ -82,3 +82,29 @@ func TestBulkImportModesReplaceTheIdentity(t *testing.T) {
 		t.Fatalf("a stale eTag must fail the item: %s", r.body)
 	}
 }
+
+// The query's list operators: a batch of devices read in one call, missing ones left out.
+func TestQueryDeviceIDIn(t *testing.T) {
+	e := testenv.StartEmulator(t, emulator.Options{})
+	c := newClient(t, e)
+	for _, id := range []string{"in-1", "in-2", "in-3"} {
+		wantStatus(t, c.hub(0, "PUT", "/devices/"+id, map[string]any{}), 200)
+	}
+	var twins []struct {
+		DeviceID           string `json:"deviceId"`
+		AuthenticationType string `json:"authenticationType"`
+		DeviceEtag         string `json:"deviceEtag"`
+	}
+	r := c.hub(0, "POST", "/devices/query", map[string]string{"query": "SELECT * FROM devices WHERE deviceId IN ['in-1', 'in-3', 'nope', 'in-1']"})
+	wantStatus(t, r, 200)
+	r.json(t, &twins)
+	if len(twins) != 2 || twins[0].AuthenticationType != "sas" || twins[0].DeviceEtag == "" {
+		t.Fatalf("IN answered %s", r.body)
+	}
+	r = c.hub(0, "POST", "/devices/query", map[string]string{"query": "SELECT deviceId FROM devices WHERE deviceId NIN ['in-1', 'in-3']"})
+	wantStatus(t, r, 200)
+	if !strings.Contains(string(r.body), "in-2") || strings.Contains(string(r.body), "in-1") {
+		t.Fatalf("NIN answered %s", r.body)
+	}
+	hubErr(t, c.hub(0, "POST", "/devices/query", map[string]string{"query": "SELECT * FROM devices WHERE deviceId IN 'in-1'"}), 400, "ArgumentInvalid")
+}
