@@ -113,9 +113,9 @@ type Deps struct {
 	// high priority, as the event path runs it), instead of the run's bulk priority.
 	ResumeContext func(ctx context.Context, intent deprovision.Intent) context.Context
 	// Moves confirms moves waiting for their device (moves.go); nil turns the pass off.
-	Moves MoveConfirmer
-	Clock         deprovision.Clock
-	Logger        *slog.Logger
+	Moves  MoveConfirmer
+	Clock  deprovision.Clock
+	Logger *slog.Logger
 }
 
 // Options are the cleanup settings (docs/cleanup.md). The zero value is safe: resume and drift
