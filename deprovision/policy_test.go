@@ -1,8 +1,6 @@
 package deprovision_test
 
 import (
-	"errors"
-	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -422,32 +420,5 @@ func TestDeriveDeviceKey(t *testing.T) {
 	}
 	if _, err := d.DeriveDeviceKey("not base64!", "dev-1"); err == nil {
 		t.Fatal("a non-base64 group key was accepted")
-	}
-}
-
-// responseError has the shape of azcore.ResponseError.
-type responseError struct {
-	StatusCode int
-	ErrorCode  string
-}
-
-func (e *responseError) Error() string { return "service error" }
-
-func TestServiceStatus(t *testing.T) {
-	for _, c := range []struct {
-		err    error
-		status int
-		code   string
-	}{
-		{&d.ServiceError{StatusCode: 429, ErrorCode: "ThrottlingException"}, 429, "ThrottlingException"},
-		{d.Transient(fmt.Errorf("disabling: %w", &responseError{StatusCode: 503, ErrorCode: "ServerBusy"})), 503, "ServerBusy"},
-		{fmt.Errorf("a: %w: %w", d.ErrNotFound, &responseError{StatusCode: 404, ErrorCode: "DeviceNotFound"}), 404, "DeviceNotFound"},
-		{fmt.Errorf("gone: %w", d.ErrPreconditionFailed), 412, ""},
-		{errors.New("plain"), 0, ""},
-	} {
-		s, code := d.ServiceStatus(c.err)
-		if s != c.status || code != c.code {
-			t.Errorf("ServiceStatus(%v) = %d %q, want %d %q", c.err, s, code, c.status, c.code)
-		}
 	}
 }
