@@ -14,7 +14,6 @@ import (
 	"dpsdeprov/azure/internal/swaggercheck"
 	"dpsdeprov/azure/iothub"
 	"dpsdeprov/azure/loopback"
-	"dpsdeprov/azure/sas"
 	"dpsdeprov/deprovision"
 	"dpsdeprov/emulator"
 	"dpsdeprov/internal/testenv"
@@ -243,7 +242,7 @@ func TestGroupsAndRegistrations(t *testing.T) {
 		t.Fatalf("group key: %v (matches=%v)", err, key == g0.PrimaryKey)
 	}
 	// The derived device key is what the hub holds for a member.
-	devKey, _ := sas.DeriveDeviceKey(key, "ad-g0-d0")
+	devKey, _ := deprovision.DeriveDeviceKey(key, "ad-g0-d0")
 	reg, err := e.dps.GetRegistration(ctx, "ad-g0-d0")
 	if err != nil {
 		t.Fatal(err)
