@@ -84,6 +84,7 @@ func TestTripleDelivery(t *testing.T) {
 			if _, err := deliverEvent(t, one.handlerServer(), eventFor(req, at)); err != nil {
 				t.Fatal(err)
 			}
+			one.groupWork(nil) // a group fanned out: the GroupWork function applies its batches
 			opID := deprovision.OperationID(req.Source, "evt-"+req.EventID)
 			want, wantWrites := one.state(t, opID, req.RegistrationID, ids, groups), one.writesByOp()
 			if !strings.Contains(want, "operation succeeded") {
@@ -111,6 +112,7 @@ func TestTripleDelivery(t *testing.T) {
 					t.Fatalf("delivery %d: %v", i+1, err)
 				}
 			}
+			e.groupWork(nil)
 			for o, err := range e.ports.Journal.OpenOperations(t.Context(), e.clock.Now().Add(24*time.Hour)) {
 				if err != nil {
 					t.Fatal(err)
