@@ -26,9 +26,9 @@ tidy:
 	$(GO) mod tidy -diff
 
 # Every Go test (they start Azurite and the emulator themselves), then the conformance suite
-# that drives the emulator with Microsoft's official Node SDKs.
+# that drives the emulator with Microsoft's official Node SDKs, under the race detector.
 test: deps tidy vet
-	$(GO) test -count=1 -timeout 30m ./...
+	$(GO) test -race -count=1 -timeout 30m ./...
 
 clean:
 	rm -rf bin dist .demo

@@ -228,7 +228,7 @@ func (r *cleanupRig) await(function string) error {
 				r.t.Fatalf("waiting for %s, %s ended", function, res.function)
 			}
 			return res.err
-		case <-time.After(2 * time.Minute):
+		case <-time.After(testenv.HungAfter):
 			r.t.Fatalf("the %s invocation did not end", function)
 		}
 	}
@@ -330,9 +330,9 @@ func (r *cleanupRig) findings(runID, pass string) []deprovision.Finding {
 // published in the background) and returns their subjects.
 func (r *cleanupRig) driftEvents(n int) []string {
 	r.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var subjects []string
+	var subjects []string
+	_ = testenv.WaitFor(testenv.Context(r.t), func() bool {
+		subjects = nil
 		for _, raw := range r.host.Received("outcomes") {
 			var ev struct {
 				Type    string `json:"type"`
@@ -342,11 +342,9 @@ func (r *cleanupRig) driftEvents(n int) []string {
 				subjects = append(subjects, ev.Subject)
 			}
 		}
-		if len(subjects) >= n || time.Now().After(deadline) {
-			return subjects
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return len(subjects) >= n
+	})
+	return subjects // the caller says what it expected
 }
 
 // The issue's drift test, through devhost's timer: devices this system disabled as

@@ -12,6 +12,7 @@ import (
 
 	"dpsdeprov/deprovision"
 	"dpsdeprov/deprovision/fake"
+	"dpsdeprov/internal/testenv"
 )
 
 // state renders what the DPS, the hubs and the journal hold about a case's ids.
@@ -126,19 +127,18 @@ func TestCrashAndRedelivery(t *testing.T) {
 // TestConcurrentDeliveries: the same event delivered twice at once runs once; conflicting
 // events for one device end as the precedence rules say, whatever the interleaving.
 func TestConcurrentDeliveries(t *testing.T) {
-	// deliver submits like Event Grid: a transient answer is retried after a while.
+	// deliver submits like Event Grid: an answer that another delivery holds the device or
+	// the operation is delivered again, until that delivery has ended.
 	deliver := func(e *env, r deprovision.Request) (*deprovision.Operation, error) {
-		for range 50 {
-			op, err := e.engine(nil).Submit(context.Background(), r)
-			if err == nil || !deprovision.IsTransient(err) {
-				return op, err
-			}
-			if !errors.Is(err, deprovision.ErrBusy) {
-				return op, err
-			}
-			time.Sleep(20 * time.Millisecond)
+		var op *deprovision.Operation
+		var err error
+		if werr := testenv.WaitFor(testenv.Context(e.t), func() bool {
+			op, err = e.engine(nil).Submit(context.Background(), r)
+			return !errors.Is(err, deprovision.ErrBusy)
+		}); werr != nil {
+			return nil, fmt.Errorf("still busy: %w (last: %v)", werr, err)
 		}
-		return nil, fmt.Errorf("still busy")
+		return op, err
 	}
 	t.Run("same event twice", func(t *testing.T) {
 		e := newEnv(t)

@@ -95,22 +95,13 @@ func (e *env) startHandlerProc(t *testing.T) *handlerProc {
 	}
 	go func() { _ = p.cmd.Wait(); close(p.done) }()
 	t.Cleanup(p.kill)
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		if resp, err := http.Get(p.url + "/"); err == nil {
-			resp.Body.Close()
-			return p
-		}
-		select {
-		case <-p.done:
-			p.mu.Lock()
-			defer p.mu.Unlock()
-			t.Fatalf("the handler exited during start-up:\n%s", p.log.String())
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the handler did not answer GET / within 30s")
-		}
+	if testenv.UpOrExited(t, "the handler to answer GET /", p.done, testenv.AnswersGET(p.url+"/")) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		t.Fatalf("the handler exited during start-up:\n%s", p.log.String())
 	}
+	return p
+
 }
 
 // kill ends the process abruptly, as a crash or an evicted instance does.
