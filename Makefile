@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 NPM ?= npm
 
-.PHONY: all deps tidy test vet unit demo run bench package fuzz clean
+.PHONY: all deps tidy lint test vet unit demo run bench package fuzz clean
 
 all: test
 
@@ -19,6 +19,12 @@ deps: node_modules/.package-lock.json
 
 vet:
 	$(GO) vet ./...
+
+# staticcheck at a pinned version, fetched by go run (it stays out of go.mod: the app does not
+# build with it). It must report nothing.
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+lint: vet
+	$(GO) run $(STATICCHECK) ./...
 
 # go.mod and go.sum must be what `go mod tidy` would write: every direct requirement in the
 # direct block, nothing unused. Fails (printing the diff) when they are not; fix with `go mod tidy`.
