@@ -142,6 +142,8 @@ func TestTwoInstancesNeverExceedTheWindowCapacity(t *testing.T) {
 }
 
 // bulkLoad queues count bulk callers of n tokens each on hub and reports how many finished.
+// It returns once every caller is queued or served and the bulk work has been granted its
+// first tokens: the load is on.
 func bulkLoad(t *testing.T, l *Limiter, hub string, count, n int) (done *atomic.Int64, wait func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -159,11 +161,11 @@ func bulkLoad(t *testing.T, l *Limiter, hub string, count, n int) (done *atomic.
 		}()
 	}
 	h, _ := l.hub(hub)
-	testenv.Eventually(t, "every bulk caller to be queued or served", func() bool {
+	testenv.Eventually(t, "every bulk caller to be queued or served, and the first bulk grant", func() bool {
 		h.lock()
 		queued := h.queues[PriorityBulk].Len()
 		h.unlock()
-		return int64(queued)+done.Load() == int64(count)
+		return int64(queued)+done.Load() == int64(count) && l.Stats().GrantedBulk > 0
 	})
 	return done, func() { cancel(); wg.Wait() }
 }
