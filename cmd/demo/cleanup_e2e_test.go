@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -39,7 +38,7 @@ type cleanupRig struct {
 	settings map[string]string
 	egPort   int
 	key      string
-	out      *syncBuffer
+	out      *testenv.Output
 	svc      *aztables.ServiceClient
 	emu      *emulator.Emulator
 	hk       *journal.Housekeeping
@@ -52,18 +51,6 @@ type cleanupRig struct {
 type invocationResult struct {
 	function string
 	err      error
-}
-
-// syncBuffer is a bytes.Buffer safe for the handler's output and the test's reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.Buffer.Write(p)
 }
 
 func newCleanupRig(t *testing.T, extra map[string]string) *cleanupRig {
@@ -118,9 +105,7 @@ func newCleanupRig(t *testing.T, extra map[string]string) *cleanupRig {
 			_ = r.host.Close()
 		}
 		if t.Failed() {
-			r.out.mu.Lock()
 			t.Logf("handler output:\n%s", tail(r.out.String(), 6000))
-			r.out.mu.Unlock()
 		}
 	})
 
@@ -164,7 +149,7 @@ func (r *cleanupRig) start() {
 		r.t.Fatal(err)
 	}
 	if r.out == nil {
-		r.out = &syncBuffer{}
+		r.out = &testenv.Output{}
 	}
 	h, err := devhost.Start(context.Background(), loaded, devhost.Options{
 		Settings: r.settings, Addr: "127.0.0.1:0", HandlerOutput: r.out,
@@ -789,9 +774,7 @@ func TestCleanupTimerGuardsStaleRetirements(t *testing.T) {
 		t.Errorf("refusals say: %q, %q, %q", fs[compromised].Action, fs[https].Action, fs[connected].Action)
 	}
 	// One structured line per run, with each pass's counts.
-	r.out.mu.Lock()
 	logs := r.out.String()
-	r.out.mu.Unlock()
 	var summaries int
 	for _, line := range strings.Split(logs, "\n") {
 		var l struct {

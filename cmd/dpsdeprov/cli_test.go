@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -45,24 +44,6 @@ func TestMain(m *testing.M) {
 	}
 	defer os.RemoveAll(dir)
 	testenv.Main(m)
-}
-
-// syncBuffer is a bytes.Buffer safe for a process's output and the test's reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.Buffer.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.Buffer.String()
 }
 
 // stack is the local stack `make run` starts: the real handler behind devhost, the journal
@@ -116,7 +97,7 @@ func newStackWithAuth(t *testing.T, members int, extra map[string]string, auth *
 		t.Fatal(err)
 	}
 	app.Host.CustomHandler.Description.DefaultExecutablePath = handlerBin
-	out := &syncBuffer{}
+	out := &testenv.Output{}
 	h, err := devhost.Start(context.Background(), app, devhost.Options{Settings: settings, Addr: "127.0.0.1:0", HandlerOutput: out,
 		Logger: slog.New(slog.NewTextHandler(out, nil)), Auth: auth})
 	if err != nil {

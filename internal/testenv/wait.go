@@ -1,8 +1,10 @@
 package testenv
 
 import (
+	"bytes"
 	"context"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 )
@@ -81,4 +83,25 @@ func AnswersGET(url string) func() bool {
 		}
 		return err == nil
 	}
+}
+
+// Output collects what a process or a background writer writes, safe to read while it is
+// being written (as a process's Stdout: os/exec copies into it from its own goroutine).
+type Output struct {
+	mu  sync.Mutex
+	buf bytes.Buffer // not embedded: an embedded bytes.Buffer's ReadFrom would bypass mu
+}
+
+// Write appends p.
+func (o *Output) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.buf.Write(p)
+}
+
+// String returns what was written so far.
+func (o *Output) String() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.buf.String()
 }
