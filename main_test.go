@@ -93,7 +93,7 @@ func TestStartupFailsNamingTheSetting(t *testing.T) {
 			for k, v := range settings {
 				cmd.Env = append(cmd.Env, k+"="+v)
 			}
-			var stderr bytes.Buffer
+			var stderr testenv.Output
 			cmd.Stderr = &stderr
 			done := make(chan error, 1)
 			if err := cmd.Start(); err != nil {
@@ -124,23 +124,12 @@ func TestStartupFailsNamingTheSetting(t *testing.T) {
 type proc struct {
 	url     string
 	cmd     *exec.Cmd
-	mu      sync.Mutex
-	stderr  bytes.Buffer
+	out     testenv.Output
 	done    chan struct{}
 	exitErr error
 }
 
-func (p *proc) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.stderr.Write(b)
-}
-
-func (p *proc) log() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.stderr.String()
-}
+func (p *proc) log() string { return p.out.String() }
 
 // startHandler runs the binary with settings as the host would (port in
 // FUNCTIONS_CUSTOMHANDLER_PORT, app settings in the environment) and polls GET / as the host
@@ -158,7 +147,7 @@ func startHandler(t *testing.T, settings map[string]string) *proc {
 	for k, v := range settings {
 		p.cmd.Env = append(p.cmd.Env, k+"="+v)
 	}
-	p.cmd.Stdout, p.cmd.Stderr = p, p
+	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
