@@ -190,7 +190,7 @@ func wire(ctx context.Context, cfg *settings, logger *slog.Logger) (*app, error)
 
 	tables, err := tableService(cfg.Config, creds)
 	if err != nil {
-		return nil, fmt.Errorf("Table Storage client (%s): %w", config.SettingStorage, err)
+		return nil, fmt.Errorf("creating the Table Storage client (%s): %w", config.SettingStorage, err)
 	}
 	// The journal creates its tables now: an unreachable or unauthorized account stops
 	// start-up here, within the host's 30 s start-up window, rather than failing every

@@ -23,8 +23,8 @@ type Deps struct {
 	// Notifier may be nil.
 	Notifier Notifier
 	Logger   *slog.Logger
-	// Work, when set, carries group-wide operations' members to queue workers in batches
-	// (fanout.go); nil applies them inline, page by page, in the operation's own invocation.
+	// Work carries group-wide operations' members to the GroupWork workers in batches
+	// (fanout.go). It is required for group-wide intents: without it they fail.
 	Work WorkQueue
 	// Budget counts destructive operations per hour for Config.Guard; nil: not counted.
 	Budget Budget

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 )
@@ -25,8 +24,8 @@ type MemberResult struct {
 
 // ApplyMembers applies action (disable or delete) to members, all assigned to hub, with the
 // hub's bulk registry API (up to 100 devices a call). A member already in the wanted state,
-// or already gone, counts as done. It is its own entry point so that a queue worker can apply
-// a batch fanned out by a group-wide operation; opID names that operation in logs.
+// or already gone, counts as done. [Engine.ApplyBatch] applies a fanned-out batch with it;
+// opID names the batch's operation in logs.
 // The error is for the whole batch (transient ones mean "retry the batch"); a member's own
 // failure is counted in the result.
 //
@@ -225,97 +224,15 @@ func memberID(m Registration) string {
 	return m.RegistrationID
 }
 
-// groupMembers pages the group's registration states from where the operation stopped, and
-// applies the hub action to each page, journaling the continuation after every page: a resume
-// starts at the first unfinished page, and a page is never held with another.
-//
-// A page is applied in batches (by hub, in hub order, at most 100 members: one bulk call
-// each), and each batch's outcome is journaled as soon as the bulk call returns, together
-// with its counts (Progress.PageBatches); a resume re-reads the page from the same
-// continuation (the group is disabled, so it reads the same members) and skips the batches
-// already journaled. Only a death between the hub's answer and that journal write sends a
-// bulk call again. Reading the devices back to find out instead would cost as many registry
-// operations as the re-sent call, so the journal write is the cheapest guard.
-//
-// With a [WorkQueue] configured (Deps.Work) the members go to queue workers instead: see
-// fanOut. Inline application suits small groups and tests; it holds the invocation for as long
-// as the hub's budget needs, which for a large group is longer than a function may run.
+// groupMembers is the StepGroupMembers step. Production and the tests take one path: the
+// members go to the GroupWork workers through the queue ([WorkQueue], see fanOut), which
+// apply them in batches with [Engine.ApplyBatch] at the hubs' pace, however long that takes;
+// the operation's own invocation only pages the group and enqueues.
 func (e *Engine) groupMembers(ctx context.Context, op *Operation, st Step) stepResult {
-	if e.d.Work != nil {
-		return e.fanOut(ctx, op, st)
+	if e.d.Work == nil {
+		return failed(fmt.Errorf("operation %s: group-wide work goes through the group work queue, and the engine has none (Deps.Work)", op.ID))
 	}
-	gid, action, reason := st.Params[ParamGroupID], Action(st.Params[ParamAction]), st.Params[ParamStatusReason]
-	pr := &op.Progress
-	if pr.Pages > 0 && pr.Continuation == "" {
-		return stepResult{note: fmt.Sprintf("%d members: %d done, %d failed", pr.Total, pr.Done, pr.Failed)}
-	}
-	type batch struct {
-		hub     string
-		members []Registration
-	}
-	for page, err := range e.d.Registrations.GroupRegistrations(ctx, gid, pr.Continuation, e.c.GroupPageSize) {
-		if err != nil {
-			return failed(fmt.Errorf("reading registrations of group %s: %w", gid, err))
-		}
-		byHub := map[string][]Registration{}
-		unassigned := 0
-		for _, m := range page.Items {
-			if m.AssignedHub == "" {
-				unassigned++ // never assigned: no hub identity to change
-				continue
-			}
-			byHub[m.AssignedHub] = append(byHub[m.AssignedHub], m)
-		}
-		hubs := make([]string, 0, len(byHub))
-		for h := range byHub {
-			hubs = append(hubs, h)
-		}
-		sort.Strings(hubs) // a resume must split the page into the same batches
-		var batches []batch
-		for _, h := range hubs {
-			ms := byHub[h]
-			for start := 0; start < len(ms); start += maxBulk {
-				batches = append(batches, batch{h, ms[start:min(start+maxBulk, len(ms))]})
-			}
-		}
-		for i, b := range batches {
-			if i < pr.PageBatches {
-				continue // applied and journaled before the process died
-			}
-			r, err := e.ApplyMembers(ctx, op.ID, b.hub, b.members, action, reason)
-			if err != nil {
-				return failed(err)
-			}
-			pr.Done += r.Done
-			pr.Failed += r.Failed
-			for _, f := range r.Failures {
-				if len(pr.Failures) < maxFailures {
-					pr.Failures = append(pr.Failures, f)
-				}
-			}
-			pr.PageBatches = i + 1
-			if i+1 < len(batches) { // the page's last batch is journaled with the page below
-				if err := e.save(ctx, op); err != nil {
-					return failed(err)
-				}
-			}
-		}
-		pr.Done += unassigned
-		pr.Total += len(page.Items)
-		pr.Pages++
-		pr.Continuation = page.Next
-		pr.PageBatches = 0
-		if err := e.save(ctx, op); err != nil {
-			return failed(err)
-		}
-		if page.Next == "" {
-			break
-		}
-	}
-	if pr.Failed > 0 {
-		return failed(fmt.Errorf("%d of %d members of group %s failed (first: %s)", pr.Failed, pr.Total, gid, strings.Join(pr.Failures, "; ")))
-	}
-	return stepResult{changed: true, note: fmt.Sprintf("%d members: %d done", pr.Total, pr.Done)}
+	return e.fanOut(ctx, op, st)
 }
 
 // deleteGroupRegistrations deletes a retired group's registration records. It always reads

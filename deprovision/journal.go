@@ -95,10 +95,6 @@ type Progress struct {
 	Batches, BatchesDone int    `json:",omitempty"`
 	FannedOut            bool   `json:",omitempty"`
 	Applied              string `json:",omitempty"`
-	// PageBatches counts the batches of the page after Continuation that inline application
-	// (no WorkQueue) has applied and counted: journaled with each bulk call's outcome, so that
-	// a resume sends none of them again.
-	PageBatches int `json:",omitempty"`
 	// Enqueuing is the number of the page (Pages+1) whose batches the fan-out has begun to
 	// enqueue: a resume that finds it enqueues that page's batches marked WorkBatch.Again.
 	Enqueuing int `json:",omitempty"`

@@ -1,8 +1,6 @@
 package deprovision_test
 
 import (
-	"errors"
-	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -471,46 +469,5 @@ func TestStatusReasonFitsTheHub(t *testing.T) {
 	r.Reason = strings.Repeat("é", 300)
 	if n := len([]rune(d.StatusReason(r))); n > 128 {
 		t.Fatalf("statusReason has %d characters, the hub takes 128", n)
-	}
-}
-
-func TestDeriveDeviceKey(t *testing.T) {
-	// Known answer computed with the documented formula (openssl dgst -sha256 -mac HMAC).
-	got, err := d.DeriveDeviceKey("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "dev-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got == "" || got == "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=" {
-		t.Fatalf("derived key %q", got)
-	}
-	if _, err := d.DeriveDeviceKey("not base64!", "dev-1"); err == nil {
-		t.Fatal("a non-base64 group key was accepted")
-	}
-}
-
-// responseError has the shape of azcore.ResponseError.
-type responseError struct {
-	StatusCode int
-	ErrorCode  string
-}
-
-func (e *responseError) Error() string { return "service error" }
-
-func TestServiceStatus(t *testing.T) {
-	for _, c := range []struct {
-		err    error
-		status int
-		code   string
-	}{
-		{&d.ServiceError{StatusCode: 429, ErrorCode: "ThrottlingException"}, 429, "ThrottlingException"},
-		{d.Transient(fmt.Errorf("disabling: %w", &responseError{StatusCode: 503, ErrorCode: "ServerBusy"})), 503, "ServerBusy"},
-		{fmt.Errorf("a: %w: %w", d.ErrNotFound, &responseError{StatusCode: 404, ErrorCode: "DeviceNotFound"}), 404, "DeviceNotFound"},
-		{fmt.Errorf("gone: %w", d.ErrPreconditionFailed), 412, ""},
-		{errors.New("plain"), 0, ""},
-	} {
-		s, code := d.ServiceStatus(c.err)
-		if s != c.status || code != c.code {
-			t.Errorf("ServiceStatus(%v) = %d %q, want %d %q", c.err, s, code, c.status, c.code)
-		}
 	}
 }

@@ -2,10 +2,6 @@ package deprovision
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -169,7 +165,7 @@ func (e *Engine) createEnrollment(ctx context.Context, op *Operation, rid string
 			want.PrimaryKey, want.SecondaryKey = k.Primary, k.Secondary
 		} else {
 			// The keys of a blocking enrollment never match anything: DPS only needs it to exist.
-			want.PrimaryKey, want.SecondaryKey = randomKey(), randomKey()
+			want.PrimaryKey, want.SecondaryKey = NewSymmetricKey(), NewSymmetricKey()
 		}
 	default:
 		return failed(fmt.Errorf("enrollment %s: cannot create an enrollment with attestation %q", rid, att))
@@ -341,24 +337,6 @@ func (e *Engine) deleteDevice(ctx context.Context, hub, id string) stepResult {
 		return failed(fmt.Errorf("deleting device %s in %s: %w", id, hub, err))
 	}
 	return stepResult{changed: true}
-}
-
-// DeriveDeviceKey derives a group member's symmetric key from its group's key, as DPS does:
-// base64(HMAC-SHA256(base64decode(groupKey), registrationID)).
-func DeriveDeviceKey(groupKey, registrationID string) (string, error) {
-	k, err := base64.StdEncoding.DecodeString(groupKey)
-	if err != nil {
-		return "", fmt.Errorf("the group key is not base64: %w", err)
-	}
-	m := hmac.New(sha256.New, k)
-	m.Write([]byte(registrationID))
-	return base64.StdEncoding.EncodeToString(m.Sum(nil)), nil
-}
-
-func randomKey() string {
-	b := make([]byte, 32)
-	_, _ = rand.Read(b)
-	return base64.StdEncoding.EncodeToString(b)
 }
 
 // leafPEM returns the first certificate of text as PEM: only the leaf goes into an enrollment.

@@ -14,7 +14,6 @@ import (
 	"dpsdeprov/azure/internal/swaggercheck"
 	"dpsdeprov/azure/iothub"
 	"dpsdeprov/azure/loopback"
-	"dpsdeprov/azure/sas"
 	"dpsdeprov/deprovision"
 	"dpsdeprov/emulator"
 	"dpsdeprov/internal/testenv"
@@ -244,7 +243,7 @@ func TestGroupsAndRegistrations(t *testing.T) {
 	}
 	key := keys.Primary
 	// The derived device key is what the hub holds for a member.
-	devKey, _ := sas.DeriveDeviceKey(key, "ad-g0-d0")
+	devKey, _ := deprovision.DeriveDeviceKey(key, "ad-g0-d0")
 	reg, err := e.dps.GetRegistration(ctx, "ad-g0-d0")
 	if err != nil {
 		t.Fatal(err)
@@ -574,7 +573,7 @@ func TestDeviceUpdateRegistryOperations(t *testing.T) {
 		{"unconditional", dis, "*"},
 	} {
 		e.em.ResetStats()
-		w, err := e.hubs.PutDevice(ctx, c.d, c.etag)
+		_, err := e.hubs.PutDevice(ctx, c.d, c.etag)
 		if err != nil {
 			t.Fatalf("%s: %v", c.name, err)
 		}
@@ -585,7 +584,6 @@ func TestDeviceUpdateRegistryOperations(t *testing.T) {
 		if after.Authentication.SymmetricKey.PrimaryKey != before.Authentication.SymmetricKey.PrimaryKey {
 			t.Fatalf("%s: the update changed the keys", c.name)
 		}
-		dis = w
 	}
 
 	e.em.ResetStats()

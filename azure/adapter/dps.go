@@ -2,7 +2,6 @@ package adapter
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -390,16 +389,11 @@ func attestationFor(e *deprovision.Enrollment) (*dps.AttestationMechanism, error
 		}}, nil
 	case deprovision.AttestationSymmetricKey:
 		pk, sk := e.PrimaryKey, e.SecondaryKey
-		var err error
 		if pk == "" {
-			if pk, err = randomKey(); err != nil {
-				return nil, err
-			}
+			pk = deprovision.NewSymmetricKey()
 		}
 		if sk == "" {
-			if sk, err = randomKey(); err != nil {
-				return nil, err
-			}
+			sk = deprovision.NewSymmetricKey()
 		}
 		for _, k := range []string{pk, sk} {
 			if b, err := base64.StdEncoding.DecodeString(k); err != nil || len(b) < 16 {
@@ -416,15 +410,8 @@ func attestationFor(e *deprovision.Enrollment) (*dps.AttestationMechanism, error
 func groupAttestation(g *deprovision.Group) (*dps.AttestationMechanism, error) {
 	switch {
 	case g.Attestation == deprovision.AttestationSymmetricKey:
-		pk, err := randomKey()
-		if err != nil {
-			return nil, err
-		}
-		sk, err := randomKey()
-		if err != nil {
-			return nil, err
-		}
-		return &dps.AttestationMechanism{Type: dps.AttestationTypeSymmetricKey, SymmetricKey: &dps.SymmetricKeyAttestation{PrimaryKey: pk, SecondaryKey: sk}}, nil
+		return &dps.AttestationMechanism{Type: dps.AttestationTypeSymmetricKey, SymmetricKey: &dps.SymmetricKeyAttestation{
+			PrimaryKey: deprovision.NewSymmetricKey(), SecondaryKey: deprovision.NewSymmetricKey()}}, nil
 	case g.Attestation == deprovision.AttestationX509 && len(g.CAReferences) > 0:
 		ref := &dps.X509CAReferences{Primary: g.CAReferences[0]}
 		if len(g.CAReferences) > 1 {
@@ -434,15 +421,6 @@ func groupAttestation(g *deprovision.Group) (*dps.AttestationMechanism, error) {
 	default:
 		return nil, fmt.Errorf("cannot create a group with %q attestation and no CA reference from what the engine knows", g.Attestation)
 	}
-}
-
-// randomKey returns a random 256-bit key, base64.
-func randomKey() (string, error) {
-	b := make([]byte, 32)
-	if _, err := rand.Read(b); err != nil {
-		return "", err
-	}
-	return base64.StdEncoding.EncodeToString(b), nil
 }
 
 func enrollmentFromDPS(d *dps.IndividualEnrollment) *deprovision.Enrollment {

@@ -141,17 +141,22 @@ func TestDevicesHonoursTheThrottlesRetryAfter(t *testing.T) {
 	d := NewLimitedDevices(inner, l, nil)
 	drain(t, inner, "hub1")
 	start := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	_, err := d.GetDevice(ctx, "hub1", "dev-1")
+	errc := make(chan error, 1)
+	go func() { _, err := d.GetDevice(ctx, "hub1", "dev-1"); errc <- err }()
+	// The caller's context ends once the hub's 429 has paused it (the call is then waiting out
+	// the pause).
+	h, _ := l.hub("hub1")
+	pausedUntil := func() time.Time { h.lock(); defer h.unlock(); return h.notBefore }
+	testenv.Eventually(t, "the hub's 429 to pause it", func() bool { return pausedUntil().After(start) })
+	cancel()
+	err := <-errc
 	var re *azcore.ResponseError
 	if !deprovision.IsTransient(err) || !errors.As(err, &re) || re.StatusCode != http.StatusTooManyRequests {
 		t.Fatalf("GetDevice on a spent hub: %v, want the hub's 429", err)
 	}
-	h, _ := l.hub("hub1")
-	h.lock()
-	until := h.notBefore
-	h.unlock()
+	until := pausedUntil()
 	if until.Before(start.Add(30 * time.Second)) {
 		t.Errorf("paused until %v after a 429 asking for most of a minute (from %v)", until, start)
 	}

@@ -102,6 +102,9 @@ func (h *hubLimiter) wait(ctx context.Context, n int, p Priority) error {
 		h.addPoolLocked(w.got, h.l.win.end(h.l.win.index(h.l.now())))
 		w.got = 0
 		h.serveLocked()
+	} else if w.got > 0 {
+		h.l.stat.lapsed.Add(int64(w.got))
+		w.got = 0
 	}
 	return ctx.Err()
 }
@@ -116,6 +119,7 @@ func (h *hubLimiter) addPoolLocked(n int, end time.Time) {
 // serveLocked hands pooled tokens to waiters, high priority first, in arrival order.
 func (h *hubLimiter) serveLocked() {
 	if h.pool > 0 && !h.l.now().Before(h.poolEnd) {
+		h.l.stat.lapsed.Add(int64(h.pool))
 		h.pool = 0
 	}
 	for _, q := range []*list.List{h.queues[PriorityHigh], h.queues[PriorityBulk]} {

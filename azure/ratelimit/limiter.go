@@ -96,11 +96,14 @@ type Stats struct {
 	GrantedHigh  int64 // tokens granted to high-priority requests
 	GrantedBulk  int64 // tokens granted to bulk requests
 	Observed429s int64 // calls to Observe429
+	// Lapsed counts granted tokens no caller used before their window (and its grace)
+	// ended: a claim answered that late, or a caller that left. They were never sent.
+	Lapsed int64
 }
 
 type counters struct {
-	tableCalls, conflicts, claims, observed atomic.Int64
-	granted                                 [2]atomic.Int64
+	tableCalls, conflicts, claims, observed, lapsed atomic.Int64
+	granted                                         [2]atomic.Int64
 }
 
 // Limiter keeps hubs within their budgets, shared by every Limiter on the same table.
@@ -271,6 +274,7 @@ func (l *Limiter) Stats() Stats {
 		GrantedBulk:  l.stat.granted[PriorityBulk].Load(),
 		GrantedHigh:  l.stat.granted[PriorityHigh].Load(),
 		Observed429s: l.stat.observed.Load(),
+		Lapsed:       l.stat.lapsed.Load(),
 	}
 }
 

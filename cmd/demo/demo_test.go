@@ -215,13 +215,7 @@ func (d *demo) outcomeEvents(t *testing.T) []json.RawMessage {
 
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testenv.Eventually(t, what, cond)
 }
 
 // A group-work message whose invocations keep failing (every bulk call and query to the hub fails) is
