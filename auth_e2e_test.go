@@ -32,7 +32,7 @@ type authStack struct {
 	host  *devhost.Host
 	ops   *aztables.Client
 	group string
-	out   *proc
+	out   *testenv.Output
 }
 
 // Test identities and their bearer tokens; the app registration's roles as docs/deploy.md
@@ -74,7 +74,7 @@ func startAuthStack(t *testing.T, auth *devhost.AuthOptions) *authStack {
 		t.Fatal(err)
 	}
 	app.Host.CustomHandler.Description.DefaultExecutablePath = handlerBin
-	out := &proc{}
+	out := &testenv.Output{}
 	host, err := devhost.Start(context.Background(), app, devhost.Options{Settings: settings, Addr: "127.0.0.1:0", HandlerOutput: out,
 		Logger: slog.New(slog.NewTextHandler(out, nil)), Auth: auth})
 	if err != nil {
@@ -83,7 +83,7 @@ func startAuthStack(t *testing.T, auth *devhost.AuthOptions) *authStack {
 	t.Cleanup(func() {
 		_ = host.Close()
 		if t.Failed() {
-			t.Logf("devhost and handler log:\n%s", out.log())
+			t.Logf("devhost and handler log:\n%s", out.String())
 		}
 	})
 	svc, err := aztables.NewServiceClientFromConnectionString(az.ConnectionString(), nil)

@@ -58,20 +58,19 @@ func newTopic(t *testing.T) *topic {
 // waitFor returns the outcome event about operation opID, waiting for the background publish.
 func (tp *topic) waitFor(t *testing.T, opID string) map[string]any {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
+	var found map[string]any
+	testenv.Eventually(t, "the outcome event of operation "+opID, func() bool {
 		tp.mu.Lock()
+		defer tp.mu.Unlock()
 		for _, ev := range tp.events {
 			if d, ok := ev["data"].(map[string]any); ok && d["operationId"] == opID {
-				tp.mu.Unlock()
-				return ev
+				found = ev
+				return true
 			}
 		}
-		tp.mu.Unlock()
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("no outcome event for operation %s", opID)
-	return nil
+		return false
+	})
+	return found
 }
 
 // rig is the handler binary over the real engine, a journal in Azurite and an emulated DPS
@@ -371,8 +370,7 @@ func TestRefusedOutcomeIsJournaled(t *testing.T) {
 		t.Fatalf("status %d, logs %v", status, res.Logs)
 	}
 	id := deprovision.OperationID(egTopic, "outcome-"+rid)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testenv.Eventually(t, "the journaled publish failure of "+id, func() bool {
 		op, steps := r.operation(t, egTopic, "outcome-"+rid)
 		if op.Status != deprovision.StatusSucceeded {
 			t.Fatalf("operation %s: %s (%s)", id, op.Status, op.Reason)
@@ -382,14 +380,11 @@ func TestRefusedOutcomeIsJournaled(t *testing.T) {
 				if s.Outcome != deprovision.StepFailed || s.HTTPStatus != http.StatusUnauthorized || strings.Contains(s.Error, "a-wrong-key") {
 					t.Fatalf("publish record %+v", s)
 				}
-				return
+				return true
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no journaled publish failure on %s: %+v", id, steps)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return false
+	})
 }
 
 // The Cleanup timer resumes an operation that a transient fault stopped and that Event Grid

@@ -325,7 +325,7 @@ func newDevhostRig(t *testing.T) *devhostRig {
 		t.Fatal(err)
 	}
 	app.Host.CustomHandler.Description.DefaultExecutablePath = handlerBin
-	var out proc
+	var out testenv.Output
 	host, err := devhost.Start(context.Background(), app, devhost.Options{Settings: settings, Addr: "127.0.0.1:0", HandlerOutput: &out,
 		Logger: slog.New(slog.NewTextHandler(&out, nil))})
 	if err != nil {
@@ -334,7 +334,7 @@ func newDevhostRig(t *testing.T) *devhostRig {
 	t.Cleanup(func() {
 		_ = host.Close()
 		if t.Failed() {
-			t.Logf("devhost and handler log:\n%s", tail(out.log(), 8000))
+			t.Logf("devhost and handler log:\n%s", tail(out.String(), 8000))
 		}
 	})
 	svc, err := aztables.NewServiceClientFromConnectionString(az.ConnectionString(), nil)

@@ -157,7 +157,7 @@ func wire(ctx context.Context, cfg *settings, logger *slog.Logger) (*app, error)
 
 	tables, err := tableService(cfg.Config, creds)
 	if err != nil {
-		return nil, fmt.Errorf("Table Storage client (%s): %w", config.SettingStorage, err)
+		return nil, fmt.Errorf("creating the Table Storage client (%s): %w", config.SettingStorage, err)
 	}
 	// Every DPS and hub call waits for its service's budget, shared across instances through
 	// Table Storage; the limiters are the clients' per-retry policies (main_scale.go).

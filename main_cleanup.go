@@ -76,6 +76,7 @@ func wireCleanup(cfg *settings, p cleanupPorts, logger *slog.Logger) (*handler.C
 		Engine: p.engine, Operations: p.journal, DeviceJournal: p.journal, Journal: hk, Ledger: hk, Seen: hk,
 		Poison:      newPoisonSweeper(workqueue.NewPoison(queues, handler.GroupWorkQueue), p.engine),
 		Enrollments: p.enrollments, Registrations: p.registrations, Devices: p.devices, Liveness: p.liveness,
+		Moves:         deprovision.NewMoves(deprovision.Deps{Registrations: p.registrations, Devices: p.devices, Journal: p.journal, Logger: logger}),
 		ResumeContext: intentPriority, Clock: deprovision.SystemClock{}, Logger: logger,
 	}
 	if p.publisher != nil {

@@ -181,8 +181,8 @@ func TestCleanupSettlesPoisonedBatchesAtBulkPriority(t *testing.T) {
 	}
 
 	poison := workqueue.NewPoison(queues, name)
-	poison.MinAge = time.Millisecond // the app's default leaves messages younger than 10 minutes
-	time.Sleep(10 * time.Millisecond)
+	// The app's default leaves messages younger than 10 minutes alone: these are an hour old.
+	poison.Now = func() time.Time { return time.Now().Add(time.Hour) }
 	runner, err := cleanup.New(cleanup.Deps{Engine: engine, Operations: j, Journal: hk, Seen: hk,
 		Poison: newPoisonSweeper(poison, engine), Enrollments: dps, Registrations: dps, Devices: hubs,
 		Logger: slog.New(slog.DiscardHandler)}, cleanup.Options{Hubs: []string{hub1}})

@@ -163,7 +163,7 @@ func queueService(cfg *config.Config, creds *credentials) (*azqueue.ServiceClien
 		svc, err = azqueue.NewServiceClient(cfg.Storage.QueueServiceURL, cred, o)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("Queue Storage client (%s): %w", config.SettingStorage, err)
+		return nil, fmt.Errorf("creating the Queue Storage client (%s): %w", config.SettingStorage, err)
 	}
 	return svc, nil
 }

@@ -35,11 +35,14 @@ func (q *applyAtOnce) Enqueue(ctx context.Context, b *deprovision.WorkBatch) err
 
 // TestRegistryOperationsPerDevice counts, with the emulator's statistics, the identity-registry
 // operations each path charges a hub per device (docs/scale.md lists them next to the
-// minimum each intent needs). The group paths must cost exactly one per member: one item of
-// a bulk call. A single-device disable must cost 2, the floor for a reversible disable (the
-// read that gives the whole identity and its ETag, then the write carrying it), and a
-// single-device delete 2 (resolution's read, which classifies the device and states what
-// the plan changes, then the DELETE, which needs no read of its own).
+// minimum each intent needs). A group delete costs one per member (one item of a bulk call);
+// a group disable, which keeps each identity as it was (deprovision/group.go, disableMembers),
+// one per X.509 member (one query per 100 members, on the hub's query budget, gives all an
+// X.509 identity has) and two per SAS member (the query shows no keys: one read, then the
+// item). A single-device disable must cost 2, the floor for a reversible disable (the read
+// that gives the whole identity and its ETag, then the write carrying it), and a single-device
+// delete 2 (resolution's read, which classifies the device and states what the plan changes,
+// then the DELETE, which needs no read of its own).
 func TestRegistryOperationsPerDevice(t *testing.T) {
 	em := testenv.StartEmulator(t, emulator.Options{Hubs: []string{"hub1", "hub2"}})
 	info := em.Info()
@@ -72,8 +75,12 @@ func TestRegistryOperationsPerDevice(t *testing.T) {
 	ctx := context.Background()
 
 	const members = 400
-	seed := func(prefix string) emulator.SeededGroup {
-		res, err := em.Seed(emulator.SeedSpec{Prefix: prefix, Groups: 1, Registrations: members})
+	seed := func(prefix string, att ...string) emulator.SeededGroup {
+		spec := emulator.SeedSpec{Prefix: prefix, Groups: 1, Registrations: members}
+		if len(att) > 0 {
+			spec.Attestation = att[0]
+		}
+		res, err := em.Seed(spec)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -86,6 +93,7 @@ func TestRegistryOperationsPerDevice(t *testing.T) {
 		}
 		return n
 	}
+	queries := func() int64 { return em.Stats().Operations["hub.devices.query"].Calls }
 	type path struct {
 		name    string
 		req     deprovision.Request
@@ -93,11 +101,13 @@ func TestRegistryOperationsPerDevice(t *testing.T) {
 		want    float64 // registry operations per device
 	}
 	grp := seed("grp")
+	x509 := seed("xgrp", "x509")
 	ret := seed("ret")
 	single := seed("one")
 	id := func(g emulator.SeededGroup, i int) string { return fmt.Sprintf("%s-d%d", g.ID, i) }
 	paths := []path{
-		{"group compromised (bulk update, disabled)", deprovision.Request{Intent: deprovision.IntentGroupCompromised, EnrollmentGroupID: grp.ID}, members, 1},
+		{"group compromised, X.509 members (query, bulk updateIfMatchETag)", deprovision.Request{Intent: deprovision.IntentGroupCompromised, EnrollmentGroupID: x509.ID}, members, 1},
+		{"group compromised, SAS members (query, read, bulk updateIfMatchETag)", deprovision.Request{Intent: deprovision.IntentGroupCompromised, EnrollmentGroupID: grp.ID}, members, 2},
 		{"group retired (bulk delete)", deprovision.Request{Intent: deprovision.IntentGroupRetired, EnrollmentGroupID: ret.ID}, members, 1},
 		{"member compromised (disable)", deprovision.Request{Intent: deprovision.IntentCompromised, RegistrationID: id(single, 1)}, 1, 2},
 		{"member lost (disable)", deprovision.Request{Intent: deprovision.IntentLost, RegistrationID: id(single, 2)}, 1, 2},
@@ -117,9 +127,9 @@ func TestRegistryOperationsPerDevice(t *testing.T) {
 		}
 		per := float64(ops()) / float64(p.devices)
 		got[p.name] = per
-		fmt.Fprintf(&table, "| %s | %.2f |\n", p.name, per)
+		fmt.Fprintf(&table, "| %s | %.2f | %.3f |\n", p.name, per, float64(queries())/float64(p.devices))
 	}
-	t.Logf("hub registry operations per device:\n%s", table.String())
+	t.Logf("hub registry operations and queries per device:\n%s", table.String())
 	for _, p := range paths {
 		if got[p.name] != p.want {
 			t.Errorf("%s costs %.2f registry operations per device, want %.0f", p.name, got[p.name], p.want)

@@ -46,7 +46,7 @@ const (
 )
 
 // Passes lists the passes in the order a run takes them.
-var Passes = []string{PassResume, PassPoison, PassGrace, PassDrift, PassDriftGroups, PassStale, PassOrphans, PassPrune}
+var Passes = []string{PassResume, PassPoison, PassGrace, PassDrift, PassDriftGroups, PassStale, PassOrphans, PassPrune, PassMoves}
 
 // Submitter is the engine's entries; *deprovision.Engine satisfies it.
 type Submitter interface {
@@ -112,8 +112,10 @@ type Deps struct {
 	// priority (the app: a compromised, stolen or lost device's at the hub rate limiter's
 	// high priority, as the event path runs it), instead of the run's bulk priority.
 	ResumeContext func(ctx context.Context, intent deprovision.Intent) context.Context
-	Clock         deprovision.Clock
-	Logger        *slog.Logger
+	// Moves confirms moves waiting for their device (moves.go); nil turns the pass off.
+	Moves  MoveConfirmer
+	Clock  deprovision.Clock
+	Logger *slog.Logger
 }
 
 // Options are the cleanup settings (docs/cleanup.md). The zero value is safe: resume and drift
@@ -607,6 +609,8 @@ func (x *run) pass(ctx context.Context, name string) (PassReport, error) {
 		after, complete, err = x.orphans(ctx, &p, cur.After)
 	case PassPrune:
 		after, complete, err = x.prune(ctx, &p, cur.After)
+	case PassMoves:
+		after, complete, err = x.moves(ctx, &p, cur.After)
 	}
 	if err != nil {
 		p.note(err)
@@ -648,6 +652,10 @@ func (x *run) off(name string) string {
 	case PassGrace:
 		if x.o.GraceAfter <= 0 {
 			return "off (no grace period set)"
+		}
+	case PassMoves:
+		if x.d.Moves == nil {
+			return "off (no move confirmer)"
 		}
 	case PassStale:
 		if x.o.StaleAfter <= 0 {

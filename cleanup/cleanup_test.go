@@ -171,7 +171,17 @@ func newWorld(t *testing.T) *world {
 func (w *world) rebuild() {
 	w.engine = deprovision.NewEngine(deprovision.Deps{Enrollments: w.dps, Registrations: w.dps, Devices: w.hubs,
 		Journal: cleanup.TrackGroups(w.j, w.hk), Clock: w.clock, Logger: slog.New(slog.DiscardHandler), Budget: w.budget,
-		Holder: w.guard, Notifier: w.notifier}, deprovision.Config{Guard: w.guardrails})
+		Holder: w.guard, Notifier: w.notifier, Work: promptWork{w}}, deprovision.Config{Guard: w.guardrails})
+}
+
+// promptWork is the GroupWork queue with a worker that keeps up: the engine applies each
+// batch (ApplyBatch, as the GroupWork function does) as soon as the fan-out enqueues it, so
+// a group-wide operation ends within its own delivery.
+type promptWork struct{ w *world }
+
+func (q promptWork) Enqueue(ctx context.Context, b *deprovision.WorkBatch) error {
+	_, err := q.w.engine.ApplyBatch(ctx, b, deprovision.BatchOptions{})
+	return err
 }
 
 func (w *world) cleanupDeps() cleanup.Deps {

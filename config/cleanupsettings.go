@@ -32,7 +32,7 @@ const (
 
 // CleanupPasses names the cleanup passes, each of which a CLEANUP_<PASS>_ENABLED setting turns
 // on or off. The app checks that the cleanup runs exactly these.
-var CleanupPasses = []string{"resume", "poison", "grace", "drift", "drift-groups", "stale", "orphans", "prune"}
+var CleanupPasses = []string{"resume", "poison", "grace", "drift", "drift-groups", "stale", "orphans", "prune", "moves"}
 
 // SettingCleanupPass is the setting that turns a pass on or off: CLEANUP_RESUME_ENABLED,
 // CLEANUP_DRIFT_GROUPS_ENABLED, ...

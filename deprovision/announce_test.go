@@ -55,8 +55,11 @@ func TestHoldIsAnnouncedOnceOnTheWayIn(t *testing.T) {
 	}
 
 	got, err := e.Approve(ctx, op.ID, d.Approval{By: "alice", Reason: "planned decommission"})
-	if err != nil || got.Status != d.StatusSucceeded {
-		t.Fatalf("approve: %v %v", got, err)
+	if err != nil || got.Status != d.StatusRunning || !got.Progress.FannedOut {
+		t.Fatalf("approve: %v %v; want the group fanned out to the GroupWork queue", got, err)
+	}
+	if err := w.q.deliverAll(ctx, e); err != nil {
+		t.Fatal(err)
 	}
 	if len(w.note.held) != 1 || !slices.Equal(w.note.ops, []string{op.ID + " succeeded"}) {
 		t.Fatalf("after approval: held %v, outcomes %v", w.note.held, w.note.ops)

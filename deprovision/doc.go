@@ -10,8 +10,9 @@
 //     the reason it was chosen, that a person can read before anything changes, or a [Refusal];
 //   - the [Engine] journals the request and applies the plan step by step, DPS before hub, each
 //     step idempotent and ETag-safe, journaling before and after every step so that a crash or a
-//     redelivery resumes at the first unfinished step. Group-wide intents stream the group's
-//     registration states page by page ([Engine.ApplyMembers] applies one batch).
+//     redelivery resumes at the first unfinished step. Group-wide intents page the group's
+//     registration states and fan the members out through a [WorkQueue] in batches, which
+//     the GroupWork workers apply ([Engine.ApplyBatch]).
 //
 // Dependencies point inward: this package imports no SDK and no transport. It defines the small
 // interfaces it needs ([Enrollments], [Registrations], [Devices], [Journal], [Clock]); adapters

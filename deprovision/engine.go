@@ -23,8 +23,8 @@ type Deps struct {
 	// Notifier may be nil.
 	Notifier Notifier
 	Logger   *slog.Logger
-	// Work, when set, carries group-wide operations' members to queue workers in batches
-	// (fanout.go); nil applies them inline, page by page, in the operation's own invocation.
+	// Work carries group-wide operations' members to the GroupWork workers in batches
+	// (fanout.go). It is required for group-wide intents: without it they fail.
 	Work WorkQueue
 	// Budget counts destructive operations per hour for Config.Guard; nil: not counted.
 	Budget Budget
@@ -541,7 +541,7 @@ func wouldChange(st Step) bool {
 		return b == "present"
 	case StepCreateBlockingEnrollment, StepCreateMoveEnrollment:
 		return b == "missing"
-	case StepRetargetEnrollment, StepGroupMembers, StepDeleteGroupRegistrations:
+	case StepRetargetEnrollment, StepGroupMembers, StepDeleteGroupRegistrations, StepDisableDerivedEnrollments:
 		return true
 	}
 	return false
@@ -591,6 +591,9 @@ func applyToDevice(ds *DeviceState, op *Operation) {
 			ds.EventTime = op.Created
 		}
 	}
+	// Any later change of the device ends a move's wait: a revocation blocks the move, and a
+	// new move names its own target below.
+	ds.MoveTarget = ""
 	for _, st := range op.Plan.Steps {
 		switch st.Kind {
 		case StepCreateBlockingEnrollment:
@@ -598,11 +601,17 @@ func applyToDevice(ds *DeviceState, op *Operation) {
 		case StepDeleteBlockingEnrollment:
 			ds.BlockingEnrollment, ds.EnrollmentAction = false, "unblocked"
 		case StepDisableEnrollment:
+			if st.Params[ParamBefore] == "disabled" && ds.EnrollmentAction != "disabled" {
+				ds.FoundDisabled = true // someone else disabled it: not this system's to undo
+			}
+			if st.Params[ParamCovers] != "" {
+				ds.GroupMember = true // it stands in front of a group: never to be deleted
+			}
 			ds.EnrollmentAction = "disabled"
 		case StepEnableEnrollment:
-			ds.EnrollmentAction = "enabled"
+			ds.EnrollmentAction, ds.FoundDisabled = "enabled", false
 		case StepDeleteEnrollment:
-			ds.EnrollmentAction = "deleted"
+			ds.EnrollmentAction, ds.FoundDisabled = "deleted", false
 		case StepRetargetEnrollment:
 			ds.EnrollmentAction = "retargeted"
 		case StepCreateMoveEnrollment:
@@ -610,6 +619,9 @@ func applyToDevice(ds *DeviceState, op *Operation) {
 		case StepDisableDevice, StepEnableDevice, StepDeleteDevice:
 			ds.Hub, ds.DeviceID = st.Params[ParamHub], st.Params[ParamDeviceID]
 			ds.HubAction = map[StepKind]string{StepDisableDevice: "disabled", StepEnableDevice: "enabled", StepDeleteDevice: "deleted"}[st.Kind]
+		case StepAwaitMove:
+			ds.Hub, ds.DeviceID = st.Params[ParamHub], st.Params[ParamDeviceID]
+			ds.HubAction, ds.MoveTarget = HubAwaitingMove, st.Params[ParamTargetHub]
 		}
 	}
 }

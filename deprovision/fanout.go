@@ -33,7 +33,7 @@ const (
 	maxFailureChars = 200
 )
 
-// fanOut is the StepGroupMembers step when a [WorkQueue] is configured: it pages the group's
+// fanOut is the StepGroupMembers step (see groupMembers): it pages the group's
 // registration states from where the operation stopped, splits each page by assigned hub
 // into batches of at most 100 members, enqueues them, and journals the page (continuation,
 // batches enqueued) before reading the next. A crash between the enqueues and the journal

@@ -14,11 +14,13 @@ import (
 )
 
 // memQueue is an in-memory deprovision.WorkQueue (the Storage queue is tested in
-// azure/workqueue and end to end in cmd/demo). failAfter, when > 0, fails every enqueue after
-// that many, as a queue outage in the middle of a fan-out would.
+// azure/workqueue, and the scenario tests run the fan-out through it on Azurite). failAfter,
+// when > 0, fails every enqueue after that many, as a queue outage in the middle of a fan-out
+// would.
 type memQueue struct {
 	mu        sync.Mutex
 	batches   []d.WorkBatch
+	delivered []int // how many times each queued batch was delivered (deliverAll)
 	failAfter int
 }
 
@@ -31,6 +33,7 @@ func (q *memQueue) Enqueue(_ context.Context, b *d.WorkBatch) error {
 	c := *b
 	c.Members = append([]d.WorkMember(nil), b.Members...)
 	q.batches = append(q.batches, c)
+	q.delivered = append(q.delivered, 0)
 	return nil
 }
 
@@ -38,19 +41,64 @@ func (q *memQueue) take() []d.WorkBatch {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	out := q.batches
-	q.batches = nil
+	q.batches, q.delivered = nil, nil
 	// The fan-out enqueues a page's batches concurrently: order them by number.
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Seq < out[j].Seq })
 	return out
 }
 
+// deliverAll plays the GroupWork function over the queue: it delivers the queued batches to
+// e one at a time, lowest number first, as the queue trigger would, and removes each once
+// ApplyBatch succeeds. A batch whose delivery fails, or dies (a fake.Crash), stays queued and
+// is marked redelivered for the next delivery, as the Storage queue's DequeueCount says. The
+// first error stops it.
+func (q *memQueue) deliverAll(ctx context.Context, e *d.Engine) error {
+	for {
+		q.mu.Lock()
+		if len(q.batches) == 0 {
+			q.mu.Unlock()
+			return nil
+		}
+		first := 0
+		for i, b := range q.batches {
+			if b.Seq < q.batches[first].Seq {
+				first = i
+			}
+		}
+		b := q.batches[first]
+		redelivered := q.delivered[first] > 0
+		q.delivered[first]++
+		q.mu.Unlock()
+		if _, err := e.ApplyBatch(ctx, &b, d.BatchOptions{Redelivered: redelivered}); err != nil {
+			return fmt.Errorf("batch %d of %s: %w", b.Seq, b.OperationID, err)
+		}
+		q.mu.Lock()
+		q.batches = append(q.batches[:first], q.batches[first+1:]...)
+		q.delivered = append(q.delivered[:first], q.delivered[first+1:]...)
+		q.mu.Unlock()
+	}
+}
+
+// run is what the app does with an event: a delivery of req to e (Submit), then the GroupWork
+// function applying every batch the fan-out enqueued. It returns the operation as journaled
+// at the end.
+func (w *world) run(t *testing.T, e *d.Engine, req d.Request) *d.Operation {
+	t.Helper()
+	op := submit(t, e, req)
+	if err := w.q.deliverAll(context.Background(), e); err != nil {
+		t.Fatalf("GroupWork for %s: %v", op.ID, err)
+	}
+	got, err := w.j.GetOperation(context.Background(), op.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
 func fanOutWorld(n int) (*world, *memQueue, *d.Engine) {
 	w := newWorld()
 	setupGroup(n)(w)
-	q := &memQueue{}
-	deps := w.deps()
-	deps.Work = q
-	return w, q, w.engine(deps)
+	return w, w.q, w.engine(w.deps())
 }
 
 // A group fanned out through the queue: the parent stays running until the workers have
@@ -365,6 +413,57 @@ func TestRetiredGroupDeletedAfterEveryBatch(t *testing.T) {
 	}
 	if ended := w.note.ops; len(ended) != 1 || ended[0] != op.ID+" succeeded" {
 		t.Errorf("announced %v, want the operation once, succeeded", ended)
+	}
+}
+
+// A retired group's batches keep the hub identity and the registration record of a member
+// that moved out of the group and waits to re-provision (DPS migrates the device from the hub
+// that record names); every other member's go, and the group goes last.
+func TestRetiredGroupKeepsMembersWaitingToMove(t *testing.T) {
+	ctx := context.Background()
+	const n = 150
+	w, q, e := fanOutWorld(n)
+	const mover = "m-0003" // in hub2 (odd members)
+	if err := w.j.PutDevice(ctx, &d.DeviceState{RegistrationID: mover, DeviceID: mover, Hub: hub2, MoveTarget: hub1,
+		HubAction: d.HubAwaitingMove, GroupMember: true}); err != nil {
+		t.Fatal(err)
+	}
+	req := fanOutReq("grp-retired-move")
+	req.Intent = d.IntentGroupRetired
+	op := submit(t, e, req)
+	for _, b := range q.take() {
+		if _, err := e.ApplyBatch(ctx, &b, d.BatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, steps, err := e.Operation(ctx, op.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status != d.StatusSucceeded || got.Progress.Done != n || got.Progress.Records != n-1 {
+		t.Fatalf("after every batch: %s %q %+v, want succeeded with %d records deleted", got.Status, got.Reason, got.Progress, n-1)
+	}
+	if !w.dps.HasRegistration(mover) {
+		t.Error("the registration record of a member waiting to move was deleted")
+	}
+	if _, ok := w.hubs.Device(hub2, mover); !ok {
+		t.Error("the hub identity of a member waiting to move was deleted")
+	}
+	for i := range n {
+		id := fmt.Sprintf("m-%04d", i)
+		if id != mover && w.dps.HasRegistration(id) {
+			t.Fatalf("registration record %s left", id)
+		}
+	}
+	if _, ok := w.dps.GroupState("g-x509"); ok {
+		t.Error("the group is still there after every batch succeeded")
+	}
+	kept := false
+	for _, s := range steps {
+		kept = kept || s.Kind == d.StepGroupBatchRecords && strings.Contains(s.Error, "1 kept")
+	}
+	if !kept {
+		t.Errorf("no batch journaled the record it kept: %+v", steps)
 	}
 }
 

@@ -97,7 +97,13 @@ func TestGuardHoldsLargeGroupUntilApproved(t *testing.T) {
 		t.Fatal("a refused approval ran the operation")
 	}
 
-	done, err := e.Approve(ctx, op.ID, d.Approval{By: "alice@contoso.com", Via: "request body", Reason: "the CA key leaked (INC-7)"})
+	if _, err := e.Approve(ctx, op.ID, d.Approval{By: "alice@contoso.com", Via: "request body", Reason: "the CA key leaked (INC-7)"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.q.deliverAll(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+	done, _, err := e.Operation(ctx, op.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +140,7 @@ func TestGuardLetsGroupAtTheLimitRun(t *testing.T) {
 	w := newWorld()
 	setupGroup(3)(w)
 	e := guardedEngine(w, d.Guardrails{MaxGroupDevices: 3}, nil)
-	if op := submit(t, e, groupReq("g1")); op.Status != d.StatusSucceeded {
+	if op := w.run(t, e, groupReq("g1")); op.Status != d.StatusSucceeded {
 		t.Fatalf("group of 3 with limit 3: %s %q", op.Status, op.Reason)
 	}
 }
@@ -293,8 +299,11 @@ func TestApprovalSurvivesACrash(t *testing.T) {
 	setupGroup(5)(ref)
 	e := guardedEngine(ref, g, nil)
 	held := submit(t, e, groupReq("g1"))
-	if op, err := e.Approve(ctx, held.ID, a); err != nil || op.Status != d.StatusSucceeded {
-		t.Fatalf("uninterrupted approval: %v %v", op, err)
+	if _, err := e.Approve(ctx, held.ID, a); err != nil {
+		t.Fatalf("uninterrupted approval: %v", err)
+	}
+	if err := ref.q.deliverAll(ctx, e); err != nil {
+		t.Fatal(err)
 	}
 	want := observe(t, ref, held.ID, "")
 	for at := 1; ; at++ {
@@ -304,7 +313,9 @@ func TestApprovalSurvivesACrash(t *testing.T) {
 		cr := &fake.Crasher{At: at}
 		deps := cr.Wrap(w.deps())
 		if !fake.Run(func() {
-			_, _ = d.NewEngine(deps, d.Config{LeaseDuration: time.Minute, GroupPageSize: 2, Guard: g}).Approve(ctx, held.ID, a)
+			e := d.NewEngine(deps, d.Config{LeaseDuration: time.Minute, GroupPageSize: 2, Guard: g})
+			_, _ = e.Approve(ctx, held.ID, a)
+			_ = w.q.deliverAll(ctx, e)
 		}) {
 			t.Logf("crashed after each of the %d effects of an approval in turn", at-1)
 			return
@@ -313,10 +324,12 @@ func TestApprovalSurvivesACrash(t *testing.T) {
 		e := guardedEngine(w, g, nil)
 		op := submit(t, e, groupReq("g1"))
 		if op.Status == d.StatusAwaitingApproval {
-			var err error
-			if op, err = e.Approve(ctx, held.ID, a); err != nil {
+			if _, err := e.Approve(ctx, held.ID, a); err != nil {
 				t.Fatalf("crash after effect %d: approving again: %v", at, err)
 			}
+		}
+		if err := w.q.deliverAll(ctx, e); err != nil {
+			t.Fatalf("crash after effect %d: GroupWork: %v", at, err)
 		}
 		got := observe(t, w, held.ID, "")
 		if got.status != d.StatusSucceeded || got.dps != want.dps || got.hubs != want.hubs || !slices.Equal(got.dpsWrites, want.dpsWrites) || !slices.Equal(got.steps, want.steps) {

@@ -95,10 +95,6 @@ type Progress struct {
 	Batches, BatchesDone int    `json:",omitempty"`
 	FannedOut            bool   `json:",omitempty"`
 	Applied              string `json:",omitempty"`
-	// PageBatches counts the batches of the page after Continuation that inline application
-	// (no WorkQueue) has applied and counted: journaled with each bulk call's outcome, so that
-	// a resume sends none of them again.
-	PageBatches int `json:",omitempty"`
 	// Enqueuing is the number of the page (Pages+1) whose batches the fan-out has begun to
 	// enqueue: a resume that finds it enqueues that page's batches marked WorkBatch.Again.
 	Enqueuing int `json:",omitempty"`
@@ -155,6 +151,14 @@ type DeviceState struct {
 	// EnrollmentAction is what was done in DPS: "disabled", "deleted", "enabled", "blocked",
 	// "unblocked", "retargeted" or "move-enrollment".
 	EnrollmentAction string
+	// FoundDisabled is true when this system found the individual enrollment disabled
+	// already the first time it disabled it (a block made by hand, or someone else's
+	// revocation): recovered leaves it disabled, and sold and retired treat it as a block.
+	FoundDisabled bool `json:",omitempty"`
+	// MoveTarget is the hub a move waits for: the old identity (Hub, DeviceID) stays until DPS
+	// shows the device assigned to MoveTarget, which [Moves] confirms (HubAction is then
+	// HubMoved). Empty when no move waits; a later change of the device clears it.
+	MoveTarget string `json:",omitempty"`
 	// PendingOperation is the operation currently changing the device: another operation for
 	// the same device waits (transient error) until it is terminal, so that conflicting events
 	// are applied one after the other, in the order precedence allows.
@@ -162,6 +166,14 @@ type DeviceState struct {
 	Updated          time.Time
 	ETag             string
 }
+
+// HubAction values of a move (DeviceState.HubAction).
+const (
+	// HubAwaitingMove: the old identity stays until the device is in its target hub.
+	HubAwaitingMove = "awaiting-move"
+	// HubMoved: DPS shows the device in its target hub, and the old identity is gone.
+	HubMoved = "moved"
+)
 
 // OperationSummary is one line of a device's history.
 type OperationSummary struct {

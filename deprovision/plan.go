@@ -20,6 +20,14 @@ const (
 	StepDeleteDevice             StepKind = "hub.delete-device"
 	// StepGroupMembers applies a hub action to every registered member of a group (fan-out).
 	StepGroupMembers StepKind = "hub.group-members"
+	// StepDisableDerivedEnrollments disables every enabled individual enrollment whose keys
+	// derive from a compromised symmetric-key group's keys.
+	StepDisableDerivedEnrollments StepKind = "dps.disable-derived-enrollments"
+	// StepAwaitMove keeps a moved device's old identity until DPS shows the device assigned
+	// to the target hub; [Moves] confirms the move later.
+	StepAwaitMove StepKind = "hub.await-move"
+	// StepConfirmMove is the journal record of a confirmed move (written by [Moves], not planned).
+	StepConfirmMove StepKind = "hub.confirm-move"
 )
 
 // Step is one action of a plan, with the reason policy chose it.

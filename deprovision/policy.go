@@ -20,6 +20,9 @@ const (
 	// "present", "missing"): on a resume it tells a step finished before an interruption
 	// ("done") from one that found nothing to do ("no-change").
 	ParamBefore = "before"
+	// ParamCovers marks an individual enrollment that stands in front of an enrollment group
+	// ("group"): the device row remembers it (GroupMember), so later events never delete it.
+	ParamCovers = "covers"
 )
 
 // StepDeleteGroupRegistrations deletes every registration record of a retired group, so that
@@ -124,11 +127,12 @@ func PlanFor(r *Resolved, req Request, prior *DeviceState) (*Plan, error) {
 	case IntentCompromised, IntentLost, IntentStolen:
 		planRevoke(p, r, req, blocking)
 	case IntentSold, IntentRetired:
-		planRemove(p, r, req, blocking)
+		planRemove(p, r, req, blocking, prior)
 	case IntentMoved:
-		if err := planMove(p, r, req); err != nil {
+		if err := planMove(p, r, req, action); err != nil {
 			return nil, err
 		}
+		return p, nil // the old identity waits for the move (move.go), instead of a hub step
 	case IntentRecovered:
 		return planRecover(p, r, req, prior)
 	}
@@ -190,7 +194,7 @@ func planRevoke(p *Plan, r *Resolved, req Request, blocking bool) {
 		p.Path = "group-member/blocked/revoke"
 		p.add(StepDisableEnrollment, enrollmentTarget(rid),
 			"the device's individual enrollment stands in front of its enrollment group: it stays, and must be disabled",
-			map[string]string{ParamBefore: enabledWord(r.Enrollment.Enabled)})
+			map[string]string{ParamBefore: enabledWord(r.Enrollment.Enabled), ParamCovers: "group"})
 	case r.Kind == KindIndividual:
 		p.Path = "individual/" + string(r.Attestation) + "/revoke"
 		p.add(StepDisableEnrollment, enrollmentTarget(rid),
@@ -231,31 +235,28 @@ func addBlock(p *Plan, r *Resolved, req Request, verb string) {
 }
 
 // planRemove: sold, retired: permanent in DPS where that is safe.
-func planRemove(p *Plan, r *Resolved, req Request, blocking bool) {
+func planRemove(p *Plan, r *Resolved, req Request, blocking bool, prior *DeviceState) {
 	rid := r.RegistrationID
 	switch {
 	case r.Kind == KindIndividual && blocking:
 		p.Path = "group-member/blocked/remove"
 		p.add(StepDisableEnrollment, enrollmentTarget(rid),
 			"the device's individual enrollment stands in front of its enrollment group: deleting it would let the group admit the device again, so it stays, disabled",
-			map[string]string{ParamBefore: enabledWord(r.Enrollment.Enabled)})
-	case r.Kind == KindIndividual && r.Attestation == AttestationX509:
-		p.Path = "individual/x509/remove"
-		cover := x509Cover(p, r, req)
-		if cover.Covered {
-			p.add(StepDisableEnrollment, enrollmentTarget(rid),
-				"X.509 individual enrollment disabled, not deleted: "+cover.Reason+"; deleting it would let the device re-enroll through that group",
-				map[string]string{ParamBefore: enabledWord(r.Enrollment.Enabled)})
-		} else {
-			p.add(StepDeleteEnrollment, enrollmentTarget(rid),
-				fmt.Sprintf("%s of an individual X.509 enrollment: delete it, which is safe because %s", req.Intent, cover.Reason),
-				map[string]string{ParamBefore: "present"})
-		}
+			map[string]string{ParamBefore: enabledWord(r.Enrollment.Enabled), ParamCovers: "group"})
 	case r.Kind == KindIndividual:
 		p.Path = "individual/" + string(r.Attestation) + "/remove"
-		p.add(StepDeleteEnrollment, enrollmentTarget(rid),
-			fmt.Sprintf("%s of an individual %s enrollment: delete it (permanent)", req.Intent, r.Attestation),
-			map[string]string{ParamBefore: "present"})
+		// Deleting is safe only when no enabled group could admit the device without the
+		// enrollment: the X.509 chain, and the evidence of DPS and the hub (evidence.go).
+		cover := removeCover(p, r, req, prior)
+		if cover.Covered {
+			p.add(StepDisableEnrollment, enrollmentTarget(rid),
+				fmt.Sprintf("%s individual enrollment disabled, not deleted: %s; deleting it would let the device re-enroll through that group", r.Attestation, cover.Reason),
+				map[string]string{ParamBefore: enabledWord(r.Enrollment.Enabled), ParamCovers: "group"})
+		} else {
+			p.add(StepDeleteEnrollment, enrollmentTarget(rid),
+				fmt.Sprintf("%s of an individual %s enrollment: delete it, which is safe because %s", req.Intent, r.Attestation, cover.Reason),
+				map[string]string{ParamBefore: "present"})
+		}
 	default:
 		addBlock(p, r, req, "remove")
 	}
@@ -284,8 +285,9 @@ func x509Cover(p *Plan, r *Resolved, req Request) Cover {
 	return last
 }
 
-// planMove: the enrollment stays (or is created for a group member) pointing at the target hub.
-func planMove(p *Plan, r *Resolved, req Request) error {
+// planMove: the enrollment stays (or is created for a group member) pointing at the target
+// hub, and the old identity waits until DPS shows the device assigned to it (addAwaitMove).
+func planMove(p *Plan, r *Resolved, req Request, action Action) error {
 	rid := r.RegistrationID
 	if r.Hub != "" && strings.EqualFold(r.Hub, req.TargetHub) {
 		return refuse("the device is already assigned to %s: nothing to move", req.TargetHub)
@@ -298,22 +300,43 @@ func planMove(p *Plan, r *Resolved, req Request) error {
 		if !r.Enrollment.Enabled {
 			p.note("the enrollment is disabled: the device will not provision in %s until it is enabled", req.TargetHub)
 		}
+		addAwaitMove(p, r, req, action)
 		return nil
 	}
 	params := map[string]string{ParamTargetHub: req.TargetHub, ParamBefore: "missing"}
 	switch {
 	case r.Attestation == AttestationSymmetricKey:
 		if r.Group == nil {
-			return refuse("moving %s, a member of a symmetric-key group, needs enrollmentGroupId: its individual enrollment uses the key derived from that group's key", rid)
+			return refuse("moving %s, a member of a symmetric-key group, needs enrollmentGroupId: its individual enrollment uses the keys derived from that group's keys", rid)
+		}
+		switch r.Membership {
+		case MemberConfirmed:
+			if !r.Group.Enabled {
+				return refuse("group %s is disabled, so %s cannot provision now; an enabled individual enrollment would let it: enable the group first, or send device-retired", r.Group.ID, rid)
+			}
+		case MemberMismatch:
+			return refuse("%s is not a member of group %s: no key derived from the group's keys is the hub identity's; an individual enrollment with those keys would lock the device out", rid, r.Group.ID)
+		default:
+			return refuse("cannot confirm that %s is a member of group %s: it has no SAS hub identity to compare the group's derived keys with, and an individual enrollment with keys of the wrong group would lock the device out", rid, r.Group.ID)
 		}
 		p.Path = "group-member/symmetricKey/move"
 		params[ParamAttestation] = string(AttestationSymmetricKey)
 		params[ParamGroupID] = r.Group.ID
 		p.add(StepCreateMoveEnrollment, enrollmentTarget(rid),
-			fmt.Sprintf("moved group member: an enabled individual enrollment with the key derived from group %s's key, pointed at %s", r.Group.ID, req.TargetHub), params)
+			fmt.Sprintf("moved group member (its hub identity's key derives from group %s's keys): an enabled individual enrollment with both keys derived from the group's primary and secondary key, pointed at %s", r.Group.ID, req.TargetHub), params)
 	case r.Leaf != nil:
 		if !strings.EqualFold(CommonName(r.Leaf.SubjectName), rid) {
 			return refuse("the certificate's CN %q is not the registration id %s: DPS would not match it", CommonName(r.Leaf.SubjectName), rid)
+		}
+		// An enabled individual enrollment would admit the device whatever its group says:
+		// the move may only keep a device that its group admits now (a group disabled by
+		// hand or by group-compromised must not be bypassed).
+		g, why := admittingGroup(*r.Leaf, req.CertificatePEM, r.Groups)
+		switch {
+		case g == nil:
+			return refuse("cannot tell that %s can provision now: %s; a move gives it an enabled individual enrollment", rid, why)
+		case !g.Enabled:
+			return refuse("group %s, which admits %s, is disabled, so the device cannot provision now; an enabled individual enrollment would let it: enable the group first, or send device-retired", g.ID, rid)
 		}
 		p.Path = "group-member/x509/move"
 		params[ParamAttestation] = string(AttestationX509)
@@ -322,7 +345,24 @@ func planMove(p *Plan, r *Resolved, req Request) error {
 	default:
 		return refuse("moving %s, a group member, needs its leaf certificate (X.509) or enrollmentGroupId of its symmetric-key group", rid)
 	}
+	addAwaitMove(p, r, req, action)
 	return nil
+}
+
+// addAwaitMove adds the hub side of a move: the old identity stays, with its twin and the
+// channel that tells the device to re-provision, until DPS shows the device assigned to the
+// target hub. With migrateDeviceData DPS moves the twin and removes the old identity itself
+// when the device re-provisions (move.go has the sources); the Cleanup timer then confirms
+// the move and removes whatever is left ([Moves]).
+func addAwaitMove(p *Plan, r *Resolved, req Request, action Action) {
+	if r.Hub == "" {
+		p.note("%s has no assigned hub (it never provisioned): no hub identity to leave", r.RegistrationID)
+		return
+	}
+	params := map[string]string{ParamHub: r.Hub, ParamDeviceID: r.DeviceID, ParamTargetHub: req.TargetHub, ParamAction: string(action)}
+	p.add(StepAwaitMove, deviceTarget(r.Hub, r.DeviceID),
+		fmt.Sprintf("moved: the identity in %s stays until DPS shows the device assigned to %s (DPS migrates its twin and removes it when the device re-provisions); the Cleanup timer confirms the move, and then %ss what is left", r.Hub, req.TargetHub, action),
+		params)
 }
 
 // planRecover undoes this system's own lost/stolen revocation, as the device row proves it.
@@ -339,12 +379,17 @@ func planRecover(p *Plan, r *Resolved, req Request, prior *DeviceState) (*Plan, 
 			map[string]string{ParamBefore: before})
 	} else {
 		p.Path = "individual/recover"
-		if r.Enrollment == nil {
+		switch {
+		case r.Enrollment == nil:
 			return nil, refuse("cannot recover %s: its individual enrollment no longer exists", rid)
+		case prior.FoundDisabled:
+			// Not this system's doing: a block made by hand, or someone else's revocation.
+			p.note("the individual enrollment of %s was disabled before this system revoked it: it stays disabled", rid)
+		default:
+			p.add(StepEnableEnrollment, enrollmentTarget(rid),
+				fmt.Sprintf("recovered: enable the enrollment this system disabled for %s (operation %s)", prior.Intent, prior.OperationID),
+				map[string]string{ParamBefore: enabledWord(r.Enrollment.Enabled)})
 		}
-		p.add(StepEnableEnrollment, enrollmentTarget(rid),
-			fmt.Sprintf("recovered: enable the enrollment this system disabled for %s (operation %s)", prior.Intent, prior.OperationID),
-			map[string]string{ParamBefore: enabledWord(r.Enrollment.Enabled)})
 	}
 	hub, id := r.Hub, r.DeviceID
 	if hub == "" {
@@ -404,6 +449,11 @@ func planGroup(p *Plan, r *Resolved, req Request, action Action) (*Plan, error) 
 	p.add(StepDisableGroup, groupTarget(g.ID),
 		"first disable the group, so that no member can provision again while its hub identities change",
 		map[string]string{ParamBefore: enabledWord(g.Enabled)})
+	if req.Intent == IntentGroupCompromised && g.Attestation == AttestationSymmetricKey {
+		p.add(StepDisableDerivedEnrollments, groupTarget(g.ID)+"/derived-enrollments",
+			"the group's keys are compromised: an individual enrollment whose keys derive from them (a moved member's, whoever made it) admits whoever holds the group key, so each is disabled and its device recorded compromised (recovered cannot enable it again)",
+			map[string]string{ParamGroupID: g.ID})
+	}
 	params := map[string]string{ParamGroupID: g.ID, ParamAction: string(action)}
 	if action == ActionDisable {
 		params[ParamStatusReason] = StatusReason(req)

@@ -1,8 +1,6 @@
 package deprovision_test
 
 import (
-	"errors"
-	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -86,6 +84,7 @@ const (
 	disDev  = d.StepDisableDevice
 	enDev   = d.StepEnableDevice
 	delDev  = d.StepDeleteDevice
+	await   = d.StepAwaitMove
 )
 
 // TestPolicyMatrix has one case per row of docs/policy.md (and per invariant under it).
@@ -107,6 +106,7 @@ func TestPolicyMatrix(t *testing.T) {
 	at := func(r d.Request, tm time.Time) d.Request { r.EventTime = tm; return r }
 	withGroups := func(r *d.Resolved, gs ...*d.Group) *d.Resolved { r.Groups = gs; return r }
 	noHub := func(r *d.Resolved) *d.Resolved { r.Hub, r.Registration, r.Device = "", nil, nil; return r }
+	withMembership := func(r *d.Resolved, m d.Membership) *d.Resolved { r.Membership = m; return r }
 	skGroup := &d.Group{ID: "sk-group", Attestation: d.AttestationSymmetricKey, Enabled: true}
 	groupReq := func(i d.Intent) d.Request {
 		return d.Request{EventID: "g1", Source: "test", Intent: i, EnrollmentGroupID: "g"}
@@ -201,18 +201,40 @@ func TestPolicyMatrix(t *testing.T) {
 	// Rows: moved.
 	cases = append(cases,
 		tc{name: "individual moved", r: individual(d.AttestationTPM, true), req: withTarget(req(d.IntentMoved), hub2),
-			want: K{retgt, delDev}, path: "individual/tpm/move", check: paramIs(0, d.ParamTargetHub, hub2)},
+			want: K{retgt, await}, path: "individual/tpm/move", check: func(t *testing.T, p *d.Plan) {
+				paramIs(0, d.ParamTargetHub, hub2)(t, p)
+				paramIs(1, d.ParamTargetHub, hub2)(t, p)
+				paramIs(1, d.ParamHub, hub1)(t, p)
+				paramIs(1, d.ParamAction, string(d.ActionDelete))(t, p)
+			}},
+		tc{name: "individual never provisioned moved", r: noHub(individual(d.AttestationTPM, true)), req: withTarget(req(d.IntentMoved), hub2),
+			want: K{retgt}, note: "no hub identity to leave"},
 		tc{name: "moved to its own hub", r: individual(d.AttestationTPM, true), req: withTarget(req(d.IntentMoved), hub1), refused: "already assigned"},
-		tc{name: "x509 member moved", r: member(d.AttestationX509, true, nil), req: withTarget(withCert(req(d.IntentMoved), leaf.PEM), hub2),
-			want: K{moveEn, delDev}, path: "group-member/x509/move"},
-		tc{name: "sk member moved", r: member(d.AttestationSymmetricKey, false, skGroup), req: withTarget(req(d.IntentMoved), hub2),
-			want: K{moveEn, delDev}, path: "group-member/symmetricKey/move", check: paramIs(0, d.ParamGroupID, "sk-group")},
+		tc{name: "x509 member moved", r: withGroups(member(d.AttestationX509, true, nil), x509Group("g-inter", true, inter)), req: withTarget(withCert(req(d.IntentMoved), leaf.PEM), hub2),
+			want: K{moveEn, await}, path: "group-member/x509/move"},
+		tc{name: "x509 member moved, its group above the issuer (verified chain)", r: withGroups(member(d.AttestationX509, true, nil), x509Group("g-root", true, root)),
+			req: withTarget(withCert(req(d.IntentMoved), leaf.ChainPEM), hub2), want: K{moveEn, await}},
+		tc{name: "x509 member moved, its group disabled", r: withGroups(member(d.AttestationX509, true, nil), x509Group("g-root", true, root), x509Group("g-inter", false, inter)),
+			req: withTarget(withCert(req(d.IntentMoved), leaf.ChainPEM), hub2), refused: "group g-inter, which admits sensor-042, is disabled"},
+		tc{name: "x509 member moved, no group known in the leaf's chain", r: withGroups(member(d.AttestationX509, true, nil), x509Group("g-root", true, root)),
+			req: withTarget(withCert(req(d.IntentMoved), leaf.PEM), hub2), refused: "cannot tell"},
+		tc{name: "x509 member moved, a disabled group trusts a DPS-registered CA", r: withGroups(member(d.AttestationX509, true, nil), x509Group("g-inter", true, inter),
+			&d.Group{ID: "by-ref", Attestation: d.AttestationX509, CAReferences: []string{"ca1"}}),
+			req: withTarget(withCert(req(d.IntentMoved), leaf.PEM), hub2), refused: "disabled group trusting a DPS-registered CA"},
+		tc{name: "sk member moved, its group disabled", r: withMembership(member(d.AttestationSymmetricKey, false, &d.Group{ID: "sk-off", Attestation: d.AttestationSymmetricKey}), d.MemberConfirmed),
+			req: withTarget(req(d.IntentMoved), hub2), refused: "group sk-off is disabled"},
+		tc{name: "sk member moved", r: withMembership(member(d.AttestationSymmetricKey, false, skGroup), d.MemberConfirmed), req: withTarget(req(d.IntentMoved), hub2),
+			want: K{moveEn, await}, path: "group-member/symmetricKey/move", check: paramIs(0, d.ParamGroupID, "sk-group")},
+		tc{name: "sk member moved, not the named group's member", r: withMembership(member(d.AttestationSymmetricKey, false, skGroup), d.MemberMismatch),
+			req: withTarget(req(d.IntentMoved), hub2), refused: "is not a member of group sk-group"},
+		tc{name: "sk member moved, membership cannot be checked", r: withMembership(member(d.AttestationSymmetricKey, false, skGroup), d.MemberUnknown),
+			req: withTarget(req(d.IntentMoved), hub2), refused: "cannot confirm"},
 		tc{name: "sk member moved without group", r: member(d.AttestationSymmetricKey, false, nil), req: withTarget(req(d.IntentMoved), hub2),
 			refused: "needs enrollmentGroupId"},
 		tc{name: "member of unknown attestation moved without cert", r: member("", false, nil), req: withTarget(req(d.IntentMoved), hub2),
 			refused: "needs its leaf certificate"},
 		tc{name: "moved with action disable", r: individual(d.AttestationTPM, true), req: withAction(withTarget(req(d.IntentMoved), hub2), d.ActionDisable),
-			want: K{retgt, disDev}},
+			want: K{retgt, await}, check: paramIs(1, d.ParamAction, string(d.ActionDisable))},
 	)
 	// Row: recovered.
 	cases = append(cases,
@@ -245,6 +267,45 @@ func TestPolicyMatrix(t *testing.T) {
 		tc{name: "group-retired, another enabled group has the same CA", r: grp(x509Group("g", true, root), x509Group("g", true, root), x509Group("twin", true, root)),
 			req: groupReq(d.IntentGroupRetired), want: K{disGrp, members, delRegs}, note: "twin"},
 		tc{name: "group missing", r: &d.Resolved{Kind: d.KindUnknown}, req: groupReq(d.IntentGroupRetired), refused: "does not exist"},
+		// A DPS-registered CA may be the retired group's own root: the group stays.
+		tc{name: "group-retired, self-signed root, another group trusts a DPS-registered CA", r: grp(x509Group("g", true, root), x509Group("g", true, root),
+			&d.Group{ID: "by-ref", Attestation: d.AttestationX509, Enabled: true, CAReferences: []string{"ca1"}}),
+			req: groupReq(d.IntentGroupRetired), want: K{disGrp, members, delRegs}, note: "by-ref"},
+		// After a symmetric-key group's compromise, enrollments keyed from its keys go too.
+		tc{name: "group-compromised, symmetric key", r: grp(&d.Group{ID: "g", Attestation: d.AttestationSymmetricKey, Enabled: true}), req: groupReq(d.IntentGroupCompromised),
+			want: K{disGrp, d.StepDisableDerivedEnrollments, members}, check: paramIs(1, d.ParamGroupID, "g")},
+		tc{name: "group-retired, symmetric key, moved members keep their enrollments", r: grp(&d.Group{ID: "g", Attestation: d.AttestationSymmetricKey, Enabled: true}),
+			req: groupReq(d.IntentGroupRetired), want: K{disGrp, members, delRegs, delGrp}},
+	)
+	// Sold and retired of an individual enrollment that a group could stand behind: what DPS
+	// and the hub show (evidence.go) decides between delete and disable.
+	evidence := func(r *d.Resolved, e d.Evidence, gs ...*d.Group) *d.Resolved { r.Evidence, r.Groups = &e, gs; return r }
+	disabledBy := func(i d.Intent) *d.DeviceState {
+		p := prior(i, false, "disabled")
+		p.EnrollmentAction = "disabled"
+		return p
+	}
+	x509Grp := x509Group("g-x", true, other)
+	cases = append(cases,
+		tc{name: "x509 retired, complete chain, a group trusts a DPS-registered CA", r: withGroups(individual(d.AttestationX509, true),
+			&d.Group{ID: "by-ref", Attestation: d.AttestationX509, Enabled: true, CAReferences: []string{"ca1"}}),
+			req: withCert(req(d.IntentRetired), leaf.ChainPEM), want: K{disEn, delReg, delDev}, check: reasonHas(0, "by-ref")},
+		tc{name: "sk sold, keys derived from an enabled group", r: evidence(individual(d.AttestationSymmetricKey, true),
+			d.Evidence{Group: d.Cover{Covered: true, Group: "sk-group", Reason: "derived from sk-group"}}, skGroup),
+			req: req(d.IntentSold), want: K{disEn, delReg, delDev}, check: reasonHas(0, "derived from sk-group")},
+		tc{name: "tpm sold, hub identity of an X.509 group member", r: evidence(individual(d.AttestationTPM, true),
+			d.Evidence{Group: d.Cover{Covered: true, Reason: "certificateAuthority"}}, x509Grp),
+			req: req(d.IntentSold), want: K{disEn, delReg, delDev}, check: reasonHas(0, "certificateAuthority")},
+		tc{name: "sk sold, disabled by hand while a group is enabled", r: evidence(individual(d.AttestationSymmetricKey, false), d.Evidence{}, x509Grp),
+			req: req(d.IntentSold), want: K{disEn, delReg, delDev}, check: reasonHas(0, "blocked by hand")},
+		tc{name: "sk sold, disabled by this system (lost before)", r: evidence(individual(d.AttestationSymmetricKey, false), d.Evidence{}, skGroup),
+			prior: disabledBy(d.IntentLost), req: at(req(d.IntentSold), t0.Add(2*time.Hour)), want: K{delEn, delReg, delDev}},
+		tc{name: "sk sold, disabled, the identity carries its own keys", r: evidence(individual(d.AttestationSymmetricKey, false), d.Evidence{Own: true}, skGroup),
+			req: req(d.IntentSold), want: K{delEn, delReg, delDev}, check: reasonHas(0, "own keys")},
+		tc{name: "sk retired, disabled, no group enabled", r: evidence(individual(d.AttestationSymmetricKey, false), d.Evidence{}, &d.Group{ID: "off", Attestation: d.AttestationSymmetricKey}),
+			req: req(d.IntentRetired), want: K{delEn, delReg, delDev}, check: reasonHas(0, "no enrollment group is enabled")},
+		tc{name: "tpm sold, enabled, groups enabled, no evidence", r: evidence(individual(d.AttestationTPM, true), d.Evidence{}, skGroup, x509Grp),
+			req: req(d.IntentSold), want: K{delEn, delReg, delDev}},
 	)
 	// Invariants and precedence.
 	cases = append(cases,
@@ -408,46 +469,5 @@ func TestStatusReasonFitsTheHub(t *testing.T) {
 	r.Reason = strings.Repeat("é", 300)
 	if n := len([]rune(d.StatusReason(r))); n > 128 {
 		t.Fatalf("statusReason has %d characters, the hub takes 128", n)
-	}
-}
-
-func TestDeriveDeviceKey(t *testing.T) {
-	// Known answer computed with the documented formula (openssl dgst -sha256 -mac HMAC).
-	got, err := d.DeriveDeviceKey("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "dev-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got == "" || got == "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=" {
-		t.Fatalf("derived key %q", got)
-	}
-	if _, err := d.DeriveDeviceKey("not base64!", "dev-1"); err == nil {
-		t.Fatal("a non-base64 group key was accepted")
-	}
-}
-
-// responseError has the shape of azcore.ResponseError.
-type responseError struct {
-	StatusCode int
-	ErrorCode  string
-}
-
-func (e *responseError) Error() string { return "service error" }
-
-func TestServiceStatus(t *testing.T) {
-	for _, c := range []struct {
-		err    error
-		status int
-		code   string
-	}{
-		{&d.ServiceError{StatusCode: 429, ErrorCode: "ThrottlingException"}, 429, "ThrottlingException"},
-		{d.Transient(fmt.Errorf("disabling: %w", &responseError{StatusCode: 503, ErrorCode: "ServerBusy"})), 503, "ServerBusy"},
-		{fmt.Errorf("a: %w: %w", d.ErrNotFound, &responseError{StatusCode: 404, ErrorCode: "DeviceNotFound"}), 404, "DeviceNotFound"},
-		{fmt.Errorf("gone: %w", d.ErrPreconditionFailed), 412, ""},
-		{errors.New("plain"), 0, ""},
-	} {
-		s, code := d.ServiceStatus(c.err)
-		if s != c.status || code != c.code {
-			t.Errorf("ServiceStatus(%v) = %d %q, want %d %q", c.err, s, code, c.status, c.code)
-		}
 	}
 }

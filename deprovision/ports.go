@@ -97,6 +97,29 @@ type Registration struct {
 	ETag           string
 }
 
+// SymmetricKeys are the two keys of a symmetric-key attestation or identity, base64. They are
+// secrets: never log, journal or publish them (the JSON form is empty on purpose).
+type SymmetricKeys struct {
+	Primary   string `json:"-"`
+	Secondary string `json:"-"`
+}
+
+// String keeps the keys out of anything printed: logs, errors, test failures.
+func (k SymmetricKeys) String() string {
+	if k.Primary == "" && k.Secondary == "" {
+		return "{}"
+	}
+	return "{redacted}"
+}
+
+// GoString is String for %#v.
+func (k SymmetricKeys) GoString() string { return k.String() }
+
+// Has reports whether k holds key (either one); an empty key is never held.
+func (k SymmetricKeys) Has(key string) bool {
+	return key != "" && (k.Primary == key || k.Secondary == key)
+}
+
 // Device is the part of an IoT Hub device identity the engine reads and writes.
 type Device struct {
 	Hub          string
@@ -107,7 +130,10 @@ type Device struct {
 	// A device provisioned through an X.509 group shows "certificateAuthority"; through a
 	// symmetric-key group, "sas". The engine uses it to classify a group member.
 	AuthType string
-	ETag     string
+	// Keys are the identity's SAS keys when GetDevice read it (AuthType "sas"); empty from
+	// [Devices.Identities], which the hub answers without keys.
+	Keys SymmetricKeys `json:"-"`
+	ETag string
 	// Identity is the whole identity as the Devices implementation read it (for a hub: keys
 	// and thumbprints included), opaque to the engine: PutDevice writes it back with Enabled
 	// and StatusReason changed, so an update of a device just read costs no second read
@@ -137,6 +163,10 @@ const (
 type BulkItem struct {
 	DeviceID     string
 	StatusReason string
+	// Device is the identity to disable, as [Devices.GetDevice] or [Devices.Identities] read
+	// it (BulkDisable only): a bulk update replaces the whole identity, so the write carries
+	// it back, changed in status and status reason alone, guarded by its ETag.
+	Device *Device
 }
 
 // BulkItemResult is the outcome of one device of a bulk hub operation. Err is nil on success;
@@ -160,8 +190,13 @@ type Enrollments interface {
 	DeleteGroup(ctx context.Context, groupID, etag string) error
 	// Groups lists every enrollment group (there are at most a few hundred).
 	Groups(ctx context.Context) iter.Seq2[*Group, error]
-	// GroupPrimaryKey returns a symmetric-key group's primary key (a secret: never journal it).
-	GroupPrimaryKey(ctx context.Context, groupID string) (string, error)
+	// GroupKeys returns a symmetric-key group's two keys, read through the
+	// attestation-mechanism call (secrets: never journal them).
+	GroupKeys(ctx context.Context, groupID string) (SymmetricKeys, error)
+	// EnrollmentKeys returns a symmetric-key individual enrollment's two keys, the same way.
+	EnrollmentKeys(ctx context.Context, registrationID string) (SymmetricKeys, error)
+	// IndividualEnrollments lists every individual enrollment, page by page (a DPS query call a page).
+	IndividualEnrollments(ctx context.Context) iter.Seq2[*Enrollment, error]
 }
 
 // Registrations is DPS's device registration states.
@@ -192,7 +227,13 @@ type Devices interface {
 	// DeleteDevice deletes a device identity (etag "" or "*" = unconditional); ErrNotFound when missing.
 	DeleteDevice(ctx context.Context, hub, deviceID, etag string) error
 	// Bulk applies mode to up to 100 devices of one hub in one call, with one result per item.
+	// BulkDisable writes each item's Device back disabled (updateIfMatchETag: a device changed
+	// since it was read fails with ErrPreconditionFailed); BulkDelete deletes.
 	Bulk(ctx context.Context, hub string, mode BulkMode, items []BulkItem) ([]BulkItemResult, error)
+	// Identities reads up to 100 devices of one hub with the hub's query (one call of the
+	// query budget, none of the registry's): authentication type, thumbprints, capabilities,
+	// scopes, status and ETag, but no keys. Devices that do not exist are left out.
+	Identities(ctx context.Context, hub string, deviceIDs []string) ([]*Device, error)
 }
 
 // Clock is the time source; tests use a fixed one.

@@ -3,7 +3,6 @@ package deprovision
 import (
 	"errors"
 	"fmt"
-	"reflect"
 )
 
 // Refusal is a permanent "no" from validation, resolution or policy: the request is journaled as
@@ -33,9 +32,10 @@ func AsRefusal(err error) (*Refusal, bool) {
 // lease or another operation holds the device: the caller retries later.
 var ErrBusy = errors.New("busy")
 
-// ServiceError carries what a service answered, so that the journal can record the HTTP status
-// and the service's error code of a step. Adapters wrap their errors in it (or implement
-// HTTPStatus/ServiceErrorCode methods, which [ServiceStatus] also understands).
+// ServiceError is a service's answer to a call, as the adapters report it: the HTTP status and
+// the service's error code, which the journal records with the step. Whether the failure is
+// worth retrying is said by wrapping it in a [TransientError], and a 404, 409 or 412 is also
+// [ErrNotFound], [ErrConflict] or [ErrPreconditionFailed] in the same chain.
 type ServiceError struct {
 	StatusCode int
 	ErrorCode  string
@@ -53,81 +53,20 @@ func (e *ServiceError) Error() string {
 // Unwrap returns the wrapped error.
 func (e *ServiceError) Unwrap() error { return e.Err }
 
-// ServiceStatus extracts the HTTP status and service error code carried by err, or zero values.
-// It understands [ServiceError] and any error with HTTPStatus() int and ServiceErrorCode() string
-// methods, so that adapters need not import anything new.
+// ServiceStatus returns the HTTP status and service error code of the [ServiceError] in err's
+// chain. Without one, the sentinel errors still say which answer it was (404, 409, 412);
+// otherwise it returns zero values.
 func ServiceStatus(err error) (status int, code string) {
 	var se *ServiceError
-	if errors.As(err, &se) {
+	switch {
+	case errors.As(err, &se):
 		return se.StatusCode, se.ErrorCode
-	}
-	var hs interface{ HTTPStatus() int }
-	if errors.As(err, &hs) {
-		status = hs.HTTPStatus()
-	}
-	var ec interface{ ServiceErrorCode() string }
-	if errors.As(err, &ec) {
-		code = ec.ServiceErrorCode()
-	}
-	if status == 0 {
-		status, code = responseFields(err)
-	}
-	if status == 0 {
-		// Without the adapter's help, the sentinel errors still say which answer it was.
-		switch {
-		case errors.Is(err, ErrNotFound):
-			status = 404
-		case errors.Is(err, ErrConflict):
-			status = 409
-		case errors.Is(err, ErrPreconditionFailed):
-			status = 412
-		}
-	}
-	return status, code
-}
-
-// responseFields finds, in err's chain, a service response error of the usual SDK shape (a
-// struct with StatusCode int and ErrorCode string fields, as azcore.ResponseError has), so
-// that the journal records the service's answer without this package importing an SDK.
-func responseFields(err error) (int, string) {
-	for _, e := range chain(err) {
-		v := reflect.ValueOf(e)
-		if v.Kind() == reflect.Pointer {
-			v = v.Elem()
-		}
-		if v.Kind() != reflect.Struct {
-			continue
-		}
-		sc, ec := v.FieldByName("StatusCode"), v.FieldByName("ErrorCode")
-		if sc.IsValid() && sc.Kind() == reflect.Int && sc.Int() != 0 {
-			code := ""
-			if ec.IsValid() && ec.Kind() == reflect.String {
-				code = ec.String()
-			}
-			return int(sc.Int()), code
-		}
+	case errors.Is(err, ErrNotFound):
+		return 404, ""
+	case errors.Is(err, ErrConflict):
+		return 409, ""
+	case errors.Is(err, ErrPreconditionFailed):
+		return 412, ""
 	}
 	return 0, ""
-}
-
-// chain lists err and every error it wraps, depth first.
-func chain(err error) []error {
-	var out []error
-	var walk func(error)
-	walk = func(e error) {
-		if e == nil || len(out) > 64 {
-			return
-		}
-		out = append(out, e)
-		switch u := e.(type) {
-		case interface{ Unwrap() error }:
-			walk(u.Unwrap())
-		case interface{ Unwrap() []error }:
-			for _, x := range u.Unwrap() {
-				walk(x)
-			}
-		}
-	}
-	walk(err)
-	return out
 }

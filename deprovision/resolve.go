@@ -41,6 +41,12 @@ type Resolved struct {
 	Device *Device
 	// Leaf is the leaf certificate of the request, parsed; nil when absent or unreadable.
 	Leaf *CertInfo
+	// Evidence is what DPS and the hub say about whether a group could admit the device of
+	// an individual enrollment that sold or retired would delete (evidence.go); nil otherwise.
+	Evidence *Evidence
+	// Membership is the check of the symmetric-key group named by a move (evidence.go); ""
+	// when no check was made.
+	Membership Membership
 	// Notes record what resolution noticed (mismatches, fallbacks).
 	Notes []string
 	// EnrollmentUnread says the individual enrollment was not read (a revocation coalesced
@@ -112,9 +118,21 @@ func Resolve(ctx context.Context, en Enrollments, rg Registrations, dv Devices, 
 	if err := locate(ctx, dv, r, req); err != nil {
 		return nil, err
 	}
-	// X.509 safety checks need every group's signing certificates.
-	if r.Attestation == AttestationX509 && (req.Intent.Final() || req.Intent == IntentMoved) {
+	// X.509 safety checks need every group's signing certificates, and the evidence about an
+	// individual enrollment that sold or retired would delete needs every group.
+	individualRemove := r.Kind == KindIndividual && req.Intent.Final()
+	if individualRemove || r.Attestation == AttestationX509 && (req.Intent.Final() || req.Intent == IntentMoved) {
 		if err := loadGroups(ctx, en, r); err != nil {
+			return nil, err
+		}
+	}
+	if individualRemove {
+		if err := gatherEvidence(ctx, en, r); err != nil {
+			return nil, err
+		}
+	}
+	if req.Intent == IntentMoved && r.Kind == KindGroupMember && r.Group != nil && r.Group.Attestation == AttestationSymmetricKey {
+		if err := checkMembership(ctx, en, r); err != nil {
 			return nil, err
 		}
 	}

@@ -27,12 +27,31 @@ const recordsStepBase = 500000
 // delivers the batch again; its hub call is journaled, so only the records are retried); on
 // the last try the members left are failed instead.
 func (e *Engine) deleteBatchRecords(ctx context.Context, b *WorkBatch, o BatchOptions, res MemberResult) (_ MemberResult, continued bool, _ error) {
+	// A member that moved out of the group and waits to re-provision keeps its record: DPS
+	// migrates the device from the hub it names (move.go). Its identity was kept too
+	// (ApplyMembers); it counts as done.
+	var waiting map[string]bool
+	if b.Hub != "" {
+		regs := make([]Registration, len(b.Members))
+		for i, m := range b.Members {
+			regs[i] = Registration{RegistrationID: m.RegistrationID, DeviceID: m.DeviceID, AssignedHub: b.Hub}
+		}
+		w, err := e.waitingMoves(ctx, b.Hub, regs)
+		if err != nil {
+			return res, false, fmt.Errorf("operation %s: batch %d: %w", b.OperationID, b.Seq, err)
+		}
+		waiting = w
+	}
 	dctx, cancel := context.WithTimeout(ctx, e.c.RecordsTime)
 	defer cancel()
 	start := e.d.Clock.Now()
 	var stop error
-	left := 0
+	left, kept := 0, 0
 	for i, m := range b.Members {
+		if waiting[memberID(Registration{RegistrationID: m.RegistrationID, DeviceID: m.DeviceID})] {
+			kept++
+			continue
+		}
 		err := e.d.Registrations.DeleteRegistration(dctx, m.RegistrationID, "")
 		switch {
 		case err == nil || errors.Is(err, ErrNotFound):
@@ -71,7 +90,7 @@ func (e *Engine) deleteBatchRecords(ctx context.Context, b *WorkBatch, o BatchOp
 	end := e.d.Clock.Now()
 	rec := StepRecord{OperationID: b.OperationID, Index: recordsStepBase + b.Seq, Kind: StepGroupBatchRecords,
 		Target: fmt.Sprintf("dps/registrations/batches/%d", b.Seq), Outcome: StepDone,
-		Error: fmt.Sprintf("%d registration records deleted", res.Records), Time: end, Duration: end.Sub(start)}
+		Error: recordsNote(res.Records, kept), Time: end, Duration: end.Sub(start)}
 	if res.Failed > 0 {
 		rec.Outcome = StepFailed
 		rec.Error += fmt.Sprintf(", %d members failed: %s", res.Failed, strings.Join(res.Failures, "; "))

@@ -2,10 +2,6 @@ package deprovision
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -67,7 +63,13 @@ func (e *Engine) apply(ctx context.Context, op *Operation, st Step, seen *device
 	case StepGroupMembers:
 		return e.groupMembers(ctx, op, st)
 	case StepDeleteGroupRegistrations:
-		return e.deleteGroupRegistrations(ctx, p[ParamGroupID])
+		res := e.deleteGroupRegistrations(ctx, p[ParamGroupID])
+		if n := op.Progress.Records; n > 0 && res.err == nil {
+			// The member batches deleted the records as they went: the step is done however
+			// few were left for it (which a resume after an interruption could not tell).
+			res.changed, res.note = true, fmt.Sprintf("%d deleted by the member batches; %s", n, res.note)
+		}
+		return res
 	case StepDisableDevice:
 		return e.setDevice(ctx, p[ParamHub], p[ParamDeviceID], false, p[ParamStatusReason], seen.take(p[ParamHub], p[ParamDeviceID]))
 	case StepEnableDevice:
@@ -76,6 +78,10 @@ func (e *Engine) apply(ctx context.Context, op *Operation, st Step, seen *device
 		return e.deleteDevice(ctx, p[ParamHub], p[ParamDeviceID])
 	case StepVerifyReEnrollment:
 		return verifyReEnrollment(ctx, e.d.Enrollments, st)
+	case StepDisableDerivedEnrollments:
+		return e.disableDerived(ctx, op, p[ParamGroupID])
+	case StepAwaitMove:
+		return stepResult{note: fmt.Sprintf("the identity stays until DPS shows the device assigned to %s; the Cleanup timer confirms the move", p[ParamTargetHub])}
 	}
 	return failed(fmt.Errorf("unknown step kind %q", st.Kind))
 }
@@ -220,18 +226,20 @@ func (e *Engine) enrollmentFor(ctx context.Context, op *Operation, rid string, a
 		want.CertificatePEM = leaf
 	case AttestationSymmetricKey:
 		if enabled {
-			gk, err := e.d.Enrollments.GroupPrimaryKey(ctx, groupID)
+			// A moved member keeps both keys it holds: the ones DPS derived from the group's
+			// primary and secondary key.
+			gk, err := e.d.Enrollments.GroupKeys(ctx, groupID)
 			if err != nil {
-				return nil, failed(fmt.Errorf("reading the key of group %s: %w", groupID, err))
+				return nil, failed(fmt.Errorf("reading the keys of group %s: %w", groupID, err))
 			}
-			k, err := DeriveDeviceKey(gk, rid)
+			k, err := DerivedKeys(gk, rid)
 			if err != nil {
 				return nil, failed(fmt.Errorf("group %s: %w", groupID, err))
 			}
-			want.PrimaryKey = k
+			want.PrimaryKey, want.SecondaryKey = k.Primary, k.Secondary
 		} else {
 			// The keys of a blocking enrollment never match anything: DPS only needs it to exist.
-			want.PrimaryKey, want.SecondaryKey = randomKey(), randomKey()
+			want.PrimaryKey, want.SecondaryKey = NewSymmetricKey(), NewSymmetricKey()
 		}
 	default:
 		return nil, failed(fmt.Errorf("enrollment %s: cannot create an enrollment with attestation %q", rid, att))
@@ -403,24 +411,6 @@ func (e *Engine) deleteDevice(ctx context.Context, hub, id string) stepResult {
 	return stepResult{changed: true}
 }
 
-// DeriveDeviceKey derives a group member's symmetric key from its group's key, as DPS does:
-// base64(HMAC-SHA256(base64decode(groupKey), registrationID)).
-func DeriveDeviceKey(groupKey, registrationID string) (string, error) {
-	k, err := base64.StdEncoding.DecodeString(groupKey)
-	if err != nil {
-		return "", fmt.Errorf("the group key is not base64: %w", err)
-	}
-	m := hmac.New(sha256.New, k)
-	m.Write([]byte(registrationID))
-	return base64.StdEncoding.EncodeToString(m.Sum(nil)), nil
-}
-
-func randomKey() string {
-	b := make([]byte, 32)
-	_, _ = rand.Read(b)
-	return base64.StdEncoding.EncodeToString(b)
-}
-
 // leafPEM returns the first certificate of text as PEM: only the leaf goes into an enrollment.
 func leafPEM(text string) (string, error) {
 	certs, err := ParseCertificates(text)
@@ -428,4 +418,100 @@ func leafPEM(text string) (string, error) {
 		return "", err
 	}
 	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: certs[0].Raw})), nil
+}
+
+// disableDerived disables every symmetric-key individual enrollment whose keys derive from
+// group gid's keys, since whoever holds the group's key can derive them, and records each such
+// device as compromised in its device row, so that no later `recovered` enables its enrollment
+// again (a compromise is never undone). It lists the individual enrollments (a DPS query call
+// a page) and reads the keys of each symmetric-key one (one call each): DPS shows an
+// enrollment's keys no other way, and a disabled one matters as much as an enabled one, since
+// this system may have disabled it for `lost`. Every part is idempotent, so a resume runs it
+// again.
+func (e *Engine) disableDerived(ctx context.Context, op *Operation, gid string) stepResult {
+	gk, err := e.d.Enrollments.GroupKeys(ctx, gid)
+	if errors.Is(err, ErrNotFound) {
+		return gone("enrollment group", err)
+	}
+	if err != nil {
+		return failed(fmt.Errorf("reading the keys of group %s: %w", gid, err))
+	}
+	checked, changed := 0, false
+	var found []string
+	for en, err := range e.d.Enrollments.IndividualEnrollments(ctx) {
+		if err != nil {
+			return failed(fmt.Errorf("listing individual enrollments: %w", err))
+		}
+		if en.Attestation != AttestationSymmetricKey {
+			continue
+		}
+		checked++
+		k, err := e.d.Enrollments.EnrollmentKeys(ctx, en.RegistrationID)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return failed(fmt.Errorf("reading the keys of enrollment %s: %w", en.RegistrationID, err))
+		}
+		dk, err := DerivedKeys(gk, en.RegistrationID)
+		if err != nil || !sharesKey(k, dk) {
+			continue
+		}
+		if en.Enabled {
+			res := e.setEnrollment(ctx, en.RegistrationID, false)
+			if res.err != nil {
+				return res
+			}
+			changed = changed || res.changed
+		}
+		if err := e.markCompromised(ctx, op, en.RegistrationID); err != nil {
+			return failed(err)
+		}
+		found = append(found, en.RegistrationID)
+	}
+	note := fmt.Sprintf("%d symmetric-key individual enrollments checked; none is keyed from group %s", checked, gid)
+	if len(found) > 0 {
+		shown := found[:min(len(found), 20)]
+		note = fmt.Sprintf("%d symmetric-key individual enrollments checked; %d keyed from group %s, disabled and recorded compromised: %s", checked, len(found), gid, strings.Join(shown, ", "))
+		if len(found) > len(shown) {
+			note += ", …"
+		}
+	}
+	return stepResult{changed: changed, note: note}
+}
+
+// markCompromised records in rid's device row that group-wide operation op compromised it:
+// its enrollment's keys derive from a compromised group's (precedence then refuses
+// `recovered`, and the enrollment stands in front of the group for good). A row that says
+// sold or retired keeps saying so.
+func (e *Engine) markCompromised(ctx context.Context, op *Operation, rid string) error {
+	key := deviceKey(rid)
+	for attempt := 0; attempt <= e.c.ETagRetries; attempt++ {
+		ds, err := e.d.Journal.GetDevice(ctx, key)
+		if errors.Is(err, ErrNotFound) {
+			ds, err = &DeviceState{RegistrationID: key}, nil
+		}
+		if err != nil {
+			return asTransient(fmt.Errorf("reading device row %s: %w", rid, err))
+		}
+		if ds.Intent.rank() > IntentCompromised.rank() || ds.OperationID == op.ID {
+			return nil
+		}
+		ds.Intent, ds.OperationID = IntentCompromised, op.ID
+		ds.EventTime = op.Request.EventTime
+		if ds.EventTime.IsZero() {
+			ds.EventTime = op.Created
+		}
+		ds.GroupMember, ds.EnrollmentAction, ds.MoveTarget = true, "disabled", ""
+		ds.Updated = e.d.Clock.Now()
+		err = e.d.Journal.PutDevice(ctx, ds)
+		if errors.Is(err, ErrPreconditionFailed) || errors.Is(err, ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return asTransient(fmt.Errorf("writing device row %s: %w", rid, err))
+		}
+		return nil
+	}
+	return Transient(fmt.Errorf("device row %s kept changing: %w", rid, ErrBusy))
 }

@@ -29,6 +29,9 @@ type Chain struct {
 	Top string
 	// Verified is true when the chain was built from the PEM by checking signatures.
 	Verified bool
+	// Levels are the certificates above the leaf, nearest first: the leaf's issuer (its
+	// name alone, unless the PEM holds it), then each verified issuer's issuer.
+	Levels []CertInfo
 }
 
 // ParseCertificates decodes PEM text (one or more CERTIFICATE blocks) or base64 DER.
@@ -158,6 +161,7 @@ func BuildChain(leaf CertInfo, pemText string) (Chain, string) {
 	}
 	if leaf.IssuerName != "" {
 		ch.Above[normName(leaf.IssuerName)] = true
+		ch.Levels = append(ch.Levels, CertInfo{SubjectName: leaf.IssuerName})
 	}
 	ch.Complete = leaf.IssuerName != "" && normName(leaf.IssuerName) == normName(leaf.SubjectName)
 	if pemText == "" || ch.Complete {
@@ -202,6 +206,11 @@ func BuildChain(leaf CertInfo, pemText string) (Chain, string) {
 		seen[next] = true
 		ci := InfoOf(next)
 		add(ci)
+		if depth == 0 && len(ch.Levels) == 1 {
+			ch.Levels[0] = ci // the issuer the leaf names, now with its thumbprints
+		} else {
+			ch.Levels = append(ch.Levels, ci)
+		}
 		ch.Above[normName(ci.IssuerName)] = true
 		ch.Top = ci.IssuerName
 		ch.Verified = true
@@ -242,8 +251,11 @@ func CoveringGroup(ch Chain, groups []*Group, except string) Cover {
 				}
 			}
 		}
-		if len(g.SigningCerts) == 0 && len(g.CAReferences) > 0 && !ch.Complete {
-			return Cover{Covered: true, Reason: fmt.Sprintf("enabled enrollment group %s uses a DPS-registered CA (%s) whose subject DPS does not return, so it may sign the chain", g.ID, strings.Join(g.CAReferences, ", "))}
+		if len(g.CAReferences) > 0 {
+			// DPS's service API names the CA but never shows it, and the engine does not read
+			// the management plane's certificates resource (docs/policy.md, "X.509 safety"):
+			// the CA may be any certificate of the chain, a complete one included.
+			return Cover{Covered: true, Reason: fmt.Sprintf("enabled enrollment group %s trusts a DPS-registered CA (%s) that DPS does not show, so it may admit the chain of %s", g.ID, strings.Join(g.CAReferences, ", "), ch.Leaf.SubjectName)}
 		}
 	}
 	if len(others) == 0 {
@@ -253,4 +265,54 @@ func CoveringGroup(ch Chain, groups []*Group, except string) Cover {
 		return Cover{Reason: fmt.Sprintf("the chain ends at a self-signed root and none of the enabled X.509 groups (%s) is in it", strings.Join(others, ", "))}
 	}
 	return Cover{Covered: true, Reason: fmt.Sprintf("cannot prove that enabled X.509 groups (%s) do not sign a certificate above %q: send the full certificate chain in the event to allow deletion", strings.Join(others, ", "), ch.Top)}
+}
+
+// sameLevel reports whether a group's signing certificate s is the certificate at a chain
+// level: by thumbprint when the level has one, by name otherwise.
+func sameLevel(s, level CertInfo) bool {
+	if level.SHA1Thumbprint != "" || level.SHA256Thumbprint != "" {
+		return sameCert(s, level)
+	}
+	return normName(s.SubjectName) == normName(level.SubjectName)
+}
+
+// admittingGroup finds the X.509 group DPS admits a member's chain through: the first group
+// found walking up from the leaf ("X.509 certificate attestation"), enabled or not. It
+// returns nil with the reason when the chain does not tell: a group trusting a DPS-registered
+// CA (which DPS does not show) could stand anywhere in it.
+func admittingGroup(leaf CertInfo, pemText string, groups []*Group) (*Group, string) {
+	ch, _ := BuildChain(leaf, pemText)
+	var refs []*Group
+	disabledRef := false
+	for _, g := range groups {
+		if g != nil && g.Attestation == AttestationX509 && len(g.CAReferences) > 0 {
+			refs = append(refs, g)
+			disabledRef = disabledRef || !g.Enabled
+		}
+	}
+	for _, level := range ch.Levels {
+		for _, g := range groups {
+			if g == nil || g.Attestation != AttestationX509 {
+				continue
+			}
+			for _, s := range g.SigningCerts {
+				if !sameLevel(s, level) {
+					continue
+				}
+				if disabledRef {
+					return nil, fmt.Sprintf("group %s signs its chain, but a disabled group trusting a DPS-registered CA may stand nearer the leaf", g.ID)
+				}
+				return g, ""
+			}
+		}
+	}
+	switch {
+	case len(refs) == 0:
+		return nil, "no enrollment group's certificate is in its chain"
+	case !ch.Complete:
+		return nil, "no group's certificate is in the known part of its chain: send the full certificate chain"
+	case disabledRef:
+		return nil, "a disabled group trusting a DPS-registered CA may admit its chain"
+	}
+	return refs[0], ""
 }

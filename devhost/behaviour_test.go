@@ -585,7 +585,7 @@ func TestHandlerRestartedAfterCrash(t *testing.T) {
 		if !strings.Contains(h.Err().Error(), "3 times") {
 			t.Errorf("host failed with %v", h.Err())
 		}
-	case <-time.After(30 * time.Second):
+	case <-time.After(testenv.HungAfter):
 		t.Fatal("the host kept going after three handler exits")
 	}
 }

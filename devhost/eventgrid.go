@@ -600,9 +600,10 @@ func (eg *eventGrid) deliver(t *topic, sub string, event json.RawMessage, cloud 
 			reason = "TimeToLiveExceeded"
 		}
 		if reason != "" {
+			// Dead-lettered before it is reported done: whoever sees it done finds the record.
+			eg.deadLetter(t, sub, event, reason, attempt, status, err, published)
 			rec.Done = true
 			eg.report(rec)
-			eg.deadLetter(t, sub, event, reason, attempt, status, err, published)
 			return
 		}
 		rec.NextAttempt = delay

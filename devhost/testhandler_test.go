@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"dpsdeprov/internal/testenv"
 )
@@ -215,27 +214,16 @@ func (a *testApp) invocations(t *testing.T, fn string) []recorded {
 // guard against a hang, not a speed assertion.
 func (a *testApp) waitInvocations(t *testing.T, fn string, n int) []recorded {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		got := a.invocations(t, fn)
-		if len(got) >= n {
-			return got
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waited for %d invocations of %s, got %d", n, fn, len(got))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	var got []recorded
+	testenv.Eventually(t, fmt.Sprintf("%d invocations of %s", n, fn), func() bool {
+		got = a.invocations(t, fn)
+		return len(got) >= n
+	})
+	return got
 }
 
 // waitFor polls cond until it holds (guarding against a hang only).
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.Eventually(t, what, cond)
 }

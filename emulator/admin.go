@@ -150,6 +150,7 @@ func (e *Emulator) Seed(s SeedSpec) (*SeedResult, error) {
 // throttle. Keys and the CA stay.
 func (e *Emulator) Reset() {
 	e.dps.reset()
+	e.dps.cas.reset()
 	for _, h := range e.hubList {
 		h.reset()
 		h.bucket.set(e.opts.ThrottlePerMinute)
@@ -209,7 +210,11 @@ func (e *Emulator) serveAdmin(w http.ResponseWriter, r *http.Request) {
 	fail := func(status int, err error) {
 		writeJSON(w, status, map[string]string{"error": err.Error()})
 	}
-	switch p := strings.TrimPrefix(r.URL.Path, "/_emulator/"); {
+	p := strings.TrimPrefix(r.URL.Path, "/_emulator/")
+	if e.serveCAAdmin(w, r, p) {
+		return
+	}
+	switch {
 	case p == "info" && r.Method == http.MethodGet:
 		writeJSON(w, http.StatusOK, e.Info())
 	case p == "seed" && r.Method == http.MethodPost:

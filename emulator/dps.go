@@ -27,6 +27,7 @@ type dps struct {
 	regs        map[string]*registration // by lower-case registration id
 	ops         *opStore
 	pager       *pager
+	cas         caStore // CA certificates that caReferences groups name (cas.go)
 
 	// opsBucket is the instance's budget of service operations and regBucket its budget of
 	// device registrations, both per minute (see [Options.DPSOperationsPerMinute]).

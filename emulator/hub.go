@@ -609,9 +609,7 @@ func (h *hub) bulkItem(it *exportImportDevice) (string, string) {
 		h.devices[it.ID] = &d
 		return "", ""
 	}
-	body := deviceJSON{DeviceID: it.ID, Status: it.Status, StatusReason: it.StatusReason, Authentication: it.Authentication,
-		Capabilities: it.Capabilities, DeviceScope: it.DeviceScope, ParentScopes: it.ParentScopes}
-	d, err := deviceFromJSON(&body, old)
+	d, err := deviceFromImport(it, old) // hub_import.go: the item replaces the identity
 	if err != nil {
 		return "ArgumentInvalid", err.Error()
 	}

@@ -21,8 +21,9 @@ func sortStrings(s []string) { sort.Strings(s) }
 //	SELECT COUNT() [AS alias] FROM devices [WHERE cond]          ("select count() AS numberOfDevices from devices")
 //
 // where cond combines, with AND, OR, NOT and parentheses, comparisons path op literal (op one
-// of = != <> < <= > >=, literal a quoted string, a number, true, false or null) and the
-// functions IS_DEFINED(path), STARTSWITH(path, 'x') and ENDSWITH(path, 'x'). A path names a
+// of = != <> < <= > >=, literal a quoted string, a number, true, false or null), the list
+// operators path IN [literal, ...] and path NIN [...], and the functions IS_DEFINED(path),
+// STARTSWITH(path, 'x') and ENDSWITH(path, 'x'). A path names a
 // twin field: deviceId, status, tags.a.b, properties.desired.x, properties.reported.x,
 // capabilities.iotEdge. A comparison with a field the twin does not have is false.
 // Anything else (GROUP BY, devices.modules, other functions) is refused with 400 naming it.
@@ -103,6 +104,52 @@ func (e cmpExpr) eval(_ *device, t *lazyTwin) bool {
 	default: // ">="
 		return c >= 0
 	}
+}
+
+// inExpr is path IN [...] (NIN with neg): the query language's list operators
+// (iot-hub-devguide-query-language.md); the engine reads a batch of devices with
+// "deviceId IN [...]". A field the twin does not have matches neither.
+type inExpr struct {
+	path []string
+	neg  bool
+	vals []any
+}
+
+func (e inExpr) eval(_ *device, t *lazyTwin) bool {
+	v, ok := t.get(e.path)
+	if !ok {
+		return false
+	}
+	for _, x := range e.vals {
+		if equalValues(v, x) {
+			return !e.neg
+		}
+	}
+	return e.neg
+}
+
+// deviceIDs returns the ids a query selects by deviceId IN [...] (alone, or joined by AND),
+// so that the hub looks them up instead of scanning every device; nil when it has no such list.
+func deviceIDs(e qexpr) []string {
+	switch x := e.(type) {
+	case inExpr:
+		if x.neg || len(x.path) != 1 || x.path[0] != "deviceId" {
+			return nil
+		}
+		var out []string
+		for _, v := range x.vals {
+			if s, ok := v.(string); ok {
+				out = append(out, s)
+			}
+		}
+		return out
+	case andExpr:
+		if ids := deviceIDs(x.a); ids != nil {
+			return ids
+		}
+		return deviceIDs(x.b)
+	}
+	return nil
 }
 
 func (e funcExpr) eval(_ *device, t *lazyTwin) bool {
@@ -300,7 +347,7 @@ func (p *qparser) sym(s string) bool {
 }
 
 func (p *qparser) unsupported(what string) error {
-	return fmt.Errorf("query %q: %s is not supported by the emulator (it serves SELECT *, field lists and COUNT() FROM devices, with WHERE conditions of comparisons, IS_DEFINED, STARTSWITH and ENDSWITH joined by AND, OR and NOT)", p.q, what)
+	return fmt.Errorf("query %q: %s is not supported by the emulator (it serves SELECT *, field lists and COUNT() FROM devices, with WHERE conditions of comparisons, IN and NIN lists, IS_DEFINED, STARTSWITH and ENDSWITH joined by AND, OR and NOT)", p.q, what)
 }
 
 func parseTwinQuery(q string) (*twinQuery, error) {
@@ -459,33 +506,58 @@ func (p *qparser) primary() (qexpr, error) {
 		}
 		return f, nil
 	}
+	if p.keyword("IN") || p.keyword("NIN") {
+		in := inExpr{path: strings.Split(t.text, "."), neg: strings.EqualFold(p.toks[p.i-1].text, "NIN")}
+		if !p.sym("[") {
+			return nil, p.unsupported(fmt.Sprintf("%s without a [list]", p.toks[p.i-1].text))
+		}
+		for !p.sym("]") {
+			v, err := p.literal()
+			if err != nil {
+				return nil, err
+			}
+			in.vals = append(in.vals, v)
+			if !p.sym(",") && p.peek().text != "]" {
+				return nil, fmt.Errorf("query %q: the list of %s is not literals separated by commas", p.q, t.text)
+			}
+		}
+		return in, nil
+	}
 	op := p.peek()
 	if op.kind != "sym" || !strings.Contains(" = != <> < <= > >= ", " "+op.text+" ") {
 		return nil, p.unsupported(fmt.Sprintf("the operator %q", op.text))
 	}
 	p.i++
+	c := cmpExpr{path: strings.Split(t.text, "."), op: op.text}
+	v, err := p.literal()
+	if err != nil {
+		return nil, err
+	}
+	c.val = v
+	return c, nil
+}
+
+// literal reads a quoted string, a number, true, false or null.
+func (p *qparser) literal() (any, error) {
 	lit := p.peek()
 	p.i++
-	c := cmpExpr{path: strings.Split(t.text, "."), op: op.text}
 	switch {
 	case lit.kind == "str":
-		c.val = lit.text
+		return lit.text, nil
 	case lit.kind == "num":
 		f, err := strconv.ParseFloat(lit.text, 64)
 		if err != nil {
 			return nil, fmt.Errorf("query %q: %q is not a number", p.q, lit.text)
 		}
-		c.val = f
+		return f, nil
 	case lit.kind == "id" && strings.EqualFold(lit.text, "true"):
-		c.val = true
+		return true, nil
 	case lit.kind == "id" && strings.EqualFold(lit.text, "false"):
-		c.val = false
+		return false, nil
 	case lit.kind == "id" && strings.EqualFold(lit.text, "null"):
-		c.val = nil
-	default:
-		return nil, p.unsupported(fmt.Sprintf("comparing with %q (only literals)", lit.text))
+		return nil, nil
 	}
-	return c, nil
+	return nil, p.unsupported(fmt.Sprintf("comparing with %q (only literals)", lit.text))
 }
 
 func (q *twinQuery) match(d *device) bool {
@@ -528,6 +600,17 @@ func (h *hub) query(w http.ResponseWriter, r *http.Request) {
 	keys, next, err := h.pager.page(r.Header.Get("x-ms-continuation"), size, func() []string {
 		h.mu.RLock()
 		defer h.mu.RUnlock()
+		if ids := deviceIDs(tq.where); ids != nil {
+			out := make([]string, 0, len(ids))
+			seen := make(map[string]bool, len(ids))
+			for _, id := range ids {
+				if d := h.devices[id]; d != nil && !seen[id] && tq.match(d) {
+					seen[id] = true
+					out = append(out, id)
+				}
+			}
+			return out
+		}
 		out := make([]string, 0, len(h.devices))
 		for k, d := range h.devices {
 			if tq.match(d) {

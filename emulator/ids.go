@@ -70,9 +70,7 @@ func parseIfMatch(h string) ifMatch {
 		return ifMatch{}
 	}
 	m := ifMatch{present: true, value: h}
-	if strings.HasPrefix(h, "W/") {
-		h = h[2:]
-	}
+	h = strings.TrimPrefix(h, "W/")
 	if len(h) >= 2 && h[0] == '"' && h[len(h)-1] == '"' {
 		m.quoted = true
 		m.value = h[1 : len(h)-1]

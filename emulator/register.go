@@ -261,31 +261,7 @@ func (d *dps) match(cred *credential, regID string) (*enrollment, *operation, in
 		return nil, nil, http.StatusUnauthorized, "no enrollment admits this SAS token"
 	}
 	leaf := cred.certs[0]
-	inter := x509.NewCertPool()
-	for _, c := range cred.certs[1:] {
-		inter.AddCert(c)
-	}
-	var best *enrollment
-	bestLen := 0
-	for _, id := range ids {
-		g := d.groups[id]
-		for _, sc := range g.certs {
-			if sc == nil {
-				continue
-			}
-			roots := x509.NewCertPool()
-			roots.AddCert(sc)
-			chains, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
-			if err != nil {
-				continue
-			}
-			for _, ch := range chains {
-				if best == nil || len(ch) < bestLen {
-					best, bestLen = g, len(ch)
-				}
-			}
-		}
-	}
+	best := d.nearestGroup(ids, leaf, cred.certs[1:]) // inline signing certificates and caReferences (cas.go)
 	if best == nil {
 		return nil, nil, http.StatusUnauthorized, "no enrollment group's signing certificate is in the device's chain"
 	}
@@ -326,30 +302,13 @@ func hashIndex(id string, n int) int {
 func (d *dps) assign(en *enrollment, regID string, cred *credential, payload json.RawMessage) *deviceRegistrationResult {
 	key := strings.ToLower(regID)
 	prev := d.regs[key]
-	target := d.hubFor(en, regID)
-	substatus := "initialAssignment"
-	if prev != nil && prev.state.AssignedHub != "" && !strings.EqualFold(prev.state.AssignedHub, target.host) {
-		if en.body.ReprovisionPolicy != nil && !en.body.ReprovisionPolicy.UpdateHubAssignment {
-			if h := d.e.hubByHost(prev.state.AssignedHub); h != nil {
-				target = h
-			}
-		} else {
-			substatus = "deviceDataMigrated"
-			if en.body.ReprovisionPolicy != nil && !en.body.ReprovisionPolicy.MigrateDeviceData {
-				substatus = "deviceDataReset"
-			}
-			if old := d.e.hubByHost(prev.state.AssignedHub); old != nil {
-				old.mu.Lock()
-				delete(old.devices, prev.state.DeviceID)
-				old.mu.Unlock()
-			}
-		}
-	} else if prev != nil {
-		substatus = prev.state.Substatus
-	}
+	target, substatus, migrated := d.reprovision(en, regID, prev) // reprovision.go
 	deviceID := en.body.DeviceID
 	if deviceID == "" {
 		deviceID = regID
+	}
+	if migrated != nil {
+		deviceID = migrated.id // the device id migrates with the twin
 	}
 	dev := &device{id: deviceID}
 	a := en.body.Attestation
@@ -377,6 +336,9 @@ func (d *dps) assign(en *enrollment, regID string, cred *credential, payload jso
 	if en.body.Capabilities != nil {
 		dev.iotEdge = en.body.Capabilities.IotEdge
 	}
+	if migrated != nil {
+		dev.iotEdge = migrated.iotEdge
+	}
 	target.mu.Lock()
 	if old := target.devices[deviceID]; old != nil {
 		// Re-provisioning refreshes the credential and keeps status and twin.
@@ -392,7 +354,9 @@ func (d *dps) assign(en *enrollment, regID string, cred *credential, payload jso
 		dev.generationID = newGenerationID()
 		dev.etag = newDeviceEtag()
 		dev.twinVersion = 1
-		if it := en.body.InitialTwin; it != nil {
+		if migrated != nil {
+			dev.tags, dev.desired, dev.reported, dev.twinVersion = migrated.tags, migrated.desired, migrated.reported, migrated.twinVersion
+		} else if it := en.body.InitialTwin; it != nil {
 			dev.tags = it.Tags
 			if it.Properties != nil {
 				dev.desired = it.Properties.Desired

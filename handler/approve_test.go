@@ -1,11 +1,15 @@
 package handler
 
 import (
+	"context"
+	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 
 	"dpsdeprov/deprovision"
@@ -25,6 +29,43 @@ func httpInvocation(t *testing.T, method, kind, id string, headers map[string][]
 	return inv
 }
 
+// hostQueue is the GroupWork queue as the Functions host serves it: the fan-out enqueues each
+// batch as azure/workqueue writes it (JSON, base64), and deliver invokes the handler's
+// GroupWork function with every message, as the queue trigger does, until none is left.
+type hostQueue struct {
+	mu    sync.Mutex
+	texts []string
+}
+
+func (q *hostQueue) Enqueue(_ context.Context, b *deprovision.WorkBatch) error {
+	body, err := json.Marshal(b)
+	if err != nil {
+		return err
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.texts = append(q.texts, base64.StdEncoding.EncodeToString(body))
+	return nil
+}
+
+func (q *hostQueue) deliver(t *testing.T, srv *httptest.Server) {
+	t.Helper()
+	q.mu.Lock()
+	texts := q.texts
+	q.texts = nil
+	q.mu.Unlock()
+	for i, text := range texts {
+		// The host double-encodes the message text (a .NET string) and the string metadata.
+		inner, _ := json.Marshal(text)
+		id, _ := json.Marshal(fmt.Sprintf("msg-%d", i))
+		inv, _ := json.Marshal(map[string]any{"Data": map[string]any{BindingMessage: string(inner)},
+			"Metadata": map[string]any{"DequeueCount": "1", "Id": string(id)}})
+		if status, r := post(t, srv, FunctionGroupWork, inv); status != http.StatusOK {
+			t.Fatalf("GroupWork message %d: %d %+v", i, status, r)
+		}
+	}
+}
+
 func TestApprovalEndpointRunsAHeldGroupOperation(t *testing.T) {
 	dps, hubs, j := fake.NewDPS(), fake.NewHubDevices("hub1.azure-devices.net"), fake.NewJournal()
 	dps.AddGroup(deprovision.Group{ID: "cams", Attestation: deprovision.AttestationSymmetricKey, Enabled: true}, "c2VjcmV0")
@@ -32,9 +73,10 @@ func TestApprovalEndpointRunsAHeldGroupOperation(t *testing.T) {
 		dps.AddRegistration(deprovision.Registration{RegistrationID: id, DeviceID: id, AssignedHub: "hub1.azure-devices.net"}, "cams")
 		hubs.AddDevice(deprovision.Device{Hub: "hub1.azure-devices.net", DeviceID: id, Enabled: true, AuthType: "sas"})
 	}
-	eng := deprovision.NewEngine(deprovision.Deps{Enrollments: dps, Registrations: dps, Devices: hubs, Journal: j, Logger: slog.New(slog.DiscardHandler)},
+	q := &hostQueue{}
+	eng := deprovision.NewEngine(deprovision.Deps{Enrollments: dps, Registrations: dps, Devices: hubs, Journal: j, Logger: slog.New(slog.DiscardHandler), Work: q},
 		deprovision.Config{Guard: deprovision.Guardrails{MaxGroupDevices: 2}})
-	h, err := New(Options{Engine: eng, Admission: Admission{Events: DefaultEventTypes()}})
+	h, err := New(Options{Engine: eng, GroupWorker: &EngineGroupWorker{Engine: eng}, Admission: Admission{Events: DefaultEventTypes()}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,9 +116,10 @@ func TestApprovalEndpointRunsAHeldGroupOperation(t *testing.T) {
 	// neither it nor the body's name is journaled as verified.
 	status, body = call(httpInvocation(t, "POST", "approvals", id, map[string][]string{"X-MS-CLIENT-PRINCIPAL-NAME": {"alice@contoso.com"}},
 		map[string]any{"approvedBy": "mallory", "reason": "CA key leaked (INC-9)"}))
-	if status != http.StatusOK || body["status"] != string(deprovision.StatusSucceeded) {
-		t.Fatalf("approval: %d %v", status, body)
+	if status != http.StatusAccepted || body["status"] != string(deprovision.StatusRunning) {
+		t.Fatalf("approval: %d %v; want the group running, fanned out to the GroupWork queue", status, body)
 	}
+	q.deliver(t, srv)
 	for _, id := range []string{"cam-1", "cam-2", "cam-3"} {
 		if d, _ := hubs.Device("hub1.azure-devices.net", id); d.Enabled {
 			t.Errorf("%s still enabled after the approved group compromise", id)
@@ -84,7 +127,7 @@ func TestApprovalEndpointRunsAHeldGroupOperation(t *testing.T) {
 	}
 	status, body = call(httpInvocation(t, "GET", "operations", id, nil, nil))
 	rec, _ := json.Marshal(body["journal"])
-	if status != http.StatusOK || !strings.Contains(string(rec), "mallory (request body, claimed, not verified)") ||
+	if status != http.StatusOK || body["status"] != string(deprovision.StatusSucceeded) || !strings.Contains(string(rec), "mallory (request body, claimed, not verified)") ||
 		!strings.Contains(string(rec), "INC-9") || strings.Contains(string(rec), "alice") || strings.Contains(string(rec), "verified by") {
 		t.Fatalf("the journal does not show the approval: %d %s", status, rec)
 	}

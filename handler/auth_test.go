@@ -25,6 +25,8 @@ type authRig struct {
 	j    *fake.Journal
 	dps  *fake.DPS
 	hubs *fake.HubDevices
+	// work is the GroupWork queue an approved group fans out to.
+	work *hostQueue
 	seq  atomic.Int64
 	now  time.Time
 }
@@ -41,15 +43,16 @@ func newAuthRig(t *testing.T, access Access) *authRig {
 	// One clock for the engine and the handler, fixed inside an hour, so that the hourly
 	// refusal record has one id for the whole test.
 	now := time.Now().UTC().Truncate(time.Hour).Add(30 * time.Minute)
-	eng = deprovision.NewEngine(deprovision.Deps{Enrollments: dps, Registrations: dps, Devices: hubs, Journal: j, Clock: fixedClock(now), Logger: slog.New(slog.DiscardHandler)},
+	work := &hostQueue{}
+	eng = deprovision.NewEngine(deprovision.Deps{Enrollments: dps, Registrations: dps, Devices: hubs, Journal: j, Clock: fixedClock(now), Logger: slog.New(slog.DiscardHandler), Work: work},
 		deprovision.Config{Guard: deprovision.Guardrails{MaxGroupDevices: 2}})
-	h, err := New(Options{Engine: eng, Admission: Admission{Events: DefaultEventTypes()}, Access: access, Clock: fixedClock(now)})
+	h, err := New(Options{Engine: eng, GroupWorker: &EngineGroupWorker{Engine: eng}, Admission: Admission{Events: DefaultEventTypes()}, Access: access, Clock: fixedClock(now)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &authRig{srv: srv, j: j, dps: dps, hubs: hubs, now: now}
+	return &authRig{srv: srv, j: j, dps: dps, hubs: hubs, work: work, now: now}
 }
 
 // reply is one answer of the Operations functions, with the invocation id it was sent under.
@@ -300,8 +303,12 @@ func TestFourEyes(t *testing.T) {
 	}
 
 	rep := r.call(t, FunctionSignedInOperations, "POST", "approvals", opID, bob.headers(), map[string]any{"approvedBy": "mallory", "reason": "CA key leak confirmed, INC-2041"})
-	if rep.status != http.StatusOK || rep.body["status"] != string(deprovision.StatusSucceeded) {
-		t.Fatalf("bob's approval: %d %v", rep.status, rep.body)
+	if rep.status != http.StatusAccepted || rep.body["status"] != string(deprovision.StatusRunning) {
+		t.Fatalf("bob's approval: %d %v; want the group running, fanned out to the GroupWork queue", rep.status, rep.body)
+	}
+	r.work.deliver(t, r.srv)
+	if op, err := r.j.GetOperation(t.Context(), opID); err != nil || op.Status != deprovision.StatusSucceeded {
+		t.Fatalf("after the GroupWork messages: %v %v", op, err)
 	}
 	_, steps, err := deprovision.NewEngine(deprovision.Deps{Journal: r.j}, deprovision.Config{}).Operation(t.Context(), opID)
 	if err != nil {

@@ -14,7 +14,6 @@ import (
 	"dpsdeprov/azure/internal/swaggercheck"
 	"dpsdeprov/azure/iothub"
 	"dpsdeprov/azure/loopback"
-	"dpsdeprov/azure/sas"
 	"dpsdeprov/deprovision"
 	"dpsdeprov/emulator"
 	"dpsdeprov/internal/testenv"
@@ -238,12 +237,13 @@ func TestGroupsAndRegistrations(t *testing.T) {
 		t.Fatalf("groups %v, want 3", ids)
 	}
 	g0 := seed.Groups[0]
-	key, err := e.dps.GroupPrimaryKey(ctx, g0.ID)
-	if err != nil || key != g0.PrimaryKey {
-		t.Fatalf("group key: %v (matches=%v)", err, key == g0.PrimaryKey)
+	keys, err := e.dps.GroupKeys(ctx, g0.ID)
+	if err != nil || keys.Primary != g0.PrimaryKey || keys.Secondary == "" || keys.Secondary == keys.Primary {
+		t.Fatalf("group keys: %v (primary matches=%v)", err, keys.Primary == g0.PrimaryKey)
 	}
+	key := keys.Primary
 	// The derived device key is what the hub holds for a member.
-	devKey, _ := sas.DeriveDeviceKey(key, "ad-g0-d0")
+	devKey, _ := deprovision.DeriveDeviceKey(key, "ad-g0-d0")
 	reg, err := e.dps.GetRegistration(ctx, "ad-g0-d0")
 	if err != nil {
 		t.Fatal(err)
@@ -289,8 +289,8 @@ func TestGroupsAndRegistrations(t *testing.T) {
 	if err != nil || dg.Enabled {
 		t.Fatalf("disable group: %+v %v", dg, err)
 	}
-	if k, _ := e.dps.GroupPrimaryKey(ctx, g0.ID); k != g0.PrimaryKey {
-		t.Fatal("the group key changed when the group was disabled")
+	if k, _ := e.dps.GroupKeys(ctx, g0.ID); k != keys {
+		t.Fatal("the group keys changed when the group was disabled")
 	}
 	if _, err := e.dps.PutGroup(ctx, g, g.ETag); !errors.Is(err, deprovision.ErrPreconditionFailed) {
 		t.Fatalf("stale group update: %v", err)
@@ -363,37 +363,53 @@ func TestBulk(t *testing.T) {
 		t.Fatal(err)
 	}
 	hub := e.info.Hubs[0].Host
-	var items []deprovision.BulkItem
+	var ids []string
 	for i := range 6 {
-		items = append(items, deprovision.BulkItem{DeviceID: fmt.Sprintf("bk-g0-d%d", i), StatusReason: "group compromised"})
+		ids = append(ids, fmt.Sprintf("bk-g0-d%d", i))
 	}
-	items = append(items, deprovision.BulkItem{DeviceID: "ghost"})
+	// One query reads them, without keys; a device that does not exist is left out.
+	found, err := e.hubs.Identities(ctx, hub, append(ids, "ghost"))
+	if err != nil || len(found) != 6 {
+		t.Fatalf("identities: %d, %v", len(found), err)
+	}
+	for _, d := range found {
+		if d.AuthType != "sas" || d.Keys.Primary != "" || d.ETag == "" || !d.Enabled {
+			t.Fatalf("identity from the query %+v", d)
+		}
+	}
+	// A SAS identity without its keys is refused: the hub would give it new ones.
+	if _, err := e.hubs.Bulk(ctx, hub, deprovision.BulkDisable, []deprovision.BulkItem{{DeviceID: found[0].DeviceID, Device: found[0]}}); err == nil {
+		t.Fatal("a SAS identity without keys was written back")
+	}
+	var items []deprovision.BulkItem
+	before := map[string]deprovision.SymmetricKeys{}
+	for _, id := range ids {
+		d, err := e.hubs.GetDevice(ctx, hub, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before[id] = d.Keys
+		items = append(items, deprovision.BulkItem{DeviceID: id, StatusReason: "group compromised", Device: d})
+	}
 	res, err := e.hubs.Bulk(ctx, hub, deprovision.BulkDisable, items)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i, r := range res {
-		if r.DeviceID != items[i].DeviceID {
-			t.Fatalf("result %d is for %s, want %s", i, r.DeviceID, items[i].DeviceID)
-		}
-		if r.DeviceID == "ghost" {
-			if !errors.Is(r.Err, deprovision.ErrNotFound) {
-				t.Fatalf("disable of a missing device: %v, want ErrNotFound", r.Err)
-			}
-			continue
-		}
-		if r.Err != nil {
-			t.Fatalf("%s: %v", r.DeviceID, r.Err)
+		if r.DeviceID != items[i].DeviceID || r.Err != nil {
+			t.Fatalf("result %d: %s %v", i, r.DeviceID, r.Err)
 		}
 		d, err := e.hubs.GetDevice(ctx, hub, r.DeviceID)
-		if err != nil || d.Enabled || d.StatusReason != "group compromised" {
-			t.Fatalf("%s after bulk disable: %+v %v", r.DeviceID, d, err)
+		if err != nil || d.Enabled || d.StatusReason != "group compromised" || d.AuthType != "sas" || d.Keys != before[r.DeviceID] {
+			t.Fatalf("%s after bulk disable: enabled=%v reason=%q keys kept=%v %v", r.DeviceID, d.Enabled, d.StatusReason, d.Keys == before[r.DeviceID], err)
 		}
 	}
-	// Repeating the disable is harmless.
-	if res, err := e.hubs.Bulk(ctx, hub, deprovision.BulkDisable, items[:6]); err != nil || res[0].Err != nil {
-		t.Fatalf("repeated bulk disable: %v %v", err, res)
+	// The same items again carry stale etags: each fails its precondition, to be read again.
+	res, err = e.hubs.Bulk(ctx, hub, deprovision.BulkDisable, items)
+	if err != nil || !errors.Is(res[0].Err, deprovision.ErrPreconditionFailed) {
+		t.Fatalf("stale bulk disable: %v %v", err, res)
 	}
+	items = append(items, deprovision.BulkItem{DeviceID: "ghost"})
 	// Delete, with a device already gone: success for every item.
 	res, err = e.hubs.Bulk(ctx, hub, deprovision.BulkDelete, items)
 	if err != nil {
@@ -442,7 +458,7 @@ func TestGroupCreateAndNonSymmetricKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.dps.GroupPrimaryKey(ctx, seed.Groups[0].ID); err == nil || !strings.Contains(err.Error(), "not a symmetric key") {
+	if _, err := e.dps.GroupKeys(ctx, seed.Groups[0].ID); err == nil || !strings.Contains(err.Error(), "not a symmetric key") {
 		t.Fatalf("key of an X.509 group: %v", err)
 	}
 	g, err := e.dps.GetGroup(ctx, seed.Groups[0].ID)
@@ -462,7 +478,7 @@ func TestGroupCreateAndNonSymmetricKey(t *testing.T) {
 	if err != nil || !ng.Enabled || ng.ETag == "" {
 		t.Fatalf("new group %+v %v", ng, err)
 	}
-	if k, err := e.dps.GroupPrimaryKey(ctx, "new-sym"); err != nil || k == "" {
+	if k, err := e.dps.GroupKeys(ctx, "new-sym"); err != nil || k.Primary == "" || k.Secondary == "" {
 		t.Fatalf("new group key: %v", err)
 	}
 	if _, err := e.dps.PutGroup(ctx, &deprovision.Group{ID: "new-x", Attestation: deprovision.AttestationX509}, ""); err == nil {
@@ -557,7 +573,7 @@ func TestDeviceUpdateRegistryOperations(t *testing.T) {
 		{"unconditional", dis, "*"},
 	} {
 		e.em.ResetStats()
-		w, err := e.hubs.PutDevice(ctx, c.d, c.etag)
+		_, err := e.hubs.PutDevice(ctx, c.d, c.etag)
 		if err != nil {
 			t.Fatalf("%s: %v", c.name, err)
 		}
@@ -568,7 +584,6 @@ func TestDeviceUpdateRegistryOperations(t *testing.T) {
 		if after.Authentication.SymmetricKey.PrimaryKey != before.Authentication.SymmetricKey.PrimaryKey {
 			t.Fatalf("%s: the update changed the keys", c.name)
 		}
-		dis = w
 	}
 
 	e.em.ResetStats()
@@ -577,5 +592,46 @@ func TestDeviceUpdateRegistryOperations(t *testing.T) {
 	}
 	if err := e.hubs.DeleteDevice(ctx, hub, "dev-2", "*"); !errors.Is(err, deprovision.ErrNotFound) {
 		t.Fatalf("second delete: %v", err)
+	}
+}
+
+// An X.509 identity is disabled from the query alone (no read a device): its type and
+// thumbprints, capabilities and scope survive.
+func TestBulkDisableKeepsX509Identity(t *testing.T) {
+	e := newEnv(t, emulator.Options{})
+	ctx := context.Background()
+	hub := e.info.Hubs[0].Host
+	hc := e.hubCs[hub]
+	thumb := "0123456789ABCDEF0123456789ABCDEF01234567"
+	for _, d := range []iothub.Device{
+		{DeviceID: "x-ca", Authentication: &iothub.AuthenticationMechanism{Type: iothub.AuthenticationTypeCertificateAuthority},
+			Capabilities: &iothub.DeviceCapabilities{IoTEdge: true}},
+		{DeviceID: "x-ss", Authentication: &iothub.AuthenticationMechanism{Type: iothub.AuthenticationTypeSelfSigned,
+			X509Thumbprint: &iothub.X509Thumbprint{PrimaryThumbprint: thumb}}, DeviceScope: "ms-azure-iot-edge://gw-1"},
+	} {
+		if _, err := hc.CreateOrUpdateDevice(ctx, d, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	found, err := e.hubs.Identities(ctx, hub, []string{"x-ca", "x-ss"})
+	if err != nil || len(found) != 2 {
+		t.Fatalf("%d %v", len(found), err)
+	}
+	var items []deprovision.BulkItem
+	for _, d := range found {
+		items = append(items, deprovision.BulkItem{DeviceID: d.DeviceID, StatusReason: "r", Device: d})
+	}
+	res, err := e.hubs.Bulk(ctx, hub, deprovision.BulkDisable, items)
+	if err != nil || res[0].Err != nil || res[1].Err != nil {
+		t.Fatalf("%v %v", err, res)
+	}
+	ca, _ := hc.GetDevice(ctx, "x-ca", nil)
+	ss, _ := hc.GetDevice(ctx, "x-ss", nil)
+	if ca.Status != iothub.DeviceStatusDisabled || ca.Authentication.Type != iothub.AuthenticationTypeCertificateAuthority || ca.Capabilities == nil || !ca.Capabilities.IoTEdge {
+		t.Fatalf("certificateAuthority identity after disable: %+v", ca.Device)
+	}
+	if ss.Status != iothub.DeviceStatusDisabled || ss.Authentication.Type != iothub.AuthenticationTypeSelfSigned ||
+		ss.Authentication.X509Thumbprint == nil || ss.Authentication.X509Thumbprint.PrimaryThumbprint != thumb || ss.DeviceScope != "ms-azure-iot-edge://gw-1" {
+		t.Fatalf("selfSigned identity after disable: %+v", ss.Device)
 	}
 }

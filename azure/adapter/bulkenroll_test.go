@@ -42,6 +42,9 @@ func TestCreateEnrollmentsAnswersEachItem(t *testing.T) {
 			if !errors.Is(errs[i], deprovision.ErrConflict) || deprovision.IsTransient(errs[i]) {
 				t.Errorf("the taken id: %v, want ErrConflict", errs[i])
 			}
+			if status, code := deprovision.ServiceStatus(errs[i]); status != 409 || code != "409201" {
+				t.Errorf("the taken id's answer: %d %q, want DPS's 409 409201", status, code)
+			}
 			continue
 		}
 		if errs[i] != nil {

@@ -2,16 +2,17 @@ package adapter
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"iter"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 
 	"dpsdeprov/azure/dps"
+	"dpsdeprov/azure/internal/azerr"
 	"dpsdeprov/deprovision"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -233,17 +234,49 @@ func (a *DPS) Groups(ctx context.Context) iter.Seq2[*deprovision.Group, error] {
 	}
 }
 
-// GroupPrimaryKey reads a symmetric-key group's primary key through the
-// attestation-mechanism call. The key is a secret: the caller must never log or journal it.
-func (a *DPS) GroupPrimaryKey(ctx context.Context, groupID string) (string, error) {
+// GroupKeys reads a symmetric-key group's two keys through the attestation-mechanism call.
+// The keys are secrets: the caller must never log or journal them.
+func (a *DPS) GroupKeys(ctx context.Context, groupID string) (deprovision.SymmetricKeys, error) {
 	r, err := a.c.GetEnrollmentGroupAttestationMechanism(ctx, groupID, nil)
 	if err != nil {
-		return "", mapError(err, "reading the key of enrollment group %s", groupID)
+		return deprovision.SymmetricKeys{}, mapError(err, "reading the keys of enrollment group %s", groupID)
 	}
 	if r.Type != dps.AttestationTypeSymmetricKey || r.SymmetricKey == nil || r.SymmetricKey.PrimaryKey == "" {
-		return "", fmt.Errorf("reading the key of enrollment group %s: its attestation is %q, not a symmetric key", groupID, r.Type)
+		return deprovision.SymmetricKeys{}, fmt.Errorf("reading the keys of enrollment group %s: its attestation is %q, not a symmetric key", groupID, r.Type)
 	}
-	return r.SymmetricKey.PrimaryKey, nil
+	return deprovision.SymmetricKeys{Primary: r.SymmetricKey.PrimaryKey, Secondary: r.SymmetricKey.SecondaryKey}, nil
+}
+
+// EnrollmentKeys reads an individual enrollment's symmetric keys through the
+// attestation-mechanism call (GET never returns them); none for another attestation.
+func (a *DPS) EnrollmentKeys(ctx context.Context, registrationID string) (deprovision.SymmetricKeys, error) {
+	r, err := a.c.GetEnrollmentAttestationMechanism(ctx, registrationID, nil)
+	if err != nil {
+		return deprovision.SymmetricKeys{}, mapError(err, "reading the keys of enrollment %s", registrationID)
+	}
+	if r.Type != dps.AttestationTypeSymmetricKey || r.SymmetricKey == nil {
+		return deprovision.SymmetricKeys{}, nil
+	}
+	return deprovision.SymmetricKeys{Primary: r.SymmetricKey.PrimaryKey, Secondary: r.SymmetricKey.SecondaryKey}, nil
+}
+
+// IndividualEnrollments lists every individual enrollment, page by page.
+func (a *DPS) IndividualEnrollments(ctx context.Context) iter.Seq2[*deprovision.Enrollment, error] {
+	return func(yield func(*deprovision.Enrollment, error) bool) {
+		p := a.c.NewQueryEnrollmentsPager("SELECT * FROM enrollments", nil)
+		for p.More() {
+			page, err := p.NextPage(ctx)
+			if err != nil {
+				yield(nil, mapError(err, "listing individual enrollments"))
+				return
+			}
+			for i := range page.Enrollments {
+				if !yield(enrollmentFromDPS(&page.Enrollments[i]), nil) {
+					return
+				}
+			}
+		}
+	}
 }
 
 // GetRegistration reads a device registration state.
@@ -320,21 +353,26 @@ func (a *DPS) CreateEnrollments(ctx context.Context, es []*deprovision.Enrollmen
 	return out, nil
 }
 
-// bulkEnrollmentError classifies one failed item of a bulk enrollment operation by the HTTP
-// status in its six-digit code (409201: 409, already exists).
+// bulkEnrollmentError classifies one failed item of a bulk enrollment operation as
+// [mapError] classifies a call's answer: a deprovision.ServiceError with the HTTP status in the
+// item's six-digit code (409201: 409, already exists) and the code itself, also ErrConflict,
+// ErrPreconditionFailed or ErrNotFound for 409, 412 and 404, and transient by the one rule
+// (azerr.TransientStatus).
 func bulkEnrollmentError(f dps.BulkEnrollmentOperationError) error {
-	err := fmt.Errorf("creating enrollment %s in bulk: %d: %s", f.RegistrationID, f.ErrorCode, f.ErrorStatus)
-	switch status := int(f.ErrorCode) / 1000; {
+	status := int(f.ErrorCode) / 1000
+	se := &deprovision.ServiceError{StatusCode: status, ErrorCode: strconv.Itoa(int(f.ErrorCode)),
+		Err: fmt.Errorf("creating enrollment %s in bulk: %d: %s", f.RegistrationID, f.ErrorCode, f.ErrorStatus)}
+	switch {
 	case status == http.StatusConflict:
-		return fmt.Errorf("%w: %w", deprovision.ErrConflict, err)
+		return fmt.Errorf("%w: %w", deprovision.ErrConflict, se)
 	case status == http.StatusPreconditionFailed:
-		return fmt.Errorf("%w: %w", deprovision.ErrPreconditionFailed, err)
+		return fmt.Errorf("%w: %w", deprovision.ErrPreconditionFailed, se)
 	case status == http.StatusNotFound:
-		return fmt.Errorf("%w: %w", deprovision.ErrNotFound, err)
-	case status == http.StatusRequestTimeout, status == http.StatusTooManyRequests, status >= 500:
-		return deprovision.Transient(err)
+		return fmt.Errorf("%w: %w", deprovision.ErrNotFound, se)
+	case azerr.TransientStatus(status):
+		return deprovision.Transient(se)
 	}
-	return err
+	return se
 }
 
 // --- mapping ---
@@ -410,16 +448,11 @@ func attestationFor(e *deprovision.Enrollment) (*dps.AttestationMechanism, error
 		}}, nil
 	case deprovision.AttestationSymmetricKey:
 		pk, sk := e.PrimaryKey, e.SecondaryKey
-		var err error
 		if pk == "" {
-			if pk, err = randomKey(); err != nil {
-				return nil, err
-			}
+			pk = deprovision.NewSymmetricKey()
 		}
 		if sk == "" {
-			if sk, err = randomKey(); err != nil {
-				return nil, err
-			}
+			sk = deprovision.NewSymmetricKey()
 		}
 		for _, k := range []string{pk, sk} {
 			if b, err := base64.StdEncoding.DecodeString(k); err != nil || len(b) < 16 {
@@ -436,15 +469,8 @@ func attestationFor(e *deprovision.Enrollment) (*dps.AttestationMechanism, error
 func groupAttestation(g *deprovision.Group) (*dps.AttestationMechanism, error) {
 	switch {
 	case g.Attestation == deprovision.AttestationSymmetricKey:
-		pk, err := randomKey()
-		if err != nil {
-			return nil, err
-		}
-		sk, err := randomKey()
-		if err != nil {
-			return nil, err
-		}
-		return &dps.AttestationMechanism{Type: dps.AttestationTypeSymmetricKey, SymmetricKey: &dps.SymmetricKeyAttestation{PrimaryKey: pk, SecondaryKey: sk}}, nil
+		return &dps.AttestationMechanism{Type: dps.AttestationTypeSymmetricKey, SymmetricKey: &dps.SymmetricKeyAttestation{
+			PrimaryKey: deprovision.NewSymmetricKey(), SecondaryKey: deprovision.NewSymmetricKey()}}, nil
 	case g.Attestation == deprovision.AttestationX509 && len(g.CAReferences) > 0:
 		ref := &dps.X509CAReferences{Primary: g.CAReferences[0]}
 		if len(g.CAReferences) > 1 {
@@ -454,15 +480,6 @@ func groupAttestation(g *deprovision.Group) (*dps.AttestationMechanism, error) {
 	default:
 		return nil, fmt.Errorf("cannot create a group with %q attestation and no CA reference from what the engine knows", g.Attestation)
 	}
-}
-
-// randomKey returns a random 256-bit key, base64.
-func randomKey() (string, error) {
-	b := make([]byte, 32)
-	if _, err := rand.Read(b); err != nil {
-		return "", err
-	}
-	return base64.StdEncoding.EncodeToString(b), nil
 }
 
 func enrollmentFromDPS(d *dps.IndividualEnrollment) *deprovision.Enrollment {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"dpsdeprov/azure/iothub"
 	"dpsdeprov/deprovision"
@@ -125,11 +126,15 @@ func (h *HubDevices) DeleteDevice(ctx context.Context, hub, deviceID, etag strin
 // Bulk disables or deletes up to 100 devices of one hub in one registry call, with one
 // result per item in the order given.
 //
-// Disable uses importMode "update" with status disabled: no etag is needed and repeating it
-// is harmless. The hub replaces the identity, and by its specification an update without
-// authentication gets new SAS keys; that is acceptable for the group-wide revocations this
-// serves (DPS rewrites the identity whenever the device provisions again) but makes a bulk
-// disable unfit for a reversible single-device block, which PutDevice serves.
+// Disable writes each item's identity (BulkItem.Device, as GetDevice or Identities read it)
+// back with importMode "updateIfMatchETag", status disabled and the item's status reason:
+// an update item replaces the identity, and by the registry's specification an item without
+// authentication gets SAS with new keys, without capabilities none, without scopes none
+// (reference/specs/iothub-service.json, ExportImportDevice). So the item carries the
+// identity's authentication (keys or thumbprints), capabilities and scopes, and the etag of
+// the read guards it: a device changed since fails with EtagDoesNotMatch
+// (deprovision.ErrPreconditionFailed), to be read and written again. A SAS identity without
+// its keys is refused here rather than given new ones.
 // Delete uses importMode "delete"; a device that is already gone counts as deleted.
 func (h *HubDevices) Bulk(ctx context.Context, hub string, mode deprovision.BulkMode, items []deprovision.BulkItem) ([]deprovision.BulkItemResult, error) {
 	c, err := h.client(hub)
@@ -146,7 +151,11 @@ func (h *HubDevices) Bulk(ctx context.Context, hub string, mode deprovision.Bulk
 	for i, it := range items {
 		switch mode {
 		case deprovision.BulkDisable:
-			body[i] = iothub.ExportImportDevice{ID: it.DeviceID, ImportMode: iothub.ImportModeUpdate, Status: iothub.DeviceStatusDisabled, StatusReason: it.StatusReason}
+			item, err := disableItem(it)
+			if err != nil {
+				return nil, fmt.Errorf("bulk disable in %s: %w", hub, err)
+			}
+			body[i] = item
 		case deprovision.BulkDelete:
 			body[i] = iothub.ExportImportDevice{ID: it.DeviceID, ImportMode: iothub.ImportModeDelete}
 		default:
@@ -177,6 +186,79 @@ func (h *HubDevices) Bulk(ctx context.Context, hub string, mode deprovision.Bulk
 		return out, fmt.Errorf("bulk %s in %s: the hub reported failure without per-device errors", mode, hub)
 	}
 	return out, nil
+}
+
+// disableItem is the update item that disables it.Device and keeps the rest of its identity.
+func disableItem(it deprovision.BulkItem) (iothub.ExportImportDevice, error) {
+	var cur *iothub.Device
+	if it.Device != nil {
+		cur, _ = it.Device.Identity.(*iothub.Device)
+	}
+	if cur == nil || cur.DeviceID != it.DeviceID || cur.ETag == "" {
+		return iothub.ExportImportDevice{}, fmt.Errorf("device %s: a disable needs the identity as read, with its etag (an update replaces the whole identity)", it.DeviceID)
+	}
+	a := cur.Authentication
+	if a == nil || a.Type == "" || a.Type == iothub.AuthenticationTypeSAS {
+		if a == nil || a.SymmetricKey == nil || a.SymmetricKey.PrimaryKey == "" || a.SymmetricKey.SecondaryKey == "" {
+			return iothub.ExportImportDevice{}, fmt.Errorf("device %s: a SAS identity must be written back with its keys, or the hub gives it new ones", it.DeviceID)
+		}
+	}
+	return iothub.ExportImportDevice{ID: it.DeviceID, ETag: cur.ETag, ImportMode: iothub.ImportModeUpdateIfMatchETag,
+		Status: iothub.DeviceStatusDisabled, StatusReason: it.StatusReason, Authentication: a,
+		Capabilities: cur.Capabilities, DeviceScope: cur.DeviceScope, ParentScopes: cur.ParentScopes}, nil
+}
+
+// Identities reads up to 100 devices with one query ("SELECT * FROM devices WHERE deviceId
+// IN [...]", the query language's list operator): the hub's query budget, not the identity
+// registry's. A twin carries the identity's authentication type and thumbprints, capabilities,
+// scopes, status and the device's etag (deviceEtag), but no keys. A device id holding a
+// quote, which a query string cannot carry, is read with GetDevice instead.
+func (h *HubDevices) Identities(ctx context.Context, hub string, deviceIDs []string) ([]*deprovision.Device, error) {
+	c, err := h.client(hub)
+	if err != nil {
+		return nil, err
+	}
+	if len(deviceIDs) > iothub.MaxBulkItems {
+		return nil, fmt.Errorf("reading devices in %s: %d devices, at most %d a call", hub, len(deviceIDs), iothub.MaxBulkItems)
+	}
+	var quoted []string
+	var out []*deprovision.Device
+	for _, id := range deviceIDs {
+		if strings.ContainsAny(id, `'"\`) {
+			d, err := h.GetDevice(ctx, hub, id)
+			if err == nil {
+				out = append(out, d)
+			} else if !errors.Is(err, deprovision.ErrNotFound) {
+				return nil, err
+			}
+			continue
+		}
+		quoted = append(quoted, "'"+id+"'")
+	}
+	if len(quoted) == 0 {
+		return out, nil
+	}
+	q := "SELECT * FROM devices WHERE deviceId IN [" + strings.Join(quoted, ", ") + "]"
+	p := c.NewQueryDevicesPager(q, &iothub.QueryDevicesOptions{PageSize: int32(iothub.MaxBulkItems)})
+	for p.More() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, mapError(err, "querying %d devices in %s", len(quoted), hub)
+		}
+		for i := range page.Twins {
+			out = append(out, deviceFromTwin(c.HostName(), &page.Twins[i]))
+		}
+	}
+	return out, nil
+}
+
+// deviceFromTwin is the identity a twin shows: everything an update item must carry but keys.
+func deviceFromTwin(host string, t *iothub.Twin) *deprovision.Device {
+	id := &iothub.Device{DeviceID: t.DeviceID, ETag: t.DeviceETag, Status: t.Status, StatusReason: t.StatusReason,
+		Authentication: &iothub.AuthenticationMechanism{Type: t.AuthenticationType, X509Thumbprint: t.X509Thumbprint},
+		Capabilities:   t.Capabilities, DeviceScope: t.DeviceScope, ParentScopes: t.ParentScopes}
+	return &deprovision.Device{Hub: host, DeviceID: t.DeviceID, Enabled: t.Status != iothub.DeviceStatusDisabled,
+		StatusReason: t.StatusReason, AuthType: string(t.AuthenticationType), ETag: t.DeviceETag, Identity: id}
 }
 
 // bulkItemError classifies one device's failure as the engine's error kinds.
@@ -212,8 +294,11 @@ func deviceFromHub(host string, d *iothub.Device) *deprovision.Device {
 	}
 	whole := *d
 	out.Identity = &whole // written back by PutDevice without another read
-	if d.Authentication != nil {
-		out.AuthType = string(d.Authentication.Type)
+	if a := d.Authentication; a != nil {
+		out.AuthType = string(a.Type)
+		if k := a.SymmetricKey; k != nil && (a.Type == iothub.AuthenticationTypeSAS || a.Type == "") {
+			out.Keys = deprovision.SymmetricKeys{Primary: k.PrimaryKey, Secondary: k.SecondaryKey}
+		}
 	}
 	return out
 }

@@ -24,13 +24,10 @@ type GetEnrollmentResponse struct {
 
 // GetEnrollment reads an individual enrollment. Certificates come back as their info only
 // and symmetric keys blank; a missing enrollment is an error for which [IsNotFound] is true.
-func (c *Client) GetEnrollment(ctx context.Context, registrationID string, _ *GetEnrollmentOptions) (GetEnrollmentResponse, error) {
-	var out GetEnrollmentResponse
-	resp, err := c.conn.Do(ctx, rest.Request{Method: http.MethodGet, Path: "/enrollments/" + rest.Escape(registrationID), Idempotent: true, OK: []int{http.StatusOK}})
-	if err != nil {
-		return out, err
-	}
-	err = runtime.UnmarshalAsJSON(resp, &out.IndividualEnrollment)
+func (c *Client) GetEnrollment(ctx context.Context, registrationID string, _ *GetEnrollmentOptions) (out GetEnrollmentResponse, err error) {
+	ctx, endSpan := c.conn.StartSpan(ctx, "Client.GetEnrollment")
+	defer func() { endSpan(err) }()
+	_, err = c.conn.Send(ctx, rest.Request{Method: http.MethodGet, Path: "/enrollments/" + rest.Escape(registrationID), Idempotent: true, OK: []int{http.StatusOK}}, &out.IndividualEnrollment)
 	return out, err
 }
 
@@ -49,8 +46,9 @@ type CreateOrUpdateEnrollmentResponse struct {
 // CreateOrUpdateEnrollment writes enrollment under its RegistrationID. Read-only fields are
 // not sent. An X.509 enrollment read back from the service may be written without its
 // certificate: the service keeps the stored one.
-func (c *Client) CreateOrUpdateEnrollment(ctx context.Context, enrollment IndividualEnrollment, options *CreateOrUpdateEnrollmentOptions) (CreateOrUpdateEnrollmentResponse, error) {
-	var out CreateOrUpdateEnrollmentResponse
+func (c *Client) CreateOrUpdateEnrollment(ctx context.Context, enrollment IndividualEnrollment, options *CreateOrUpdateEnrollmentOptions) (out CreateOrUpdateEnrollmentResponse, err error) {
+	ctx, endSpan := c.conn.StartSpan(ctx, "Client.CreateOrUpdateEnrollment")
+	defer func() { endSpan(err) }()
 	if enrollment.RegistrationID == "" {
 		return out, fmt.Errorf("dps: enrollment has no registrationId")
 	}
@@ -62,12 +60,8 @@ func (c *Client) CreateOrUpdateEnrollment(ctx context.Context, enrollment Indivi
 		ifMatch = options.IfMatch
 	}
 	enrollment.RegistrationState, enrollment.CreatedDateTimeUTC, enrollment.LastUpdatedDateTimeUTC = nil, nil, nil
-	resp, err := c.conn.Do(ctx, rest.Request{Method: http.MethodPut, Path: "/enrollments/" + rest.Escape(enrollment.RegistrationID), Body: enrollment,
-		IfMatch: ifMatch, Idempotent: rest.IdempotentWrite(ifMatch), OK: []int{http.StatusOK, http.StatusCreated}})
-	if err != nil {
-		return out, err
-	}
-	err = runtime.UnmarshalAsJSON(resp, &out.IndividualEnrollment)
+	_, err = c.conn.Send(ctx, rest.Request{Method: http.MethodPut, Path: "/enrollments/" + rest.Escape(enrollment.RegistrationID), Body: enrollment,
+		IfMatch: ifMatch, Idempotent: rest.IdempotentWrite(ifMatch), OK: []int{http.StatusOK, http.StatusCreated}}, &out.IndividualEnrollment)
 	return out, err
 }
 
@@ -82,14 +76,16 @@ type DeleteEnrollmentResponse struct{}
 
 // DeleteEnrollment deletes an individual enrollment. Its registration state, if any, stays:
 // delete it with [Client.DeleteRegistrationState].
-func (c *Client) DeleteEnrollment(ctx context.Context, registrationID string, options *DeleteEnrollmentOptions) (DeleteEnrollmentResponse, error) {
+func (c *Client) DeleteEnrollment(ctx context.Context, registrationID string, options *DeleteEnrollmentOptions) (out DeleteEnrollmentResponse, err error) {
+	ctx, endSpan := c.conn.StartSpan(ctx, "Client.DeleteEnrollment")
+	defer func() { endSpan(err) }()
 	var ifMatch *azcore.ETag
 	if options != nil {
 		ifMatch = options.IfMatch
 	}
-	_, err := c.conn.Do(ctx, rest.Request{Method: http.MethodDelete, Path: "/enrollments/" + rest.Escape(registrationID), IfMatch: ifMatch,
-		Idempotent: rest.IdempotentDelete(ifMatch), OK: []int{http.StatusNoContent, http.StatusOK}})
-	return DeleteEnrollmentResponse{}, err
+	_, err = c.conn.Send(ctx, rest.Request{Method: http.MethodDelete, Path: "/enrollments/" + rest.Escape(registrationID), IfMatch: ifMatch,
+		Idempotent: rest.IdempotentDelete(ifMatch), OK: []int{http.StatusNoContent, http.StatusOK}}, nil)
+	return out, err
 }
 
 // GetEnrollmentAttestationMechanismOptions holds optional parameters of
@@ -104,13 +100,10 @@ type GetEnrollmentAttestationMechanismResponse struct {
 
 // GetEnrollmentAttestationMechanism reads an enrollment's attestation including its secrets
 // (symmetric keys), which GET leaves blank. Never log the result.
-func (c *Client) GetEnrollmentAttestationMechanism(ctx context.Context, registrationID string, _ *GetEnrollmentAttestationMechanismOptions) (GetEnrollmentAttestationMechanismResponse, error) {
-	var out GetEnrollmentAttestationMechanismResponse
-	resp, err := c.conn.Do(ctx, rest.Request{Method: http.MethodPost, Path: "/enrollments/" + rest.Escape(registrationID) + "/attestationmechanism", Idempotent: true, OK: []int{http.StatusOK}})
-	if err != nil {
-		return out, err
-	}
-	err = runtime.UnmarshalAsJSON(resp, &out.AttestationMechanism)
+func (c *Client) GetEnrollmentAttestationMechanism(ctx context.Context, registrationID string, _ *GetEnrollmentAttestationMechanismOptions) (out GetEnrollmentAttestationMechanismResponse, err error) {
+	ctx, endSpan := c.conn.StartSpan(ctx, "Client.GetEnrollmentAttestationMechanism")
+	defer func() { endSpan(err) }()
+	_, err = c.conn.Send(ctx, rest.Request{Method: http.MethodPost, Path: "/enrollments/" + rest.Escape(registrationID) + "/attestationmechanism", Idempotent: true, OK: []int{http.StatusOK}}, &out.AttestationMechanism)
 	return out, err
 }
 
@@ -126,8 +119,9 @@ type RunEnrollmentBulkOperationResponse struct {
 // RunEnrollmentBulkOperation applies op.Mode to up to [MaxBulkItems] enrollments in one call.
 // A call that the service accepts returns nil error even when items failed: look at
 // IsSuccessful and Errors. It is retried only when throttled.
-func (c *Client) RunEnrollmentBulkOperation(ctx context.Context, op BulkEnrollmentOperation, _ *RunEnrollmentBulkOperationOptions) (RunEnrollmentBulkOperationResponse, error) {
-	var out RunEnrollmentBulkOperationResponse
+func (c *Client) RunEnrollmentBulkOperation(ctx context.Context, op BulkEnrollmentOperation, _ *RunEnrollmentBulkOperationOptions) (out RunEnrollmentBulkOperationResponse, err error) {
+	ctx, endSpan := c.conn.StartSpan(ctx, "Client.RunEnrollmentBulkOperation")
+	defer func() { endSpan(err) }()
 	if n := len(op.Enrollments); n == 0 || n > MaxBulkItems {
 		return out, fmt.Errorf("dps: a bulk enrollment operation takes 1 to %d enrollments, not %d", MaxBulkItems, n)
 	}
@@ -138,11 +132,7 @@ func (c *Client) RunEnrollmentBulkOperation(ctx context.Context, op BulkEnrollme
 		e := &op.Enrollments[i]
 		e.RegistrationState, e.CreatedDateTimeUTC, e.LastUpdatedDateTimeUTC = nil, nil, nil
 	}
-	resp, err := c.conn.Do(ctx, rest.Request{Method: http.MethodPost, Path: "/enrollments", Body: op, OK: []int{http.StatusOK}})
-	if err != nil {
-		return out, err
-	}
-	err = runtime.UnmarshalAsJSON(resp, &out.BulkEnrollmentOperationResult)
+	_, err = c.conn.Send(ctx, rest.Request{Method: http.MethodPost, Path: "/enrollments", Body: op, OK: []int{http.StatusOK}}, &out.BulkEnrollmentOperationResult)
 	return out, err
 }
 
@@ -166,43 +156,17 @@ type QueryEnrollmentsResponse struct {
 // such as "SELECT * FROM enrollments" (filters may not be honoured by the service: filter on
 // the client).
 func (c *Client) NewQueryEnrollmentsPager(query string, options *QueryOptions) *runtime.Pager[QueryEnrollmentsResponse] {
-	return newQueryPager(c, "/enrollments/query", &querySpecification{Query: query}, options,
+	return rest.NewQueryPager(c.conn, options.query("/enrollments/query", &rest.QuerySpecification{Query: query}),
 		func(items []IndividualEnrollment, next string) QueryEnrollmentsResponse {
 			return QueryEnrollmentsResponse{Enrollments: items, ContinuationToken: next}
 		}, func(p QueryEnrollmentsResponse) string { return p.ContinuationToken })
 }
 
-// newQueryPager builds a pager over one of the three query operations, whose pages are
-// chained by the x-ms-continuation header.
-func newQueryPager[T, P any](c *Client, path string, body any, options *QueryOptions, mk func([]T, string) P, next func(P) string) *runtime.Pager[P] {
-	var o QueryOptions
-	if options != nil {
-		o = *options
+// query describes the query operation at path with body for [rest.NewQueryPager].
+func (o *QueryOptions) query(path string, body any) rest.Query {
+	q := rest.Query{Path: path, Body: body}
+	if o != nil {
+		q.PageSize, q.ContinuationToken = o.PageSize, o.ContinuationToken
 	}
-	return runtime.NewPager(runtime.PagingHandler[P]{
-		More: func(p P) bool { return next(p) != "" },
-		Fetcher: func(ctx context.Context, prev *P) (P, error) {
-			var zero P
-			token := o.ContinuationToken
-			if prev != nil {
-				token = next(*prev)
-			}
-			h := map[string]string{}
-			if o.PageSize > 0 {
-				h["x-ms-max-item-count"] = fmt.Sprint(o.PageSize)
-			}
-			if token != "" {
-				h["x-ms-continuation"] = token
-			}
-			resp, err := c.conn.Do(ctx, rest.Request{Method: http.MethodPost, Path: path, Body: body, Header: h, Idempotent: true, OK: []int{http.StatusOK}})
-			if err != nil {
-				return zero, err
-			}
-			var items []T
-			if err := runtime.UnmarshalAsJSON(resp, &items); err != nil {
-				return zero, err
-			}
-			return mk(items, resp.Header.Get("x-ms-continuation")), nil
-		},
-	})
+	return q
 }

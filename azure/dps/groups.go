@@ -20,13 +20,10 @@ type GetEnrollmentGroupResponse struct {
 }
 
 // GetEnrollmentGroup reads an enrollment group; [IsNotFound] is true for a missing one.
-func (c *Client) GetEnrollmentGroup(ctx context.Context, enrollmentGroupID string, _ *GetEnrollmentGroupOptions) (GetEnrollmentGroupResponse, error) {
-	var out GetEnrollmentGroupResponse
-	resp, err := c.conn.Do(ctx, rest.Request{Method: http.MethodGet, Path: "/enrollmentGroups/" + rest.Escape(enrollmentGroupID), Idempotent: true, OK: []int{http.StatusOK}})
-	if err != nil {
-		return out, err
-	}
-	err = runtime.UnmarshalAsJSON(resp, &out.EnrollmentGroup)
+func (c *Client) GetEnrollmentGroup(ctx context.Context, enrollmentGroupID string, _ *GetEnrollmentGroupOptions) (out GetEnrollmentGroupResponse, err error) {
+	ctx, endSpan := c.conn.StartSpan(ctx, "Client.GetEnrollmentGroup")
+	defer func() { endSpan(err) }()
+	_, err = c.conn.Send(ctx, rest.Request{Method: http.MethodGet, Path: "/enrollmentGroups/" + rest.Escape(enrollmentGroupID), Idempotent: true, OK: []int{http.StatusOK}}, &out.EnrollmentGroup)
 	return out, err
 }
 
@@ -43,8 +40,9 @@ type CreateOrUpdateEnrollmentGroupResponse struct {
 }
 
 // CreateOrUpdateEnrollmentGroup writes group under its EnrollmentGroupID.
-func (c *Client) CreateOrUpdateEnrollmentGroup(ctx context.Context, group EnrollmentGroup, options *CreateOrUpdateEnrollmentGroupOptions) (CreateOrUpdateEnrollmentGroupResponse, error) {
-	var out CreateOrUpdateEnrollmentGroupResponse
+func (c *Client) CreateOrUpdateEnrollmentGroup(ctx context.Context, group EnrollmentGroup, options *CreateOrUpdateEnrollmentGroupOptions) (out CreateOrUpdateEnrollmentGroupResponse, err error) {
+	ctx, endSpan := c.conn.StartSpan(ctx, "Client.CreateOrUpdateEnrollmentGroup")
+	defer func() { endSpan(err) }()
 	if group.EnrollmentGroupID == "" {
 		return out, fmt.Errorf("dps: enrollment group has no enrollmentGroupId")
 	}
@@ -56,12 +54,8 @@ func (c *Client) CreateOrUpdateEnrollmentGroup(ctx context.Context, group Enroll
 		ifMatch = options.IfMatch
 	}
 	group.CreatedDateTimeUTC, group.LastUpdatedDateTimeUTC = nil, nil
-	resp, err := c.conn.Do(ctx, rest.Request{Method: http.MethodPut, Path: "/enrollmentGroups/" + rest.Escape(group.EnrollmentGroupID), Body: group,
-		IfMatch: ifMatch, Idempotent: rest.IdempotentWrite(ifMatch), OK: []int{http.StatusOK, http.StatusCreated}})
-	if err != nil {
-		return out, err
-	}
-	err = runtime.UnmarshalAsJSON(resp, &out.EnrollmentGroup)
+	_, err = c.conn.Send(ctx, rest.Request{Method: http.MethodPut, Path: "/enrollmentGroups/" + rest.Escape(group.EnrollmentGroupID), Body: group,
+		IfMatch: ifMatch, Idempotent: rest.IdempotentWrite(ifMatch), OK: []int{http.StatusOK, http.StatusCreated}}, &out.EnrollmentGroup)
 	return out, err
 }
 
@@ -76,14 +70,16 @@ type DeleteEnrollmentGroupResponse struct{}
 
 // DeleteEnrollmentGroup deletes an enrollment group. Its devices' registration states and
 // hub identities stay.
-func (c *Client) DeleteEnrollmentGroup(ctx context.Context, enrollmentGroupID string, options *DeleteEnrollmentGroupOptions) (DeleteEnrollmentGroupResponse, error) {
+func (c *Client) DeleteEnrollmentGroup(ctx context.Context, enrollmentGroupID string, options *DeleteEnrollmentGroupOptions) (out DeleteEnrollmentGroupResponse, err error) {
+	ctx, endSpan := c.conn.StartSpan(ctx, "Client.DeleteEnrollmentGroup")
+	defer func() { endSpan(err) }()
 	var ifMatch *azcore.ETag
 	if options != nil {
 		ifMatch = options.IfMatch
 	}
-	_, err := c.conn.Do(ctx, rest.Request{Method: http.MethodDelete, Path: "/enrollmentGroups/" + rest.Escape(enrollmentGroupID), IfMatch: ifMatch,
-		Idempotent: rest.IdempotentDelete(ifMatch), OK: []int{http.StatusNoContent, http.StatusOK}})
-	return DeleteEnrollmentGroupResponse{}, err
+	_, err = c.conn.Send(ctx, rest.Request{Method: http.MethodDelete, Path: "/enrollmentGroups/" + rest.Escape(enrollmentGroupID), IfMatch: ifMatch,
+		Idempotent: rest.IdempotentDelete(ifMatch), OK: []int{http.StatusNoContent, http.StatusOK}}, nil)
+	return out, err
 }
 
 // GetEnrollmentGroupAttestationMechanismOptions holds optional parameters of
@@ -98,13 +94,10 @@ type GetEnrollmentGroupAttestationMechanismResponse struct {
 
 // GetEnrollmentGroupAttestationMechanism reads a group's attestation including its
 // symmetric keys. Never log the result.
-func (c *Client) GetEnrollmentGroupAttestationMechanism(ctx context.Context, enrollmentGroupID string, _ *GetEnrollmentGroupAttestationMechanismOptions) (GetEnrollmentGroupAttestationMechanismResponse, error) {
-	var out GetEnrollmentGroupAttestationMechanismResponse
-	resp, err := c.conn.Do(ctx, rest.Request{Method: http.MethodPost, Path: "/enrollmentGroups/" + rest.Escape(enrollmentGroupID) + "/attestationmechanism", Idempotent: true, OK: []int{http.StatusOK}})
-	if err != nil {
-		return out, err
-	}
-	err = runtime.UnmarshalAsJSON(resp, &out.AttestationMechanism)
+func (c *Client) GetEnrollmentGroupAttestationMechanism(ctx context.Context, enrollmentGroupID string, _ *GetEnrollmentGroupAttestationMechanismOptions) (out GetEnrollmentGroupAttestationMechanismResponse, err error) {
+	ctx, endSpan := c.conn.StartSpan(ctx, "Client.GetEnrollmentGroupAttestationMechanism")
+	defer func() { endSpan(err) }()
+	_, err = c.conn.Send(ctx, rest.Request{Method: http.MethodPost, Path: "/enrollmentGroups/" + rest.Escape(enrollmentGroupID) + "/attestationmechanism", Idempotent: true, OK: []int{http.StatusOK}}, &out.AttestationMechanism)
 	return out, err
 }
 
@@ -119,8 +112,9 @@ type RunEnrollmentGroupBulkOperationResponse struct {
 
 // RunEnrollmentGroupBulkOperation applies op.Mode to up to [MaxBulkItems] groups in one call;
 // per-item failures are in Errors. It is retried only when throttled.
-func (c *Client) RunEnrollmentGroupBulkOperation(ctx context.Context, op BulkEnrollmentGroupOperation, _ *RunEnrollmentGroupBulkOperationOptions) (RunEnrollmentGroupBulkOperationResponse, error) {
-	var out RunEnrollmentGroupBulkOperationResponse
+func (c *Client) RunEnrollmentGroupBulkOperation(ctx context.Context, op BulkEnrollmentGroupOperation, _ *RunEnrollmentGroupBulkOperationOptions) (out RunEnrollmentGroupBulkOperationResponse, err error) {
+	ctx, endSpan := c.conn.StartSpan(ctx, "Client.RunEnrollmentGroupBulkOperation")
+	defer func() { endSpan(err) }()
 	if n := len(op.EnrollmentGroups); n == 0 || n > MaxBulkItems {
 		return out, fmt.Errorf("dps: a bulk enrollment group operation takes 1 to %d groups, not %d", MaxBulkItems, n)
 	}
@@ -131,11 +125,7 @@ func (c *Client) RunEnrollmentGroupBulkOperation(ctx context.Context, op BulkEnr
 		g := &op.EnrollmentGroups[i]
 		g.CreatedDateTimeUTC, g.LastUpdatedDateTimeUTC = nil, nil
 	}
-	resp, err := c.conn.Do(ctx, rest.Request{Method: http.MethodPost, Path: "/enrollmentGroups", Body: op, OK: []int{http.StatusOK}})
-	if err != nil {
-		return out, err
-	}
-	err = runtime.UnmarshalAsJSON(resp, &out.BulkEnrollmentGroupOperationResult)
+	_, err = c.conn.Send(ctx, rest.Request{Method: http.MethodPost, Path: "/enrollmentGroups", Body: op, OK: []int{http.StatusOK}}, &out.BulkEnrollmentGroupOperationResult)
 	return out, err
 }
 
@@ -149,7 +139,7 @@ type QueryEnrollmentGroupsResponse struct {
 // NewQueryEnrollmentGroupsPager pages through the enrollment groups that query selects,
 // such as "SELECT * FROM enrollmentGroups".
 func (c *Client) NewQueryEnrollmentGroupsPager(query string, options *QueryOptions) *runtime.Pager[QueryEnrollmentGroupsResponse] {
-	return newQueryPager(c, "/enrollmentGroups/query", &querySpecification{Query: query}, options,
+	return rest.NewQueryPager(c.conn, options.query("/enrollmentGroups/query", &rest.QuerySpecification{Query: query}),
 		func(items []EnrollmentGroup, next string) QueryEnrollmentGroupsResponse {
 			return QueryEnrollmentGroupsResponse{EnrollmentGroups: items, ContinuationToken: next}
 		}, func(p QueryEnrollmentGroupsResponse) string { return p.ContinuationToken })

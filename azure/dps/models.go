@@ -240,8 +240,3 @@ type BulkEnrollmentGroupOperationError struct {
 	ErrorCode         int32  `json:"errorCode"`
 	ErrorStatus       string `json:"errorStatus"`
 }
-
-// querySpecification is the body of the enrollment and group queries.
-type querySpecification struct {
-	Query string `json:"query"`
-}

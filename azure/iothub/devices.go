@@ -23,13 +23,10 @@ type GetDeviceResponse struct {
 }
 
 // GetDevice reads a device identity; [IsNotFound] is true for a missing one.
-func (c *Client) GetDevice(ctx context.Context, deviceID string, _ *GetDeviceOptions) (GetDeviceResponse, error) {
-	var out GetDeviceResponse
-	resp, err := c.conn.Do(ctx, rest.Request{Method: http.MethodGet, Path: "/devices/" + rest.Escape(deviceID), Idempotent: true, OK: []int{http.StatusOK}})
-	if err != nil {
-		return out, err
-	}
-	err = runtime.UnmarshalAsJSON(resp, &out.Device)
+func (c *Client) GetDevice(ctx context.Context, deviceID string, _ *GetDeviceOptions) (out GetDeviceResponse, err error) {
+	ctx, endSpan := c.conn.StartSpan(ctx, "Client.GetDevice")
+	defer func() { endSpan(err) }()
+	_, err = c.conn.Send(ctx, rest.Request{Method: http.MethodGet, Path: "/devices/" + rest.Escape(deviceID), Idempotent: true, OK: []int{http.StatusOK}}, &out.Device)
 	return out, err
 }
 
@@ -48,8 +45,9 @@ type CreateOrUpdateDeviceResponse struct {
 
 // CreateOrUpdateDevice writes device under its DeviceID. An update replaces the whole
 // identity: send back what GetDevice returned, changed, so keys are kept.
-func (c *Client) CreateOrUpdateDevice(ctx context.Context, device Device, options *CreateOrUpdateDeviceOptions) (CreateOrUpdateDeviceResponse, error) {
-	var out CreateOrUpdateDeviceResponse
+func (c *Client) CreateOrUpdateDevice(ctx context.Context, device Device, options *CreateOrUpdateDeviceOptions) (out CreateOrUpdateDeviceResponse, err error) {
+	ctx, endSpan := c.conn.StartSpan(ctx, "Client.CreateOrUpdateDevice")
+	defer func() { endSpan(err) }()
 	if device.DeviceID == "" {
 		return out, fmt.Errorf("iothub: device has no deviceId")
 	}
@@ -57,12 +55,8 @@ func (c *Client) CreateOrUpdateDevice(ctx context.Context, device Device, option
 	if options != nil {
 		ifMatch = options.IfMatch
 	}
-	resp, err := c.conn.Do(ctx, rest.Request{Method: http.MethodPut, Path: "/devices/" + rest.Escape(device.DeviceID), Body: device, IfMatch: ifMatch,
-		Idempotent: rest.IdempotentWrite(ifMatch), OK: []int{http.StatusOK, http.StatusCreated}})
-	if err != nil {
-		return out, err
-	}
-	err = runtime.UnmarshalAsJSON(resp, &out.Device)
+	_, err = c.conn.Send(ctx, rest.Request{Method: http.MethodPut, Path: "/devices/" + rest.Escape(device.DeviceID), Body: device, IfMatch: ifMatch,
+		Idempotent: rest.IdempotentWrite(ifMatch), OK: []int{http.StatusOK, http.StatusCreated}}, &out.Device)
 	return out, err
 }
 
@@ -77,14 +71,16 @@ type DeleteDeviceOptions struct {
 type DeleteDeviceResponse struct{}
 
 // DeleteDevice deletes a device identity and its twin.
-func (c *Client) DeleteDevice(ctx context.Context, deviceID string, options *DeleteDeviceOptions) (DeleteDeviceResponse, error) {
+func (c *Client) DeleteDevice(ctx context.Context, deviceID string, options *DeleteDeviceOptions) (out DeleteDeviceResponse, err error) {
+	ctx, endSpan := c.conn.StartSpan(ctx, "Client.DeleteDevice")
+	defer func() { endSpan(err) }()
 	ifMatch := azcore.ETagAny
 	if options != nil && options.IfMatch != nil {
 		ifMatch = *options.IfMatch
 	}
-	_, err := c.conn.Do(ctx, rest.Request{Method: http.MethodDelete, Path: "/devices/" + rest.Escape(deviceID), IfMatch: &ifMatch,
-		Idempotent: rest.IdempotentDelete(&ifMatch), OK: []int{http.StatusNoContent, http.StatusOK}})
-	return DeleteDeviceResponse{}, err
+	_, err = c.conn.Send(ctx, rest.Request{Method: http.MethodDelete, Path: "/devices/" + rest.Escape(deviceID), IfMatch: &ifMatch,
+		Idempotent: rest.IdempotentDelete(&ifMatch), OK: []int{http.StatusNoContent, http.StatusOK}}, nil)
+	return out, err
 }
 
 // BulkUpdateOptions holds optional parameters of [Client.BulkUpdate].
@@ -100,8 +96,9 @@ type BulkUpdateResponse struct {
 // be mixed) in one call. The hub answers 200 or, when items failed, 400 with the same
 // result body: both return a nil error and the per-item errors in the response. Every device
 // counts against the hub's identity-registry throttle. It is retried only when throttled.
-func (c *Client) BulkUpdate(ctx context.Context, devices []ExportImportDevice, _ *BulkUpdateOptions) (BulkUpdateResponse, error) {
-	var out BulkUpdateResponse
+func (c *Client) BulkUpdate(ctx context.Context, devices []ExportImportDevice, _ *BulkUpdateOptions) (out BulkUpdateResponse, err error) {
+	ctx, endSpan := c.conn.StartSpan(ctx, "Client.BulkUpdate")
+	defer func() { endSpan(err) }()
 	if n := len(devices); n == 0 || n > MaxBulkItems {
 		return out, fmt.Errorf("iothub: a bulk registry operation takes 1 to %d devices, not %d", MaxBulkItems, n)
 	}
@@ -153,35 +150,11 @@ type QueryDevicesResponse struct {
 // "SELECT * FROM devices WHERE status = 'enabled'". Queries have their own, lower,
 // throttle.
 func (c *Client) NewQueryDevicesPager(query string, options *QueryDevicesOptions) *runtime.Pager[QueryDevicesResponse] {
-	var o QueryDevicesOptions
+	q := rest.Query{Path: "/devices/query", Body: &rest.QuerySpecification{Query: query}}
 	if options != nil {
-		o = *options
+		q.PageSize, q.ContinuationToken = options.PageSize, options.ContinuationToken
 	}
-	return runtime.NewPager(runtime.PagingHandler[QueryDevicesResponse]{
-		More: func(p QueryDevicesResponse) bool { return p.ContinuationToken != "" },
-		Fetcher: func(ctx context.Context, prev *QueryDevicesResponse) (QueryDevicesResponse, error) {
-			var page QueryDevicesResponse
-			token := o.ContinuationToken
-			if prev != nil {
-				token = prev.ContinuationToken
-			}
-			h := map[string]string{}
-			if o.PageSize > 0 {
-				h["x-ms-max-item-count"] = fmt.Sprint(o.PageSize)
-			}
-			if token != "" {
-				h["x-ms-continuation"] = token
-			}
-			resp, err := c.conn.Do(ctx, rest.Request{Method: http.MethodPost, Path: "/devices/query", Body: &querySpecification{Query: query},
-				Header: h, Idempotent: true, OK: []int{http.StatusOK}})
-			if err != nil {
-				return page, err
-			}
-			if err := runtime.UnmarshalAsJSON(resp, &page.Twins); err != nil {
-				return page, err
-			}
-			page.ContinuationToken = resp.Header.Get("x-ms-continuation")
-			return page, nil
-		},
-	})
+	return rest.NewQueryPager(c.conn, q, func(twins []Twin, next string) QueryDevicesResponse {
+		return QueryDevicesResponse{Twins: twins, ContinuationToken: next}
+	}, func(p QueryDevicesResponse) string { return p.ContinuationToken })
 }

@@ -230,11 +230,6 @@ type TwinProperties struct {
 	Reported map[string]any `json:"reported,omitempty"`
 }
 
-// querySpecification is the body of the device query.
-type querySpecification struct {
-	Query string `json:"query"`
-}
-
 // isBulkResult reports whether body is a BulkRegistryOperationResult (it has isSuccessful).
 func isBulkResult(body []byte) bool {
 	var probe struct {

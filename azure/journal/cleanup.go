@@ -242,7 +242,7 @@ func deviceFrom(rid string, e entity, etag string) *deprovision.DeviceState {
 		RegistrationID: rid, DeviceID: e.str("DeviceID"), Hub: e.str("Hub"),
 		Intent: deprovision.Intent(e.str("Intent")), OperationID: e.str("OperationID"), EventTime: e.time("EventTime"),
 		BlockingEnrollment: e.bool("BlockingEnrollment"), GroupMember: e.bool("GroupMember"), HubAction: e.str("HubAction"),
-		EnrollmentAction: e.str("EnrollmentAction"), PendingOperation: e.str("PendingOperation"),
+		EnrollmentAction: e.str("EnrollmentAction"), PendingOperation: e.str("PendingOperation"), MoveTarget: e.str("MoveTarget"), FoundDisabled: e.bool("FoundDisabled"),
 		Updated: e.time("Updated"), ETag: etag,
 	}
 }

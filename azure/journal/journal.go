@@ -15,15 +15,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"iter"
-	"net"
-	"net/http"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
+	"dpsdeprov/azure/internal/azerr"
 	"dpsdeprov/deprovision"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -81,33 +79,10 @@ func validPrefix(p string) bool {
 	return true
 }
 
-// classify maps a Table Storage failure onto the engine's error kinds: 404, 409 and 412 onto
-// ErrNotFound, ErrConflict and ErrPreconditionFailed; 408, 429, 5xx and connection failures
-// are transient (the journal is unavailable: try the delivery again later).
-func classify(err error) error {
-	if err == nil {
-		return nil
-	}
-	var re *azcore.ResponseError
-	if errors.As(err, &re) {
-		switch {
-		case re.StatusCode == http.StatusNotFound:
-			return fmt.Errorf("%w: %w", deprovision.ErrNotFound, err)
-		case re.StatusCode == http.StatusConflict:
-			return fmt.Errorf("%w: %w", deprovision.ErrConflict, err)
-		case re.StatusCode == http.StatusPreconditionFailed:
-			return fmt.Errorf("%w: %w", deprovision.ErrPreconditionFailed, err)
-		case re.StatusCode == http.StatusRequestTimeout, re.StatusCode == http.StatusTooManyRequests, re.StatusCode >= 500:
-			return deprovision.Transient(err)
-		}
-		return err
-	}
-	var ne net.Error
-	if errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return deprovision.Transient(err)
-	}
-	return err
-}
+// classify maps a Table Storage failure onto the engine's error kinds ([azerr.Classify]): 404,
+// 409 and 412 onto ErrNotFound, ErrConflict and ErrPreconditionFailed; 408, 429, 5xx and
+// connection failures are transient (the journal is unavailable: try the delivery again later).
+func classify(err error) error { return azerr.Classify(err, "") }
 
 type entity map[string]any
 
@@ -461,6 +436,12 @@ func (j *Journal) PutDevice(ctx context.Context, ds *deprovision.DeviceState) er
 		"DeviceID": ds.DeviceID, "Hub": ds.Hub, "Intent": string(ds.Intent), "OperationID": ds.OperationID,
 		"EventTime": stamp(ds.EventTime), "BlockingEnrollment": ds.BlockingEnrollment, "GroupMember": ds.GroupMember, "HubAction": ds.HubAction,
 		"EnrollmentAction": ds.EnrollmentAction, "PendingOperation": ds.PendingOperation, "Updated": stamp(ds.Updated)}
+	if ds.MoveTarget != "" {
+		e["MoveTarget"] = ds.MoveTarget
+	}
+	if ds.FoundDisabled {
+		e["FoundDisabled"] = true
+	}
 	b, err := e.marshal()
 	if err != nil {
 		return err

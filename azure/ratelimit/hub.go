@@ -102,8 +102,10 @@ func (h *hubLimiter) wait(ctx context.Context, n int, p Priority) error {
 		h.addPoolLocked(w.got, h.l.win.end(h.l.win.index(h.l.now())))
 		w.got = 0
 		h.serveLocked()
+	} else if w.got > 0 {
+		h.l.stat.lapsed.Add(int64(w.got))
+		w.got = 0
 	}
-	h.l.stat.lapsed.Add(int64(w.got))
 	return ctx.Err()
 }
 

@@ -97,14 +97,14 @@ type Stats struct {
 	GrantedHigh  int64 // tokens granted to high-priority requests
 	GrantedBulk  int64 // tokens granted to bulk requests
 	Observed429s int64 // calls to Observe429
-	// Lapsed counts tokens claimed but not handed out before their window ended (a claim
-	// that came back late, a caller that left): the hub never saw them used.
+	// Lapsed counts granted tokens no caller used before their window (and its grace)
+	// ended: a claim answered that late, or a caller that left. They were never sent.
 	Lapsed int64
 }
 
 type counters struct {
 	tableCalls, conflicts, claims, observed, lapsed atomic.Int64
-	granted                                 [2]atomic.Int64
+	granted                                         [2]atomic.Int64
 }
 
 // Limiter keeps hubs within their budgets, shared by every Limiter on the same table.

@@ -61,7 +61,9 @@ func (g *grantLog) record(x Grant) {
 }
 
 // Two instances sharing a hub, each with several callers of both priorities, are never
-// granted more than a window's capacity between them, and every token asked for is granted.
+// granted more than a window's capacity between them, and every token asked for is granted;
+// a granted token is either used or counted as lapsed (a claim answered after its window, as
+// a slow machine makes some).
 func TestTwoInstancesNeverExceedTheWindowCapacity(t *testing.T) {
 	table := newTable(t)
 	const perMinute, window = 2400, 250 * time.Millisecond // 10 operations a window
@@ -146,6 +148,8 @@ func TestTwoInstancesNeverExceedTheWindowCapacity(t *testing.T) {
 }
 
 // bulkLoad queues count bulk callers of n tokens each on hub and reports how many finished.
+// It returns once every caller is queued or served and the bulk work has been granted its
+// first tokens: the load is on.
 func bulkLoad(t *testing.T, l *Limiter, hub string, count, n int) (done *atomic.Int64, wait func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -162,24 +166,20 @@ func bulkLoad(t *testing.T, l *Limiter, hub string, count, n int) (done *atomic.
 			}
 		}()
 	}
-	// Wait until every caller is queued or served.
 	h, _ := l.hub(hub)
-	for {
+	testenv.Eventually(t, "every bulk caller to be queued or served, and the first bulk grant", func() bool {
 		h.lock()
 		queued := h.queues[PriorityBulk].Len()
 		h.unlock()
-		if int64(queued)+done.Load() == int64(count) {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return int64(queued)+done.Load() == int64(count) && l.Stats().GrantedBulk > 0
+	})
 	return done, func() { cancel(); wg.Wait() }
 }
 
 // In one process, a high-priority caller is served before the bulk callers queued ahead of it.
 func TestHighPriorityOvertakesQueuedBulkInProcess(t *testing.T) {
 	l := newLimiter(t, newTable(t), Options{PerMinute: 1200}) // 20 a window, 18 for bulk until release
-	const callers = 10
+	const callers = 30                                        // 15 s of bulk work: the hub stays saturated however slow the machine is
 	done, stop := bulkLoad(t, l, "hub1", callers, 10)
 	defer stop()
 	before := done.Load()
@@ -204,7 +204,7 @@ func TestHighPriorityUsesTheReserveAcrossInstances(t *testing.T) {
 	var mu sync.Mutex
 	bulk := newLimiter(t, table, Options{PerMinute: 1200})
 	high := newLimiter(t, table, Options{PerMinute: 1200, OnGrant: func(g Grant) { mu.Lock(); granted = append(granted, g); mu.Unlock() }})
-	const callers = 10
+	const callers = 30 // 15 s of bulk work: the hub stays saturated however slow the machine is
 	done, stop := bulkLoad(t, bulk, "hub1", callers, 10)
 	defer stop()
 	if err := high.Wait(context.Background(), "hub1", 1, PriorityHigh); err != nil {
@@ -288,7 +288,12 @@ func TestWaitReturnsWhenTheContextEnds(t *testing.T) {
 		cctx, cancel := context.WithCancel(ctx)
 		errc := make(chan error, 1)
 		go func() { errc <- l.Wait(cctx, "hub1", 1, p) }()
-		time.Sleep(50 * time.Millisecond)
+		h, _ := l.hub("hub1")
+		testenv.Eventually(t, "the caller to queue behind the pause", func() bool {
+			h.lock()
+			defer h.unlock()
+			return h.queues[p].Len() == 1
+		})
 		cancel()
 		if err := <-errc; !errors.Is(err, context.Canceled) {
 			t.Errorf("%v: Wait returned %v, want context.Canceled", p, err)

@@ -94,8 +94,8 @@ func defaultPriority(ctx context.Context, bulk bool) Priority {
 	if p, ok := PriorityFrom(ctx); ok {
 		return p
 	}
-	if bulk {
-		return PriorityBulk
+	if bulk || deprovision.IsGroupWork(ctx) {
+		return PriorityBulk // a group's reads and bulk calls alike
 	}
 	return PriorityHigh
 }

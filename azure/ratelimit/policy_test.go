@@ -174,15 +174,20 @@ func TestPolicyHonoursTheThrottlesRetryAfter(t *testing.T) {
 	d := hubAdapter(t, em, l)
 	drain(t, hubAdapter(t, em, nil), "hub1")
 	start := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if _, err := d.GetDevice(ctx, "hub1", "dev-1"); !deprovision.IsTransient(err) {
+	errc := make(chan error, 1)
+	go func() { _, err := d.GetDevice(ctx, "hub1", "dev-1"); errc <- err }()
+	// The caller's context ends once the hub's 429 has paused it (the call is then waiting out
+	// the pause).
+	h, _ := l.hub("hub1")
+	pausedUntil := func() time.Time { h.lock(); defer h.unlock(); return h.notBefore }
+	testenv.Eventually(t, "the hub's 429 to pause it", func() bool { return pausedUntil().After(start) })
+	cancel()
+	if err := <-errc; !deprovision.IsTransient(err) {
 		t.Fatalf("GetDevice on a spent hub: %v, want a transient error", err)
 	}
-	h, _ := l.hub("hub1")
-	h.lock()
-	until := h.notBefore
-	h.unlock()
+	until := pausedUntil()
 	if until.Before(start.Add(30 * time.Second)) {
 		t.Errorf("paused until %v after a 429 asking for most of a minute (from %v)", until, start)
 	}

@@ -131,15 +131,3 @@ func Sign(resource, keyName, key string, expiry time.Time) (string, error) {
 	}
 	return tok, nil
 }
-
-// DeriveDeviceKey returns the symmetric key of one device of a symmetric-key enrollment
-// group: base64(HMAC-SHA256(base64decode(groupKey), registrationID)).
-func DeriveDeviceKey(groupKey, registrationID string) (string, error) {
-	k, err := base64.StdEncoding.DecodeString(groupKey)
-	if err != nil {
-		return "", errors.New("group key is not valid base64")
-	}
-	mac := hmac.New(sha256.New, k)
-	mac.Write([]byte(registrationID))
-	return base64.StdEncoding.EncodeToString(mac.Sum(nil)), nil
-}

@@ -105,19 +105,3 @@ func TestPolicyRejectsBadTTL(t *testing.T) {
 		}
 	}
 }
-
-func TestDeriveDeviceKey(t *testing.T) {
-	got, err := DeriveDeviceKey(testKey, "sensor-042")
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, _ := base64.StdEncoding.DecodeString(testKey)
-	mac := hmac.New(sha256.New, key)
-	mac.Write([]byte("sensor-042"))
-	if want := base64.StdEncoding.EncodeToString(mac.Sum(nil)); got != want {
-		t.Fatalf("derived %q, want %q", got, want)
-	}
-	if _, err := DeriveDeviceKey("***", "x"); err == nil {
-		t.Fatal("bad group key accepted")
-	}
-}

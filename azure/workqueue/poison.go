@@ -30,6 +30,8 @@ type Poison struct {
 	// or a test watching the poison queue sees what arrived, and a batch the handler is still
 	// journaling is not settled twice at once.
 	MinAge time.Duration
+	// Now is the clock a message's age is measured with; time.Now when nil.
+	Now func() time.Time
 }
 
 // NewPoison returns the poison queue of the queue name on svc.
@@ -53,7 +55,10 @@ type SweepResult struct {
 // exist yet is empty.
 func (p *Poison) Sweep(ctx context.Context, max int, settle func(context.Context, *deprovision.WorkBatch) error) (SweepResult, error) {
 	var res SweepResult
-	hold, minAge := p.Hold, p.MinAge
+	hold, minAge, now := p.Hold, p.MinAge, p.Now
+	if now == nil {
+		now = time.Now
+	}
 	if hold <= 0 {
 		hold = time.Hour
 	}
@@ -81,7 +86,7 @@ func (p *Poison) Sweep(ctx context.Context, max int, settle func(context.Context
 			return res, nil
 		}
 		for _, m := range resp.Messages {
-			if m.InsertionTime != nil && time.Since(*m.InsertionTime) < minAge {
+			if m.InsertionTime != nil && now().Sub(*m.InsertionTime) < minAge {
 				young = append(young, m)
 				res.Young++
 				continue

@@ -15,6 +15,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
 
+	"dpsdeprov/azure/internal/azerr"
 	"dpsdeprov/deprovision"
 )
 
@@ -75,8 +76,9 @@ func (w *Queue) put(ctx context.Context, v any, what string) error {
 	_, err = w.q.EnqueueMessage(ctx, text, &azqueue.EnqueueMessageOptions{TimeToLive: to.Ptr(int32(-1))})
 	if err != nil {
 		err = fmt.Errorf("enqueuing %s: %w", what, err)
-		var re *azcore.ResponseError
-		if errors.As(err, &re) && re.StatusCode != http.StatusTooManyRequests && re.StatusCode < 500 && re.StatusCode != http.StatusRequestTimeout {
+		// Only an answer that will not change refuses the message; anything else, the queue
+		// answering 429 or 5xx or no answer at all, may work on the next delivery.
+		if status := azerr.Status(err); status != 0 && !azerr.TransientStatus(status) {
 			return err
 		}
 		return deprovision.Transient(err)

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -39,7 +38,7 @@ type cleanupRig struct {
 	settings map[string]string
 	egPort   int
 	key      string
-	out      *syncBuffer
+	out      *testenv.Output
 	svc      *aztables.ServiceClient
 	emu      *emulator.Emulator
 	hk       *journal.Housekeeping
@@ -52,18 +51,6 @@ type cleanupRig struct {
 type invocationResult struct {
 	function string
 	err      error
-}
-
-// syncBuffer is a bytes.Buffer safe for the handler's output and the test's reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.Buffer.Write(p)
 }
 
 func newCleanupRig(t *testing.T, extra map[string]string) *cleanupRig {
@@ -118,9 +105,7 @@ func newCleanupRig(t *testing.T, extra map[string]string) *cleanupRig {
 			_ = r.host.Close()
 		}
 		if t.Failed() {
-			r.out.mu.Lock()
 			t.Logf("handler output:\n%s", tail(r.out.String(), 6000))
-			r.out.mu.Unlock()
 		}
 	})
 
@@ -164,7 +149,7 @@ func (r *cleanupRig) start() {
 		r.t.Fatal(err)
 	}
 	if r.out == nil {
-		r.out = &syncBuffer{}
+		r.out = &testenv.Output{}
 	}
 	h, err := devhost.Start(context.Background(), loaded, devhost.Options{
 		Settings: r.settings, Addr: "127.0.0.1:0", HandlerOutput: r.out,
@@ -228,7 +213,7 @@ func (r *cleanupRig) await(function string) error {
 				r.t.Fatalf("waiting for %s, %s ended", function, res.function)
 			}
 			return res.err
-		case <-time.After(2 * time.Minute):
+		case <-time.After(testenv.HungAfter):
 			r.t.Fatalf("the %s invocation did not end", function)
 		}
 	}
@@ -330,9 +315,9 @@ func (r *cleanupRig) findings(runID, pass string) []deprovision.Finding {
 // published in the background) and returns their subjects.
 func (r *cleanupRig) driftEvents(n int) []string {
 	r.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var subjects []string
+	var subjects []string
+	_ = testenv.WaitFor(testenv.Context(r.t), func() bool {
+		subjects = nil
 		for _, raw := range r.host.Received("outcomes") {
 			var ev struct {
 				Type    string `json:"type"`
@@ -342,11 +327,9 @@ func (r *cleanupRig) driftEvents(n int) []string {
 				subjects = append(subjects, ev.Subject)
 			}
 		}
-		if len(subjects) >= n || time.Now().After(deadline) {
-			return subjects
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return len(subjects) >= n
+	})
+	return subjects // the caller says what it expected
 }
 
 // The issue's drift test, through devhost's timer: devices this system disabled as
@@ -791,9 +774,7 @@ func TestCleanupTimerGuardsStaleRetirements(t *testing.T) {
 		t.Errorf("refusals say: %q, %q, %q", fs[compromised].Action, fs[https].Action, fs[connected].Action)
 	}
 	// One structured line per run, with each pass's counts.
-	r.out.mu.Lock()
 	logs := r.out.String()
-	r.out.mu.Unlock()
 	var summaries int
 	for _, line := range strings.Split(logs, "\n") {
 		var l struct {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
@@ -21,6 +20,7 @@ import (
 
 	"dpsdeprov/azure/dps"
 	"dpsdeprov/azure/iothub"
+	"dpsdeprov/deprovision"
 	"dpsdeprov/emulator"
 	"dpsdeprov/internal/dpsdevice"
 	"dpsdeprov/internal/tpmdevice"
@@ -93,12 +93,6 @@ func newFleet(emu emulator.Info) (*fleet, error) {
 	return f, nil
 }
 
-func randomKey() string {
-	b := make([]byte, 32)
-	_, _ = rand.Read(b)
-	return base64.StdEncoding.EncodeToString(b)
-}
-
 // register provisions a device through the emulator's device registration API, as a device
 // would (internal/dpsdevice): a SAS token, a TLS client certificate, or its TPM through DPS's
 // TPM challenge. A refusal is a *dpsdevice.Refused: HTTP 401, or an operation that ended
@@ -143,10 +137,10 @@ func (f *fleet) seed(ctx context.Context, n int, say func(string, ...any)) error
 		hubHosts = append(hubHosts, h.Host)
 	}
 	// Symmetric-key group: members' keys are derived from the group key.
-	groupKey := randomKey()
+	groupKey := deprovision.NewSymmetricKey()
 	if _, err := f.dps.CreateOrUpdateEnrollmentGroup(ctx, dps.EnrollmentGroup{
 		EnrollmentGroupID: "field-sensors",
-		Attestation:       &dps.AttestationMechanism{Type: dps.AttestationTypeSymmetricKey, SymmetricKey: &dps.SymmetricKeyAttestation{PrimaryKey: groupKey, SecondaryKey: randomKey()}},
+		Attestation:       &dps.AttestationMechanism{Type: dps.AttestationTypeSymmetricKey, SymmetricKey: &dps.SymmetricKeyAttestation{PrimaryKey: groupKey, SecondaryKey: deprovision.NewSymmetricKey()}},
 		AllocationPolicy:  dps.AllocationPolicyHashed, IoTHubs: hubHosts, ProvisioningStatus: dps.ProvisioningStatusEnabled,
 	}, nil); err != nil {
 		return fmt.Errorf("creating group field-sensors: %w", err)
@@ -181,10 +175,10 @@ func (f *fleet) seed(ctx context.Context, n int, say func(string, ...any)) error
 		f.add(&device{RegistrationID: rid, Kind: "group member, X.509", Group: "factory-cameras", cert: leaf, chain: []*emulator.TestCert{factoryCA}})
 	}
 	// Individual enrollments.
-	meterKey := randomKey()
+	meterKey := deprovision.NewSymmetricKey()
 	if _, err := f.dps.CreateOrUpdateEnrollment(ctx, dps.IndividualEnrollment{
 		RegistrationID: "meter-07", DeviceID: "meter-07",
-		Attestation:        &dps.AttestationMechanism{Type: dps.AttestationTypeSymmetricKey, SymmetricKey: &dps.SymmetricKeyAttestation{PrimaryKey: meterKey, SecondaryKey: randomKey()}},
+		Attestation:        &dps.AttestationMechanism{Type: dps.AttestationTypeSymmetricKey, SymmetricKey: &dps.SymmetricKeyAttestation{PrimaryKey: meterKey, SecondaryKey: deprovision.NewSymmetricKey()}},
 		ProvisioningStatus: dps.ProvisioningStatusEnabled,
 	}, nil); err != nil {
 		return fmt.Errorf("creating enrollment meter-07: %w", err)

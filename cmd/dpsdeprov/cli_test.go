@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -45,24 +44,6 @@ func TestMain(m *testing.M) {
 	}
 	defer os.RemoveAll(dir)
 	testenv.Main(m)
-}
-
-// syncBuffer is a bytes.Buffer safe for a process's output and the test's reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.Buffer.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.Buffer.String()
 }
 
 // stack is the local stack `make run` starts: the real handler behind devhost, the journal
@@ -116,7 +97,7 @@ func newStackWithAuth(t *testing.T, members int, extra map[string]string, auth *
 		t.Fatal(err)
 	}
 	app.Host.CustomHandler.Description.DefaultExecutablePath = handlerBin
-	out := &syncBuffer{}
+	out := &testenv.Output{}
 	h, err := devhost.Start(context.Background(), app, devhost.Options{Settings: settings, Addr: "127.0.0.1:0", HandlerOutput: out,
 		Logger: slog.New(slog.NewTextHandler(out, nil)), Auth: auth})
 	if err != nil {
@@ -389,8 +370,7 @@ func TestCleanupFindingsThroughTheCLI(t *testing.T) {
 	}
 	resp.Body.Close()
 	// The event is delivered in the background: run the pass until it has seen it.
-	deadline := time.Now().Add(time.Minute)
-	for {
+	testenv.Eventually(t, "the stale pass to find the silent event feed", func() bool {
 		resp, err := http.Post(s.api+"/deprovision/cleanup/stale", "application/json", nil)
 		if err != nil {
 			t.Fatal(err)
@@ -400,14 +380,8 @@ func TestCleanupFindingsThroughTheCLI(t *testing.T) {
 		}
 		err = json.NewDecoder(resp.Body).Decode(&rep)
 		resp.Body.Close()
-		if err == nil && len(rep.Findings) > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the stale pass found nothing within a minute of the event")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return err == nil && len(rep.Findings) > 0
+	})
 	r := s.dpsdeprov(t, nil, "findings", "--pass", "stale", "--since", "1h")
 	if r.code != exitOK || !strings.Contains(r.stdout, "stale-feed-silent") || !strings.Contains(r.stdout, "refused") {
 		t.Fatal("findings does not show the silent feed")

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -12,9 +11,9 @@ import (
 	"sync"
 	"syscall"
 	"testing"
-	"time"
 
 	"dpsdeprov/emulator"
+	"dpsdeprov/internal/testenv"
 )
 
 var (
@@ -57,9 +56,7 @@ func TestMain(m *testing.M) {
 func TestStartupContract(t *testing.T) {
 	bin := buildBinary(t)
 	certDir := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "-dps", "mydps", "-id-scope", "0ne0000ABCD", "-hubs", "north, south",
+	cmd := exec.CommandContext(testenv.Context(t), bin, "-dps", "mydps", "-id-scope", "0ne0000ABCD", "-hubs", "north, south",
 		"-http-addr", "127.0.0.1:0", "-cert-dir", certDir, "-throttle", "100",
 		"-fault", `{"op":"hub.devices.get","status":503,"count":1}`)
 	stdout, err := cmd.StdoutPipe()

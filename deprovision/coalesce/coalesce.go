@@ -114,6 +114,7 @@ type Stats struct {
 	Waiting     int64 // blocking enrollments waiting for a bulk call now
 	Deferred    int64 // requests handed to the burst queue
 	Busy        int64 // requests answered busy after AdmitWithin, to be delivered again
+	Admitting   int64 // requests waiting for one of the MaxInFlight slots now
 }
 
 // New returns a Coalescer over DPS's registration states and bulk enrollment operations.
@@ -244,6 +245,14 @@ func (c *Coalescer) admit(ctx context.Context) error {
 		defer t.Stop()
 		limit = t.C
 	}
+	c.bmu.Lock()
+	c.stats.Admitting++
+	c.bmu.Unlock()
+	defer func() {
+		c.bmu.Lock()
+		c.stats.Admitting--
+		c.bmu.Unlock()
+	}()
 	select {
 	case c.slots <- struct{}{}:
 		return nil

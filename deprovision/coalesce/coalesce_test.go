@@ -15,6 +15,7 @@ import (
 	d "dpsdeprov/deprovision"
 	"dpsdeprov/deprovision/coalesce"
 	"dpsdeprov/deprovision/fake"
+	"dpsdeprov/internal/testenv"
 )
 
 // dps counts the DPS calls the coalescer makes over the fake DPS; gate, when set, holds every
@@ -130,7 +131,7 @@ func TestBlockSharesBulkCalls(t *testing.T) {
 		}()
 	}
 	// Let every caller queue behind the two calls held at the gate, then open it.
-	waitFor(t, func() bool { st := c.Stats(); return st.BulkItems+st.Waiting == n })
+	testenv.Eventually(t, "the coalescer to reach: "+`st := c.Stats(); st.BulkItems+st.Waiting == n`, func() bool { st := c.Stats(); return st.BulkItems+st.Waiting == n })
 	close(s.gate)
 	wg.Wait()
 	for i, err := range errs {
@@ -150,15 +151,6 @@ func TestBlockSharesBulkCalls(t *testing.T) {
 	// Two calls left at once with what had arrived; the other items filled calls of 10.
 	if st.BulkCalls > 2+10 {
 		t.Errorf("%d bulk calls for %d items: under load they should carry 10 each", st.BulkCalls, n)
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("timed out")
-		}
 	}
 }
 
@@ -186,13 +178,13 @@ func TestBlockServesFlowsInTurn(t *testing.T) {
 		}()
 	}
 	block(big, "big-first") // its call is held at the gate: the rest queue behind it
-	waitFor(t, func() bool { return c.Stats().BulkCalls == 1 })
+	testenv.Eventually(t, "the coalescer to reach: "+`c.Stats().BulkCalls == 1`, func() bool { return c.Stats().BulkCalls == 1 })
 	for i := range 30 {
 		block(big, fmt.Sprintf("big-%02d", i))
 	}
-	waitFor(t, func() bool { return c.Stats().Waiting == 30 })
+	testenv.Eventually(t, "the coalescer to reach: "+`c.Stats().Waiting == 30`, func() bool { return c.Stats().Waiting == 30 })
 	block(ctx, "lone-1") // another flow, arriving last
-	waitFor(t, func() bool { return c.Stats().Waiting == 31 })
+	testenv.Eventually(t, "the coalescer to reach: "+`c.Stats().Waiting == 31`, func() bool { return c.Stats().Waiting == 31 })
 	close(s.gate)
 	wg.Wait()
 	for _, l := range leaves {
@@ -280,7 +272,7 @@ func TestReserveFillsTheCall(t *testing.T) {
 			}
 		}()
 	}
-	waitFor(t, func() bool { return c.Stats().Waiting == 25 })
+	testenv.Eventually(t, "the coalescer to reach: "+`c.Stats().Waiting == 25`, func() bool { return c.Stats().Waiting == 25 })
 	close(release)
 	wg.Wait()
 	if len(s.calls) != 3 || len(s.calls[0]) != 10 || len(s.calls[1]) != 10 || len(s.calls[2]) != 5 {
@@ -304,10 +296,11 @@ func TestJoinAdmitsAtMostMaxInFlight(t *testing.T) {
 		}
 		admitted <- leave
 	}()
+	testenv.Eventually(t, "the third request to wait for a slot", func() bool { return c.Stats().Admitting == 1 })
 	select {
 	case <-admitted:
 		t.Fatal("a third request was admitted while two were in flight")
-	case <-time.After(50 * time.Millisecond):
+	default:
 	}
 	leave1()
 	leave3 := <-admitted
@@ -348,10 +341,11 @@ func TestJoinAdmitsAtMostMaxInFlight(t *testing.T) {
 		done <- mode
 		leave()
 	}()
+	testenv.Eventually(t, "the queue's request to wait for a slot", func() bool { return queued.Stats().Admitting == 1 })
 	select {
 	case <-done:
 		t.Fatal("a request the queue delivered was not made to wait for its turn")
-	case <-time.After(50 * time.Millisecond):
+	default:
 	}
 	hold()
 	if mode := <-done; mode != d.BurstCoalesce {

@@ -24,7 +24,8 @@ type DPS struct {
 	seq         int
 	enrollments map[string]deprovision.Enrollment
 	groups      map[string]deprovision.Group
-	groupKeys   map[string]string
+	groupKeys   map[string]deprovision.SymmetricKeys
+	enKeys      map[string]deprovision.SymmetricKeys
 	regs        map[string]deprovision.Registration
 	regGroup    map[string]string // registration id -> group id, for group members
 	// Writes counts every successful mutation, so tests can check nothing is applied twice.
@@ -34,7 +35,7 @@ type DPS struct {
 // NewDPS returns an empty DPS.
 func NewDPS() *DPS {
 	return &DPS{enrollments: map[string]deprovision.Enrollment{}, groups: map[string]deprovision.Group{},
-		groupKeys: map[string]string{}, regs: map[string]deprovision.Registration{}, regGroup: map[string]string{}}
+		groupKeys: map[string]deprovision.SymmetricKeys{}, enKeys: map[string]deprovision.SymmetricKeys{}, regs: map[string]deprovision.Registration{}, regGroup: map[string]string{}}
 }
 
 func (d *DPS) etag() string { d.seq++; return `"` + strconv.Itoa(d.seq) + `"` }
@@ -45,22 +46,30 @@ func match(stored, etag string) bool {
 	return etag == "*" || strings.Trim(etag, `"`) == strings.Trim(stored, `"`)
 }
 
-// AddEnrollment stores e as is (test setup).
+// AddEnrollment stores e as is, its symmetric keys kept apart as DPS keeps them (test setup).
 func (d *DPS) AddEnrollment(e deprovision.Enrollment) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	e.ETag = d.etag()
+	if e.PrimaryKey != "" || e.SecondaryKey != "" {
+		d.enKeys[key(e.RegistrationID)] = deprovision.SymmetricKeys{Primary: e.PrimaryKey, Secondary: e.SecondaryKey}
+	}
 	e.CertificatePEM, e.PrimaryKey, e.SecondaryKey = "", "", ""
 	d.enrollments[key(e.RegistrationID)] = e
 }
 
-// AddGroup stores g with its primary key (test setup).
+// AddGroup stores g with its primary key; its secondary key is the primary (test setup).
 func (d *DPS) AddGroup(g deprovision.Group, primaryKey string) {
+	d.AddGroupKeys(g, deprovision.SymmetricKeys{Primary: primaryKey, Secondary: primaryKey})
+}
+
+// AddGroupKeys stores g with its two keys (test setup).
+func (d *DPS) AddGroupKeys(g deprovision.Group, keys deprovision.SymmetricKeys) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	g.ETag = d.etag()
 	d.groups[key(g.ID)] = g
-	d.groupKeys[key(g.ID)] = primaryKey
+	d.groupKeys[key(g.ID)] = keys
 }
 
 // AddRegistration stores a registration state; groupID is "" for an individual enrollment.
@@ -154,6 +163,11 @@ func (d *DPS) PutEnrollment(_ context.Context, e *deprovision.Enrollment, etag s
 			n.ClientCerts = []deprovision.CertInfo{deprovision.InfoOf(certs[0])}
 		}
 	}
+	if n.PrimaryKey != "" || n.SecondaryKey != "" {
+		d.enKeys[key(e.RegistrationID)] = deprovision.SymmetricKeys{Primary: n.PrimaryKey, Secondary: n.SecondaryKey}
+	} else if !exists {
+		delete(d.enKeys, key(e.RegistrationID))
+	}
 	n.CertificatePEM, n.PrimaryKey, n.SecondaryKey = "", "", ""
 	n.ETag = d.etag()
 	d.enrollments[key(e.RegistrationID)] = n
@@ -173,6 +187,7 @@ func (d *DPS) DeleteEnrollment(_ context.Context, rid, etag string) error {
 		return fmt.Errorf("enrollment %s: %w", rid, deprovision.ErrPreconditionFailed)
 	}
 	delete(d.enrollments, key(rid))
+	delete(d.enKeys, key(rid))
 	d.wrote("delete enrollment %s", rid)
 	return nil
 }
@@ -242,15 +257,43 @@ func (d *DPS) Groups(context.Context) iter.Seq2[*deprovision.Group, error] {
 	}
 }
 
-// GroupPrimaryKey implements deprovision.Enrollments.
-func (d *DPS) GroupPrimaryKey(_ context.Context, id string) (string, error) {
+// GroupKeys implements deprovision.Enrollments.
+func (d *DPS) GroupKeys(_ context.Context, id string) (deprovision.SymmetricKeys, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	k, ok := d.groupKeys[key(id)]
-	if !ok || k == "" {
-		return "", notFound("symmetric key of group " + id)
+	if !ok || k.Primary == "" {
+		return deprovision.SymmetricKeys{}, notFound("symmetric keys of group " + id)
 	}
 	return k, nil
+}
+
+// EnrollmentKeys implements deprovision.Enrollments.
+func (d *DPS) EnrollmentKeys(_ context.Context, rid string) (deprovision.SymmetricKeys, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.enrollments[key(rid)]; !ok {
+		return deprovision.SymmetricKeys{}, notFound("enrollment " + rid)
+	}
+	return d.enKeys[key(rid)], nil
+}
+
+// IndividualEnrollments implements deprovision.Enrollments.
+func (d *DPS) IndividualEnrollments(_ context.Context) iter.Seq2[*deprovision.Enrollment, error] {
+	d.mu.Lock()
+	var es []deprovision.Enrollment
+	for _, e := range d.enrollments {
+		es = append(es, e)
+	}
+	d.mu.Unlock()
+	sort.Slice(es, func(i, j int) bool { return key(es[i].RegistrationID) < key(es[j].RegistrationID) })
+	return func(yield func(*deprovision.Enrollment, error) bool) {
+		for i := range es {
+			if !yield(&es[i], nil) {
+				return
+			}
+		}
+	}
 }
 
 // GetRegistration implements deprovision.Registrations.
@@ -327,6 +370,8 @@ type HubDevices struct {
 	// RegistryOps counts the registry operations a hub would charge: every call, and the read
 	// a PutDevice makes first when it is not given the device as read (deprovision.PutDeviceReads).
 	RegistryOps int
+	// Queries counts query calls (Identities), which the hub charges to its query budget.
+	Queries int
 }
 
 // asRead is the Identity of a device this fake returned from GetDevice: like the hub adapter,
@@ -435,6 +480,30 @@ func (h *HubDevices) DeleteDevice(_ context.Context, hub, id, etag string) error
 	return nil
 }
 
+// Identities implements deprovision.Devices: the devices as the hub's query shows them,
+// without keys.
+func (h *HubDevices) Identities(_ context.Context, hub string, ids []string) ([]*deprovision.Device, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(ids) > 100 {
+		return nil, fmt.Errorf("query of %d devices: at most 100", len(ids))
+	}
+	r, err := h.reg(hub)
+	if err != nil {
+		return nil, err
+	}
+	h.Queries++
+	var out []*deprovision.Device
+	for _, id := range ids {
+		if d, ok := r[id]; ok {
+			d.Keys = deprovision.SymmetricKeys{}
+			d.Identity = asRead{strings.ToLower(hub), id, d.ETag}
+			out = append(out, &d)
+		}
+	}
+	return out, nil
+}
+
 // Bulk implements deprovision.Devices.
 func (h *HubDevices) Bulk(_ context.Context, hub string, mode deprovision.BulkMode, items []deprovision.BulkItem) ([]deprovision.BulkItemResult, error) {
 	h.mu.Lock()
@@ -461,6 +530,18 @@ func (h *HubDevices) Bulk(_ context.Context, hub string, mode deprovision.BulkMo
 			delete(r, it.DeviceID)
 			h.Writes = append(h.Writes, fmt.Sprintf("delete %s/%s", hub, it.DeviceID))
 		case deprovision.BulkDisable:
+			// Like the hub adapter: the item must carry the identity as read, its etag current.
+			switch {
+			case it.Device == nil || it.Device.Identity != (asRead{strings.ToLower(hub), it.DeviceID, it.Device.ETag}):
+				out[i].Err = fmt.Errorf("bulk disable of %s without the identity as read", it.DeviceID)
+				continue
+			case it.Device.ETag != d.ETag:
+				out[i].Err = fmt.Errorf("device %s: %w", it.DeviceID, deprovision.ErrPreconditionFailed)
+				continue
+			case d.AuthType == "sas" && it.Device.Keys != d.Keys:
+				out[i].Err = fmt.Errorf("bulk disable of SAS device %s without its keys would give it new ones", it.DeviceID)
+				continue
+			}
 			if d.Enabled {
 				d.Enabled, d.StatusReason = false, it.StatusReason
 				h.seq++

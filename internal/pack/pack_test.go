@@ -15,7 +15,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -310,7 +309,7 @@ func startAndProbe(t *testing.T, bin string, env []string) {
 	// test's own environment.
 	cmd.Env = append([]string{"PATH=/usr/bin:/bin", "HOME=" + t.TempDir(), "FUNCTIONS_CUSTOMHANDLER_PORT=" + strconv.Itoa(port)}, env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	var output syncBuffer
+	var output testenv.Output
 	cmd.Stdout, cmd.Stderr = &output, &output
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting the packaged handler: %v", err)
@@ -351,22 +350,4 @@ func startAndProbe(t *testing.T, bin string, env []string) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// syncBuffer collects a process's output, written and read from different goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

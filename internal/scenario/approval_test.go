@@ -102,8 +102,12 @@ func TestGroupAboveTheLimitWaitsForApproval(t *testing.T) {
 
 	status, body = operationsCall(t, srv, "POST", "approvals", opID, map[string][]string{"X-MS-CLIENT-PRINCIPAL-NAME": {"secops@contoso.com"}},
 		map[string]any{"reason": "confirmed CA compromise, INC-2041"})
-	if status != http.StatusOK || body["status"] != string(deprovision.StatusSucceeded) {
-		t.Fatalf("approval: %d %v", status, body)
+	if status != http.StatusAccepted || body["status"] != string(deprovision.StatusRunning) {
+		t.Fatalf("approval: %d %v; want the group running, fanned out to the GroupWork queue", status, body)
+	}
+	e.groupWork(nil)
+	if status, body = operationsCall(t, srv, "GET", "operations", opID, nil, nil); body["status"] != string(deprovision.StatusSucceeded) {
+		t.Fatalf("after the GroupWork messages: %d %v", status, body)
 	}
 	if g := e.group("ap-g"); g.ProvisioningStatus != dps.ProvisioningStatusDisabled {
 		t.Fatal("the approved group compromise left the group enabled")

@@ -26,6 +26,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azqueue"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -46,6 +47,8 @@ type env struct {
 	tbl   *aztables.ServiceClient
 	jopts journal.Options
 	clock *clock
+	// work is the GroupWork queue on Azurite (groupwork_test.go), poison its poison queue.
+	work, poison *azqueue.QueueClient
 }
 
 // clock is a settable clock, so that a dead delivery's lease runs out without waiting.
@@ -98,6 +101,7 @@ func newEnv(t *testing.T) *env {
 	da := adapter.NewDPS(dc)
 	e.ports = deprovision.Deps{Enrollments: da, Registrations: da, Devices: adapter.NewHubDevices(e.hubs), Journal: j,
 		Clock: e.clock, Logger: slog.New(slog.DiscardHandler)}
+	e.openGroupWork()
 	return e
 }
 
@@ -138,11 +142,26 @@ func (e *env) engine(wrap func(deprovision.Deps) deprovision.Deps) *deprovision.
 	return deprovision.NewEngine(d, deprovision.Config{LeaseDuration: time.Minute, GroupPageSize: 2})
 }
 
+// submit delivers r to an engine as the DeviceEvents function does; a group-wide operation
+// then runs through the GroupWork queue and function (groupWork), and submit returns the
+// operation as the journal holds it at the end.
 func (e *env) submit(r deprovision.Request) *deprovision.Operation {
 	e.t.Helper()
-	op, err := e.engine(nil).Submit(context.Background(), r)
+	return e.submitTo(e.engine(nil), r)
+}
+
+// submitTo is submit with eng taking the delivery and the GroupWork messages.
+func (e *env) submitTo(eng *deprovision.Engine, r deprovision.Request) *deprovision.Operation {
+	e.t.Helper()
+	op, err := eng.Submit(context.Background(), r)
 	if err != nil {
 		e.t.Fatalf("Submit %s %s: %v", r.Intent, r.EventID, err)
+	}
+	if op.Progress.FannedOut {
+		e.groupWork(eng)
+		if op, err = e.ports.Journal.GetOperation(context.Background(), op.ID); err != nil {
+			e.t.Fatal(err)
+		}
 	}
 	return op
 }

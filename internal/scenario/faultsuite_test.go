@@ -197,11 +197,18 @@ func (e *env) calledOps() []string {
 }
 
 // redeliver submits req the way Event Grid delivers: a transient failure is delivered again;
-// a delivery that finds a dead delivery's lease waits it out (the clock moves on). It returns
-// the terminal operation and the number of deliveries it took.
+// a delivery that finds a dead delivery's lease waits it out (the clock moves on). A group
+// fanned out to the GroupWork queue is then applied by the GroupWork function (groupWork). It
+// returns the terminal operation and the number of deliveries it took.
 func (e *env) redeliver(req deprovision.Request) (*deprovision.Operation, int, error) {
 	for n := 1; n <= 100; n++ {
 		op, err := e.engine(nil).Submit(context.Background(), req)
+		if err == nil && op.Progress.FannedOut && !op.Status.Terminal() {
+			e.groupWork(nil)
+			if op, err = e.ports.Journal.GetOperation(context.Background(), op.ID); err != nil {
+				return op, n, err
+			}
+		}
 		if err == nil {
 			if !op.Status.Terminal() {
 				return op, n, fmt.Errorf("delivery %d: operation %s answered %s without an error", n, op.ID, op.Status)
@@ -235,10 +242,7 @@ func referenceRun(t *testing.T, p faultPath) faultRef {
 	e.em.ResetStats()
 	cr := &fake.Crasher{At: -1}
 	cj := &countingJournal{Journal: e.ports.Journal}
-	op, err := deprovision.NewEngine(cr.Wrap(withJournal(e.ports, cj)), deprovision.Config{LeaseDuration: time.Minute, GroupPageSize: 2}).Submit(context.Background(), req)
-	if err != nil {
-		t.Fatalf("%s: uninterrupted run: %v", p.name, err)
-	}
+	op := e.submitTo(deprovision.NewEngine(cr.Wrap(withJournal(e.ports, cj)), deprovision.Config{LeaseDuration: time.Minute, GroupPageSize: 2}), req)
 	succeeded(t, op)
 	return faultRef{status: op.Status, state: e.state(t, op.ID, req.RegistrationID, ids, groups), writes: e.writesByOp(),
 		ops: e.calledOps(), effects: cr.Count(), journal: cj.calls()}
@@ -301,9 +305,24 @@ func (b *bulkEffects) wrap(d deprovision.Deps) deprovision.Deps {
 func (b *bulkEffects) Bulk(ctx context.Context, hub string, mode deprovision.BulkMode, items []deprovision.BulkItem) ([]deprovision.BulkItemResult, error) {
 	out, err := b.Devices.Bulk(ctx, hub, mode, items)
 	if err == nil {
-		b.at[b.cr.Count()+1] = true // inline application is sequential
+		b.at[b.cr.Count()+1] = true // the GroupWork messages are applied one at a time
 	}
 	return out, err
+}
+
+// dieAfter runs req as the app does (the delivery, then the GroupWork messages) in a process
+// that dies right after its at-th durable effect. It reports whether the run got that far, and
+// whether that effect was a hub bulk call (whose re-sending the resume cannot avoid).
+func (e *env) dieAfter(at int, req deprovision.Request) (died, afterBulk bool) {
+	cr := &fake.Crasher{At: at}
+	bulks := &bulkEffects{cr: cr, at: map[int]bool{}}
+	dead := func() bool { return cr.Count() >= at }
+	fake.Run(func() {
+		eng := e.engine(bulks.wrap)
+		_, _ = eng.Submit(context.Background(), req)
+		e.groupWorkUntil(eng, dead)
+	})
+	return dead(), bulks.at[at]
 }
 
 // faultKinds are the emulator faults injected on each operation a path calls.
@@ -426,13 +445,12 @@ func TestFaultSuite(t *testing.T) {
 					e := newFaultEnv(t)
 					req, ids, groups := p.setup(e)
 					e.em.ResetStats()
-					cr := &fake.Crasher{At: at}
-					bulks := &bulkEffects{cr: cr, at: map[int]bool{}}
-					if !fake.Run(func() { _, _ = e.engine(bulks.wrap).Submit(context.Background(), req) }) {
+					died, afterBulk := e.dieAfter(at, req)
+					if !died {
 						t.Fatalf("%s: the run did not reach effect %d", what, at)
 					}
 					bulkResends := 0
-					if bulks.at[at] {
+					if afterBulk {
 						bulkResends = 1 // died between the hub's answer and the journal write
 					}
 					e.reopenJournal() // a new process

@@ -103,10 +103,7 @@ func TestLargeGroup(t *testing.T) {
 	gid := seeded.Groups[0].ID
 	eng := deprovision.NewEngine(e.ports, deprovision.Config{GroupPageSize: 100})
 	e.em.ResetStats()
-	op, err := eng.Submit(context.Background(), deprovision.Request{EventID: "big-c", Source: "/scenario", Intent: deprovision.IntentGroupCompromised, EnrollmentGroupID: gid})
-	if err != nil {
-		t.Fatal(err)
-	}
+	op := e.submitTo(eng, deprovision.Request{EventID: "big-c", Source: "/scenario", Intent: deprovision.IntentGroupCompromised, EnrollmentGroupID: gid})
 	succeeded(t, op)
 	if op.Progress.Total != 1000 || op.Progress.Done != 1000 || op.Progress.Pages != 10 {
 		t.Fatalf("progress %+v", op.Progress)
@@ -131,10 +128,7 @@ func TestLargeGroup(t *testing.T) {
 		}
 	}
 
-	op, err = eng.Submit(context.Background(), deprovision.Request{EventID: "big-r", Source: "/scenario", Intent: deprovision.IntentGroupRetired, EnrollmentGroupID: gid})
-	if err != nil {
-		t.Fatal(err)
-	}
+	op = e.submitTo(eng, deprovision.Request{EventID: "big-r", Source: "/scenario", Intent: deprovision.IntentGroupRetired, EnrollmentGroupID: gid})
 	succeeded(t, op)
 	if e.group(gid) != nil {
 		t.Fatal("group left after group-retired")

@@ -209,7 +209,8 @@ func TestGroupMembers(t *testing.T) {
 }
 
 // TestMoved: an individual enrollment is retargeted; a symmetric-key member gets its own
-// enrollment on the target hub; both re-provision there.
+// enrollment on the target hub; the old identity stays until each re-provisions there, when
+// DPS removes it.
 func TestMoved(t *testing.T) {
 	e := newEnv(t)
 	key := randomKey()
@@ -230,11 +231,14 @@ func TestMoved(t *testing.T) {
 		r := request("move-"+c.rid, deprovision.IntentMoved, c.rid, 0)
 		r.TargetHub, r.EnrollmentGroupID = to, c.group
 		succeeded(t, e.submit(r))
-		if e.device(from, c.rid) != nil {
-			t.Fatalf("%s still in its old hub", c.rid)
+		if e.device(from, c.rid) == nil {
+			t.Fatalf("%s left its old hub before it moved", c.rid)
 		}
 		if got := e.mustProvision(c.rid, c.cred); got != to {
 			t.Fatalf("%s re-provisioned to %s, want %s", c.rid, got, to)
+		}
+		if e.device(from, c.rid) != nil {
+			t.Fatalf("%s still in its old hub after it moved", c.rid)
 		}
 	}
 }

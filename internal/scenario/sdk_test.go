@@ -2,7 +2,6 @@ package scenario_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -40,9 +39,7 @@ func (e *env) sdkProvision(d sdkDevice) (string, string) {
 	}
 	info, _ := json.Marshal(e.info)
 	dev, _ := json.Marshal(d)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, filepath.Join(root, "internal", "scenario", "sdkdevice.js"))
+	cmd := exec.CommandContext(testenv.Context(e.t), node, filepath.Join(root, "internal", "scenario", "sdkdevice.js"))
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "EMULATOR_INFO="+string(info), "SDK_DEVICE="+string(dev))
 	var out, errb bytes.Buffer

@@ -59,14 +59,7 @@ type handlerProc struct {
 	url  string
 	cmd  *exec.Cmd
 	done chan struct{}
-	log  bytes.Buffer
-	mu   sync.Mutex
-}
-
-func (p *handlerProc) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.log.Write(b)
+	log  testenv.Output
 }
 
 func (e *env) startHandlerProc(t *testing.T) *handlerProc {
@@ -88,29 +81,18 @@ func (e *env) startHandlerProc(t *testing.T) *handlerProc {
 	for i, h := range e.info.Hubs {
 		p.cmd.Env = append(p.cmd.Env, fmt.Sprintf("IOT_HUB_CONNECTION_STRING_%d=%s", i, h.ConnectionString))
 	}
-	p.cmd.Stderr = p
+	p.cmd.Stderr = &p.log
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	go func() { _ = p.cmd.Wait(); close(p.done) }()
 	t.Cleanup(p.kill)
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		if resp, err := http.Get(p.url + "/"); err == nil {
-			resp.Body.Close()
-			return p
-		}
-		select {
-		case <-p.done:
-			p.mu.Lock()
-			defer p.mu.Unlock()
-			t.Fatalf("the handler exited during start-up:\n%s", p.log.String())
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the handler did not answer GET / within 30s")
-		}
+	if testenv.UpOrExited(t, "the handler to answer GET /", p.done, testenv.AnswersGET(p.url+"/")) {
+		t.Fatalf("the handler exited during start-up:\n%s", p.log.String())
 	}
+	return p
+
 }
 
 // kill ends the process abruptly, as a crash or an evicted instance does.

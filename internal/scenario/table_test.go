@@ -154,8 +154,8 @@ func TestPolicyMatrixOnEmulator(t *testing.T) {
 					if en == nil || en.ProvisioningStatus == dps.ProvisioningStatusDisabled || len(en.IoTHubs) != 1 || en.IoTHubs[0] != other {
 						t.Fatalf("enrollment after moved: %+v, want enabled and pointed at %s", en, other)
 					}
-					if dev != nil {
-						t.Fatal("identity left in the old hub")
+					if dev == nil || dev.Status != iothub.DeviceStatusEnabled {
+						t.Fatalf("the old identity must wait for the device to move: %+v", dev)
 					}
 				case deprovision.IntentRecovered:
 					if dev == nil || dev.Status != iothub.DeviceStatusEnabled {
@@ -173,6 +173,9 @@ func TestPolicyMatrixOnEmulator(t *testing.T) {
 				case deprovision.IntentMoved:
 					if got := e.mustProvision(rid, *cred); got != other {
 						t.Fatalf("moved device provisioned to %s, want %s", got, other)
+					}
+					if e.device(hub, rid) != nil {
+						t.Fatal("DPS left the old identity after the device moved (migrateDeviceData)")
 					}
 				case deprovision.IntentRecovered:
 					e.mustProvision(rid, *cred)

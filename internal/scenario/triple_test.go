@@ -14,6 +14,7 @@ import (
 
 	"dpsdeprov/deprovision"
 	"dpsdeprov/handler"
+	"dpsdeprov/internal/testenv"
 )
 
 // eventFor renders req as the Event Grid event a sender would publish for it.
@@ -46,29 +47,40 @@ func (e *env) handlerServer() *httptest.Server {
 }
 
 // deliverEvent posts one DeviceEvents invocation as the host does, and delivers it again
-// while the answer is not 2xx (Event Grid's retry, without its back-off); it returns the
-// number of attempts.
+// while the answer says another delivery holds the device or the operation (Event Grid's
+// retry, without its back-off), until that delivery has ended; it returns the number of
+// attempts.
 func deliverEvent(t *testing.T, srv *httptest.Server, event map[string]any) (int, error) {
 	body, _ := json.Marshal(map[string]any{"Data": map[string]any{"event": event}, "Metadata": map[string]any{}})
-	for attempt := 1; attempt <= 500; attempt++ {
+	attempt := 0
+	var err error
+	werr := testenv.WaitFor(testenv.Context(t), func() bool {
+		attempt++
 		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/"+handler.FunctionDeviceEvents, bytes.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("X-Azure-Functions-InvocationId", fmt.Sprintf("inv-%d", attempt))
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return attempt, err
+		resp, derr := http.DefaultClient.Do(req)
+		if derr != nil {
+			err = derr
+			return true
 		}
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode/100 == 2 {
-			return attempt, nil
+		switch {
+		case resp.StatusCode/100 == 2:
+			err = nil
+			return true
+		case !strings.Contains(string(b), "busy") && !strings.Contains(string(b), "another delivery") && !strings.Contains(string(b), "being changed"):
+			err = fmt.Errorf("delivery answered %d: %s", resp.StatusCode, b)
+			return true
 		}
-		if !strings.Contains(string(b), "busy") && !strings.Contains(string(b), "another delivery") && !strings.Contains(string(b), "being changed") {
-			return attempt, fmt.Errorf("delivery answered %d: %s", resp.StatusCode, b)
-		}
-		time.Sleep(5 * time.Millisecond)
+		err = fmt.Errorf("still busy after %d deliveries: %s", attempt, b)
+		return false
+	})
+	if werr != nil {
+		return attempt, fmt.Errorf("%w: %v", werr, err)
 	}
-	return 500, fmt.Errorf("still failing after 500 deliveries")
+	return attempt, err
 }
 
 // TestTripleDelivery delivers each path's event three times at once through the real
@@ -84,6 +96,7 @@ func TestTripleDelivery(t *testing.T) {
 			if _, err := deliverEvent(t, one.handlerServer(), eventFor(req, at)); err != nil {
 				t.Fatal(err)
 			}
+			one.groupWork(nil) // a group fanned out: the GroupWork function applies its batches
 			opID := deprovision.OperationID(req.Source, "evt-"+req.EventID)
 			want, wantWrites := one.state(t, opID, req.RegistrationID, ids, groups), one.writesByOp()
 			if !strings.Contains(want, "operation succeeded") {
@@ -111,6 +124,7 @@ func TestTripleDelivery(t *testing.T) {
 					t.Fatalf("delivery %d: %v", i+1, err)
 				}
 			}
+			e.groupWork(nil)
 			for o, err := range e.ports.Journal.OpenOperations(t.Context(), e.clock.Now().Add(24*time.Hour)) {
 				if err != nil {
 					t.Fatal(err)

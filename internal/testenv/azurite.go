@@ -97,8 +97,11 @@ func FreePort() (int, error) {
 }
 
 // StartAzurite starts Azurite in memory, with telemetry off, on free loopback ports, and
-// waits until its table and queue ports accept connections.
+// waits until its table and queue ports accept connections, or it exits, or ctx ends (at
+// most [HungAfter]).
 func StartAzurite(ctx context.Context) (*Azurite, error) {
+	ctx, cancel := context.WithTimeout(ctx, HungAfter)
+	defer cancel()
 	bin, err := AzuriteBinary()
 	if err != nil {
 		return nil, err
@@ -140,7 +143,6 @@ func StartAzurite(ctx context.Context) (*Azurite, error) {
 		}
 	}()
 	go func() { _ = a.cmd.Wait(); close(a.done) }()
-	deadline := time.Now().Add(30 * time.Second)
 	for _, p := range []int{a.TablePort, a.QueuePort, a.BlobPort} {
 		for {
 			c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(p), 200*time.Millisecond)
@@ -155,12 +157,8 @@ func StartAzurite(ctx context.Context) (*Azurite, error) {
 				return nil, fmt.Errorf("azurite exited before it was ready: %v", errText)
 			case <-ctx.Done():
 				a.Stop()
-				return nil, ctx.Err()
+				return nil, fmt.Errorf("azurite did not open port %d: %w", p, ctx.Err())
 			case <-time.After(50 * time.Millisecond):
-			}
-			if time.Now().After(deadline) {
-				a.Stop()
-				return nil, fmt.Errorf("azurite did not open port %d within 30s", p)
 			}
 		}
 	}

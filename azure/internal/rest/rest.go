@@ -1,7 +1,10 @@
-// Package rest is the plumbing the DPS and IoT Hub clients share: endpoint checks, the azcore
-// pipeline with its authentication policy, the retry rule for calls that are not safe to
-// repeat, and one request/response round trip. What differs between the two services (how
-// an If-Match etag is written, where the error code is) is passed in by each client.
+// Package rest is the plumbing the DPS and IoT Hub clients share, built as the Azure SDK for
+// Go builds its generated clients: an azcore.Client (its pipeline with the authentication
+// policy, and its tracer, under the Microsoft.Devices tracing namespace), a span per method
+// ([Conn.StartSpan]), the retry rule for calls that are not safe to repeat, one
+// request/response round trip, and the query pager both services' queries use. What differs
+// between the two services (how an If-Match etag is written, where the error code is) is
+// passed in by each client.
 package rest
 
 import (
@@ -10,6 +13,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"time"
 
 	"dpsdeprov/azure/sas"
@@ -36,12 +40,12 @@ type Service struct {
 	NewError func(*http.Response) error
 }
 
-// Conn is a service endpoint with its pipeline. It is safe for concurrent use.
+// Conn is a service endpoint with its azcore.Client. It is safe for concurrent use.
 type Conn struct {
 	svc      Service
 	endpoint string
 	host     string
-	pl       runtime.Pipeline
+	client   *azcore.Client
 	// noBlindRetry is the retry configuration of calls that are not safe to repeat.
 	noBlindRetry policy.RetryOptions
 }
@@ -56,19 +60,35 @@ func New(svc Service, endpoint string, auth policy.Policy, co azcore.ClientOptio
 	if u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
 		return nil, fmt.Errorf("%s: endpoint %q must be https://{host} with no path or query", svc.Name, endpoint)
 	}
-	pl := runtime.NewPipeline(svc.Module, svc.Version, runtime.PipelineOptions{
+	client, err := azcore.NewClient(svc.Module, svc.Version, runtime.PipelineOptions{
 		APIVersion:             runtime.APIVersionOptions{Name: "api-version", Location: runtime.APIVersionLocationQueryParam},
 		PerRetry:               []policy.Policy{auth},
 		AllowedHeaders:         append([]string{"x-ms-continuation", "x-ms-item-type", "x-ms-max-item-count", "If-Match", "Retry-After"}, svc.AllowedHeaders...),
 		AllowedQueryParameters: []string{"api-version"},
-		Tracing:                runtime.TracingOptions{Namespace: "Microsoft.Devices"},
+		Tracing:                runtime.TracingOptions{Namespace: TracingNamespace},
 	}, &co)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", svc.Name, err)
+	}
 	nb := co.Retry
 	nb.ShouldRetry = func(resp *http.Response, err error) bool {
 		// Only a throttled request is known not to have been applied.
 		return err == nil && resp != nil && resp.StatusCode == http.StatusTooManyRequests
 	}
-	return &Conn{svc: svc, endpoint: "https://" + u.Host, host: u.Host, pl: pl, noBlindRetry: nb}, nil
+	return &Conn{svc: svc, endpoint: "https://" + u.Host, host: u.Host, client: client, noBlindRetry: nb}, nil
+}
+
+// TracingNamespace is the az.namespace attribute of every span of both clients: the Azure
+// resource provider of DPS and IoT Hub.
+const TracingNamespace = "Microsoft.Devices"
+
+// StartSpan starts the span of one client method, named as the Azure SDK names a method's
+// span ("Client.GetDevice"), with the client's tracer; the HTTP spans of the method's calls
+// are its children. Call the returned function with the method's error when it returns.
+// Without a tracer provider in the client options it costs nothing.
+func (c *Conn) StartSpan(ctx context.Context, name string) (context.Context, func(error)) {
+	ctx = context.WithValue(ctx, runtime.CtxAPINameKey{}, name)
+	return runtime.StartSpan(ctx, name, c.client.Tracer(), nil)
 }
 
 // NewFromConnectionString builds a Conn that signs with the shared access policy of a
@@ -139,7 +159,7 @@ func (c *Conn) Do(ctx context.Context, r Request) (*http.Response, error) {
 			return nil, err
 		}
 	}
-	resp, err := c.pl.Do(req)
+	resp, err := c.client.Pipeline().Do(req)
 	if err != nil {
 		return nil, err
 	}
@@ -147,6 +167,65 @@ func (c *Conn) Do(ctx context.Context, r Request) (*http.Response, error) {
 		return nil, c.svc.NewError(resp)
 	}
 	return resp, nil
+}
+
+// Send sends r as [Conn.Do] does and unmarshals the JSON answer into out (nil: the answer has
+// no body to read).
+func (c *Conn) Send(ctx context.Context, r Request, out any) (*http.Response, error) {
+	resp, err := c.Do(ctx, r)
+	if err != nil || out == nil {
+		return resp, err
+	}
+	return resp, runtime.UnmarshalAsJSON(resp, out)
+}
+
+// QuerySpecification is the body of a query operation.
+type QuerySpecification struct {
+	Query string `json:"query"`
+}
+
+// Query describes one of the services' query operations for [NewQueryPager]: a POST whose
+// pages are chained by the x-ms-continuation header.
+type Query struct {
+	// Path is already escaped.
+	Path string
+	// Body is the request body; nil for none (DPS's registration query has none).
+	Body any
+	// PageSize asks for at most this many items a page (x-ms-max-item-count); 0 leaves it to
+	// the service.
+	PageSize int32
+	// ContinuationToken resumes the query after the page that returned it.
+	ContinuationToken string
+}
+
+// NewQueryPager returns the pager of q. Each page's items (a JSON array) and the token of the
+// next page become a P with page; next reads the token back from a P ("" on the last page).
+// Each page is a span of the client's tracer, as azcore's pagers make it.
+func NewQueryPager[T, P any](c *Conn, q Query, page func(items []T, next string) P, next func(P) string) *runtime.Pager[P] {
+	return runtime.NewPager(runtime.PagingHandler[P]{
+		More: func(p P) bool { return next(p) != "" },
+		Fetcher: func(ctx context.Context, prev *P) (P, error) {
+			var zero P
+			token := q.ContinuationToken
+			if prev != nil {
+				token = next(*prev)
+			}
+			h := map[string]string{}
+			if q.PageSize > 0 {
+				h["x-ms-max-item-count"] = strconv.Itoa(int(q.PageSize))
+			}
+			if token != "" {
+				h["x-ms-continuation"] = token
+			}
+			var items []T
+			resp, err := c.Send(ctx, Request{Method: http.MethodPost, Path: q.Path, Body: q.Body, Header: h, Idempotent: true, OK: []int{http.StatusOK}}, &items)
+			if err != nil {
+				return zero, err
+			}
+			return page(items, resp.Header.Get("x-ms-continuation")), nil
+		},
+		Tracer: c.client.Tracer(),
+	})
 }
 
 // IdempotentWrite reports whether a write with this If-Match may be repeated safely: only an

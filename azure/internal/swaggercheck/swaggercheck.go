@@ -1,65 +1,42 @@
-// Package swaggercheck checks HTTP requests against a Swagger 2.0 (OpenAPI 2) description:
-// the method and path exist (with path templates), every query parameter and API header is
-// declared and the required ones are present, enum values are valid, and the JSON body
-// matches the referenced definition (types, required fields, enums, no undeclared or
-// read-only fields). The clients' tests record every request they send with [Recorder] and
-// check them all, so a field name or parameter the service does not know fails a test.
+// Package swaggercheck checks the requests the clients send against the services' Swagger 2.0
+// (OpenAPI 2) descriptions, with kin-openapi: the description is converted to OpenAPI 3
+// (openapi2conv), each request is routed to its operation (the method and path exist, with
+// path templates) and validated (openapi3filter: required and typed parameters, enum values,
+// the JSON body against its schema, no read-only field, no body where the operation declares
+// none). Two rules are the check's own, since a client must not send what the service does
+// not know: every query parameter and API header must be declared, and a body object may hold
+// only the properties its schema declares (unless the schema says additionalProperties). The
+// clients' tests record every request they send with [Recorder] and check them all, so a
+// field name or parameter the service does not know fails a test.
 package swaggercheck
 
 import (
 	"bytes"
-	"encoding/json"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"os"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/getkin/kin-openapi/openapi2"
+	"github.com/getkin/kin-openapi/openapi2conv"
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
+	"github.com/getkin/kin-openapi/routers/gorillamux"
 )
 
-// Spec is a loaded Swagger 2.0 document.
+// Spec is a loaded Swagger 2.0 document, converted to OpenAPI 3 and routed.
 type Spec struct {
-	Name        string
-	Paths       map[string]map[string]json.RawMessage
-	Parameters  map[string]*Parameter
-	Definitions map[string]*Schema
-}
-
-// Parameter is a Swagger parameter.
-type Parameter struct {
-	Ref      string  `json:"$ref"`
-	Name     string  `json:"name"`
-	In       string  `json:"in"`
-	Required bool    `json:"required"`
-	Type     string  `json:"type"`
-	Enum     []any   `json:"enum"`
-	Schema   *Schema `json:"schema"`
-	Format   string  `json:"format"`
-	Items    *Schema `json:"items"`
-	Default  any     `json:"default"`
-}
-
-// Schema is the subset of a Swagger schema the check understands.
-type Schema struct {
-	Ref                  string             `json:"$ref"`
-	Type                 string             `json:"type"`
-	Format               string             `json:"format"`
-	Enum                 []any              `json:"enum"`
-	Required             []string           `json:"required"`
-	Properties           map[string]*Schema `json:"properties"`
-	AdditionalProperties json.RawMessage    `json:"additionalProperties"`
-	Items                *Schema            `json:"items"`
-	ReadOnly             bool               `json:"readOnly"`
-}
-
-type operation struct {
-	OperationID string       `json:"operationId"`
-	Parameters  []*Parameter `json:"parameters"`
+	Name   string
+	doc    *openapi3.T
+	router routers.Router
 }
 
 // Load reads a Swagger 2.0 JSON file.
@@ -68,12 +45,83 @@ func Load(path string) (*Spec, error) {
 	if err != nil {
 		return nil, err
 	}
-	var s Spec
-	if err := json.Unmarshal(b, &s); err != nil {
+	var doc2 openapi2.T
+	if err := doc2.UnmarshalJSON(b); err != nil {
 		return nil, fmt.Errorf("parsing %s: %w", path, err)
 	}
-	s.Name = path
-	return &s, nil
+	doc, err := openapi2conv.ToV3(&doc2)
+	if err != nil {
+		return nil, fmt.Errorf("converting %s to OpenAPI 3: %w", path, err)
+	}
+	// The description names a placeholder host ("your-dps.azure-devices-provisioning.net"):
+	// route by path, whatever the instance.
+	doc.Servers = nil
+	closeObjects(doc)
+	router, err := gorillamux.NewRouter(doc)
+	if err != nil {
+		return nil, fmt.Errorf("routing %s: %w", path, err)
+	}
+	return &Spec{Name: path, doc: doc, router: router}, nil
+}
+
+// closeObjects makes every object schema that declares properties, and says nothing of
+// additional ones, refuse undeclared properties: JSON Schema allows them by default, and a
+// client that sends a misspelt field would pass.
+func closeObjects(doc *openapi3.T) {
+	no := false
+	seen := map[*openapi3.Schema]bool{}
+	var walk func(*openapi3.SchemaRef)
+	walk = func(r *openapi3.SchemaRef) {
+		if r == nil || r.Value == nil || seen[r.Value] {
+			return
+		}
+		s := r.Value
+		seen[s] = true
+		if len(s.Properties) > 0 && s.AdditionalProperties.Has == nil && s.AdditionalProperties.Schema == nil {
+			s.AdditionalProperties.Has = &no
+		}
+		for _, p := range s.Properties {
+			walk(p)
+		}
+		walk(s.Items)
+		walk(s.AdditionalProperties.Schema)
+		for _, l := range []openapi3.SchemaRefs{s.AllOf, s.AnyOf, s.OneOf} {
+			for _, x := range l {
+				walk(x)
+			}
+		}
+	}
+	for _, s := range doc.Components.Schemas {
+		walk(s)
+	}
+	for _, b := range doc.Components.RequestBodies {
+		if b.Value != nil {
+			for _, m := range b.Value.Content {
+				walk(m.Schema)
+			}
+		}
+	}
+	for _, item := range doc.Paths.Map() {
+		for _, op := range item.Operations() {
+			if op.RequestBody != nil && op.RequestBody.Value != nil {
+				for _, m := range op.RequestBody.Value.Content {
+					walk(m.Schema)
+				}
+			}
+		}
+	}
+}
+
+// Operations lists the operationId of every operation of the description.
+func (s *Spec) Operations() []string {
+	var out []string
+	for _, item := range s.doc.Paths.Map() {
+		for _, op := range item.Operations() {
+			out = append(out, op.OperationID)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // Request is one recorded request.
@@ -93,239 +141,87 @@ var standardHeaders = []string{
 	"User-Agent", "X-Ms-Client-Request-Id", "Traceparent", "Tracestate",
 }
 
-func (s *Spec) resolveParam(p *Parameter) *Parameter {
-	if p.Ref != "" {
-		if r := s.Parameters[strings.TrimPrefix(p.Ref, "#/parameters/")]; r != nil {
-			return r
-		}
-	}
-	return p
-}
-
-// match finds the operation for method and path, preferring the template with the most
-// literal segments (so /enrollments/query wins over /enrollments/{id}).
-func (s *Spec) match(method, path string) (string, *operation, map[string]string, error) {
-	segs := strings.Split(strings.Trim(path, "/"), "/")
-	best, bestLit := "", -1
-	var bestVars map[string]string
-	pathExists := false
-	for tmpl, ops := range s.Paths {
-		ts := strings.Split(strings.Trim(tmpl, "/"), "/")
-		if len(ts) != len(segs) {
-			continue
-		}
-		vars, lit, ok := map[string]string{}, 0, true
-		for i, t := range ts {
-			seg, err := url.PathUnescape(segs[i])
-			if err != nil {
-				return "", nil, nil, fmt.Errorf("path segment %q is not valid escaping", segs[i])
-			}
-			if strings.HasPrefix(t, "{") && strings.HasSuffix(t, "}") {
-				if seg == "" {
-					ok = false
-					break
-				}
-				vars[t[1:len(t)-1]] = seg
-				continue
-			}
-			if t != segs[i] {
-				ok = false
-				break
-			}
-			lit++
-		}
-		if !ok {
-			continue
-		}
-		pathExists = true
-		if _, has := ops[strings.ToLower(method)]; !has {
-			continue
-		}
-		if lit > bestLit {
-			best, bestLit, bestVars = tmpl, lit, vars
-		}
-	}
-	if best == "" {
-		if pathExists {
-			return "", nil, nil, fmt.Errorf("method %s is not declared for path %s", method, path)
-		}
-		return "", nil, nil, fmt.Errorf("path %s matches no path of the spec", path)
-	}
-	var op operation
-	if err := json.Unmarshal(s.Paths[best][strings.ToLower(method)], &op); err != nil {
-		return "", nil, nil, err
-	}
-	return best, &op, bestVars, nil
-}
-
 // Check validates one request and returns its operationId and every problem found.
 func (s *Spec) Check(r Request) (string, []error) {
+	hr, err := http.NewRequest(r.Method, r.URL.String(), bytes.NewReader(r.Body))
+	if err != nil {
+		return "", []error{fmt.Errorf("%s: %w", r, err)}
+	}
+	hr.Header = r.Header.Clone()
+	route, vars, err := s.router.FindRoute(hr)
+	switch {
+	case errors.Is(err, routers.ErrMethodNotAllowed):
+		return "", []error{fmt.Errorf("%s: method %s is not declared for path %s", r, r.Method, r.URL.Path)}
+	case err != nil:
+		return "", []error{fmt.Errorf("%s: path %s matches no path of the spec: %w", r, r.URL.Path, err)}
+	}
 	var errs []error
 	bad := func(format string, a ...any) {
 		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{r}, a...)...))
 	}
-	_, op, vars, err := s.match(r.Method, r.URL.EscapedPath())
-	if err != nil {
-		return "", []error{fmt.Errorf("%s: %w", r, err)}
-	}
-	params := make([]*Parameter, 0, len(op.Parameters))
-	for _, p := range op.Parameters {
-		params = append(params, s.resolveParam(p))
-	}
-	q := r.URL.Query()
-	var bodyParam *Parameter
-	for _, p := range params {
-		switch p.In {
-		case "path":
-			if vars[p.Name] == "" && p.Required {
-				bad("path parameter %s is empty", p.Name)
-			}
-		case "query":
-			v, ok := q[p.Name]
-			if !ok && p.Required {
-				bad("required query parameter %s is missing", p.Name)
-			}
-			if ok {
-				checkValue(p, v[0], bad)
-			}
-		case "header":
-			v := r.Header.Get(p.Name)
-			if v == "" && p.Required {
-				bad("required header %s is missing", p.Name)
-			}
-			if v != "" {
-				checkValue(p, v, bad)
-			}
-		case "body":
-			bodyParam = p
+	err = openapi3filter.ValidateRequest(context.Background(), &openapi3filter.RequestValidationInput{
+		Request: hr, PathParams: vars, Route: route,
+		Options: &openapi3filter.Options{MultiError: true, RejectWhenRequestBodyNotSpecified: true, SkipSettingDefaults: true,
+			AuthenticationFunc: openapi3filter.NoopAuthenticationFunc},
+	})
+	var me openapi3.MultiError
+	switch {
+	case errors.As(err, &me):
+		for _, e := range me {
+			bad("%s", describe(e))
 		}
+	case err != nil:
+		bad("%s", describe(err))
 	}
-	for name := range q {
-		if !slices.ContainsFunc(params, func(p *Parameter) bool { return p.In == "query" && p.Name == name }) {
+	declared := func(in, name string) bool {
+		for _, params := range []openapi3.Parameters{route.PathItem.Parameters, route.Operation.Parameters} {
+			if params.GetByInAndName(in, name) != nil {
+				return true
+			}
+			for _, p := range params {
+				if p.Value != nil && p.Value.In == in && strings.EqualFold(p.Value.Name, name) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	for name := range r.URL.Query() {
+		if !declared(openapi3.ParameterInQuery, name) {
 			bad("query parameter %s is not declared", name)
 		}
 	}
 	for name := range r.Header {
-		if slices.ContainsFunc(standardHeaders, func(h string) bool { return strings.EqualFold(h, name) }) {
-			continue
-		}
-		if !slices.ContainsFunc(params, func(p *Parameter) bool { return p.In == "header" && strings.EqualFold(p.Name, name) }) {
+		if !slices.ContainsFunc(standardHeaders, func(h string) bool { return strings.EqualFold(h, name) }) && !declared(openapi3.ParameterInHeader, name) {
 			bad("header %s is not declared", name)
 		}
 	}
-	body := bytes.TrimSpace(r.Body)
-	switch {
-	case bodyParam == nil && len(body) > 0:
-		bad("sends a body but the operation declares none")
-	case bodyParam != nil && len(body) == 0 && bodyParam.Required:
-		bad("the required body %s is missing", bodyParam.Name)
-	case bodyParam != nil && len(body) > 0:
-		if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
-			bad("body Content-Type is %q, not application/json", ct)
-		}
-		var v any
-		if err := json.Unmarshal(body, &v); err != nil {
-			bad("body is not JSON: %v", err)
-			break
-		}
-		for _, e := range s.validate(bodyParam.Schema, v, "body") {
-			bad("%s", e)
-		}
-	}
-	return op.OperationID, errs
+	return route.Operation.OperationID, errs
 }
 
-func checkValue(p *Parameter, v string, bad func(string, ...any)) {
-	if len(p.Enum) > 0 && !slices.ContainsFunc(p.Enum, func(e any) bool { return fmt.Sprint(e) == v }) {
-		bad("%s %s=%q is not one of %v", p.In, p.Name, v, p.Enum)
+// describe says what a validation error is about in one line: kin-openapi's own text of a
+// schema error carries the whole schema.
+func describe(err error) string {
+	where := "body"
+	var re *openapi3filter.RequestError
+	if errors.As(err, &re) && re.Parameter != nil {
+		where = re.Parameter.In + " parameter " + re.Parameter.Name
 	}
-	if p.Type == "integer" {
-		var n int64
-		if _, err := fmt.Sscan(v, &n); err != nil {
-			bad("%s %s=%q is not an integer", p.In, p.Name, v)
+	var se *openapi3.SchemaError
+	if errors.As(err, &se) {
+		if p := se.JSONPointer(); len(p) > 0 {
+			where += " ." + strings.Join(p, ".")
 		}
+		return where + ": " + se.Reason
 	}
-}
-
-func (s *Spec) deref(sc *Schema) *Schema {
-	for sc != nil && sc.Ref != "" {
-		sc = s.Definitions[strings.TrimPrefix(sc.Ref, "#/definitions/")]
+	if re != nil {
+		reason := re.Reason
+		if re.Err != nil && !strings.Contains(reason, re.Err.Error()) {
+			reason = strings.TrimPrefix(reason+": "+re.Err.Error(), ": ")
+		}
+		return where + ": " + reason
 	}
-	return sc
-}
-
-// validate checks a decoded JSON value against a request schema.
-func (s *Spec) validate(sc *Schema, v any, at string) []string {
-	sc = s.deref(sc)
-	if sc == nil {
-		return nil
-	}
-	var out []string
-	if len(sc.Enum) > 0 && !slices.ContainsFunc(sc.Enum, func(e any) bool { return fmt.Sprint(e) == fmt.Sprint(v) }) {
-		out = append(out, fmt.Sprintf("%s = %v is not one of %v", at, v, sc.Enum))
-	}
-	typ := sc.Type
-	if typ == "" && sc.Properties != nil {
-		typ = "object"
-	}
-	switch typ {
-	case "object":
-		m, ok := v.(map[string]any)
-		if !ok {
-			return append(out, fmt.Sprintf("%s is %T, want an object", at, v))
-		}
-		for _, r := range sc.Required {
-			if _, ok := m[r]; !ok {
-				out = append(out, fmt.Sprintf("%s lacks the required field %s", at, r))
-			}
-		}
-		keys := make([]string, 0, len(m))
-		for k := range m {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			ps, ok := sc.Properties[k]
-			if !ok {
-				if len(sc.AdditionalProperties) == 0 || string(sc.AdditionalProperties) == "false" {
-					if sc.Properties != nil {
-						out = append(out, fmt.Sprintf("%s has the undeclared field %s", at, k))
-					}
-				}
-				continue
-			}
-			if ps.ReadOnly || s.deref(ps).ReadOnly {
-				out = append(out, fmt.Sprintf("%s sends the read-only field %s", at, k))
-			}
-			out = append(out, s.validate(ps, m[k], at+"."+k)...)
-		}
-	case "array":
-		a, ok := v.([]any)
-		if !ok {
-			return append(out, fmt.Sprintf("%s is %T, want an array", at, v))
-		}
-		for i, e := range a {
-			out = append(out, s.validate(sc.Items, e, fmt.Sprintf("%s[%d]", at, i))...)
-		}
-	case "string":
-		if _, ok := v.(string); !ok {
-			out = append(out, fmt.Sprintf("%s is %T, want a string", at, v))
-		}
-	case "boolean":
-		if _, ok := v.(bool); !ok {
-			out = append(out, fmt.Sprintf("%s is %T, want a boolean", at, v))
-		}
-	case "integer":
-		f, ok := v.(float64)
-		if !ok || f != float64(int64(f)) {
-			out = append(out, fmt.Sprintf("%s is %v, want an integer", at, v))
-		}
-	case "number":
-		if _, ok := v.(float64); !ok {
-			out = append(out, fmt.Sprintf("%s is %T, want a number", at, v))
-		}
-	}
-	return out
+	return err.Error()
 }
 
 // Recorder is an azcore per-retry policy that records every request it sees. Put it in

@@ -56,16 +56,16 @@ func TestCheckFindsProblems(t *testing.T) {
 	}{
 		{dps, req("GET", base+"/enrollment/dev-1?api-version=2021-10-01", "", nil), "matches no path"},
 		{dps, req("PATCH", base+"/enrollments/dev-1?api-version=2021-10-01", "", nil), "not declared for path"},
-		{dps, req("GET", base+"/enrollments/dev-1", "", nil), "api-version is missing"},
+		{dps, req("GET", base+"/enrollments/dev-1", "", nil), "api-version: value is required but missing"},
 		{dps, req("GET", base+"/enrollments/dev-1?api-version=2021-10-01&top=3", "", nil), "query parameter top is not declared"},
 		{dps, req("GET", base+"/enrollments/dev-1?api-version=2021-10-01", "", map[string]string{"x-ms-continuation": "x"}), "header X-Ms-Continuation is not declared"},
-		{dps, req("PUT", base+"/enrollments/dev-1?api-version=2021-10-01", `{"registrationId":"dev-1"}`, nil), "required field attestation"},
-		{dps, req("PUT", base+"/enrollments/dev-1?api-version=2021-10-01", `{"registrationId":"dev-1","attestation":{"type":"psk"}}`, nil), "is not one of"},
-		{dps, req("PUT", base+"/enrollments/dev-1?api-version=2021-10-01", `{"registrationId":"dev-1","attestation":{"type":"tpm"},"provisioningState":"disabled"}`, nil), "undeclared field provisioningState"},
-		{dps, req("PUT", base+"/enrollments/dev-1?api-version=2021-10-01", `{"registrationId":"dev-1","attestation":{"type":"tpm"},"createdDateTimeUtc":"2024-01-01T00:00:00Z"}`, nil), "read-only field"},
-		{dps, req("POST", base+"/registrations/g1/query?api-version=2021-10-01", `{"query":"x"}`, nil), "declares none"},
+		{dps, req("PUT", base+"/enrollments/dev-1?api-version=2021-10-01", `{"registrationId":"dev-1"}`, nil), `property "attestation" is missing`},
+		{dps, req("PUT", base+"/enrollments/dev-1?api-version=2021-10-01", `{"registrationId":"dev-1","attestation":{"type":"psk"}}`, nil), "is not one of the allowed values"},
+		{dps, req("PUT", base+"/enrollments/dev-1?api-version=2021-10-01", `{"registrationId":"dev-1","attestation":{"type":"tpm"},"provisioningState":"disabled"}`, nil), `property "provisioningState" is unsupported`},
+		{dps, req("PUT", base+"/enrollments/dev-1?api-version=2021-10-01", `{"registrationId":"dev-1","attestation":{"type":"tpm"},"createdDateTimeUtc":"2024-01-01T00:00:00Z"}`, nil), `readOnly property "createdDateTimeUtc" in request`},
+		{dps, req("POST", base+"/registrations/g1/query?api-version=2021-10-01", `{"query":"x"}`, nil), "request body not allowed"},
 		{hub, req("POST", "https://hub1.azure-devices.net/devices?api-version=2021-04-12", `[{"id":"d1","importMode":"remove"}]`, nil), "is not one of"},
-		{hub, req("POST", "https://hub1.azure-devices.net/devices?api-version=2021-04-12", `[{"id":"d1","importMode":"delete","etag":"x"}]`, nil), "undeclared field etag"},
+		{hub, req("POST", "https://hub1.azure-devices.net/devices?api-version=2021-04-12", `[{"id":"d1","importMode":"delete","etag":"x"}]`, nil), `body .0: property "etag" is unsupported`},
 		{hub, req("PUT", "https://hub1.azure-devices.net/devices/d1?api-version=2021-04-12", `{"deviceId":"d1","status":"off"}`, nil), "is not one of"},
 	}
 	for _, b := range bad {
