@@ -75,6 +75,13 @@ type Options struct {
 	// whatever its items, the app waits for that one operation of the DPS budget here, so that
 	// every item queued by the time the budget allows the call rides in it.
 	Reserve func(context.Context) (context.Context, error)
+	// Gather is how long a bulk call may wait, before it asks for its budget (Reserve), for
+	// its items to fill: it goes at once when 10 wait, or when every coalesced request of
+	// the instance has reached its blocking enrollment (no more can come soon), and at the
+	// latest when its oldest item has waited Gather. A call that leaves half empty spends a
+	// DPS operation for a few items, and under a burst DPS's budget is the bottleneck.
+	// Default 1s; negative: never wait.
+	Gather time.Duration
 	// Logger receives a line per listing. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -97,7 +104,11 @@ type Coalescer struct {
 	queues   map[string][]*item // by flow
 	order    []string           // flows with items, served in turn
 	inflight int
-	stats    Stats
+	// coming counts the admitted coalesced requests that have not yet asked for their
+	// blocking enrollment (nor left): items that may still join a call (Options.Gather).
+	coming int
+	kick   chan struct{} // a new item, or one fewer coming
+	stats  Stats
 }
 
 var _ deprovision.Burst = (*Coalescer)(nil)
@@ -141,6 +152,9 @@ func New(regs deprovision.Registrations, bulk deprovision.BulkEnrollments, o *Op
 	if opts.AdmitWithin <= 0 {
 		opts.AdmitWithin = 15 * time.Second
 	}
+	if opts.Gather == 0 {
+		opts.Gather = time.Second
+	}
 	if opts.PageSize <= 0 {
 		opts.PageSize = 1000
 	}
@@ -154,7 +168,7 @@ func New(regs deprovision.Registrations, bulk deprovision.BulkEnrollments, o *Op
 		opts.Logger = slog.Default()
 	}
 	return &Coalescer{regs: regs, bulk: bulk, o: opts, now: time.Now, slots: make(chan struct{}, opts.MaxInFlight),
-		flows: map[string]int{}, groups: map[string]*group{}, queues: map[string][]*item{}}
+		flows: map[string]int{}, groups: map[string]*group{}, queues: map[string][]*item{}, kick: make(chan struct{}, 1)}
 }
 
 // Stats returns the coalescer's counters.
@@ -215,12 +229,45 @@ func (c *Coalescer) Join(ctx context.Context, req deprovision.Request) (context.
 		}
 		return ctx, deprovision.BurstSingle, leave, nil // the engine meets the ended context at its first call
 	}
-	c.count(&c.stats.Coalesced)
+	m := &member{}
+	c.bmu.Lock()
+	c.stats.Coalesced++
+	c.coming++
+	c.bmu.Unlock()
 	var freed sync.Once
-	return context.WithValue(c.o.Lane(ctx), flowKey{}, key), deprovision.BurstCoalesce, func() {
-		freed.Do(func() { <-c.slots })
+	ctx = context.WithValue(context.WithValue(c.o.Lane(ctx), flowKey{}, key), memberKey{}, m)
+	return ctx, deprovision.BurstCoalesce, func() {
+		freed.Do(func() {
+			c.bmu.Lock()
+			c.arrivedLocked(m)
+			c.bmu.Unlock()
+			<-c.slots
+		})
 		leave()
 	}, nil
+}
+
+// member is one admitted coalesced request, in its context.
+type member struct{ arrived bool }
+
+type memberKey struct{}
+
+// arrivedLocked counts m as no longer coming: it asked for its blocking enrollment, or left
+// without one. Callers hold bmu.
+func (c *Coalescer) arrivedLocked(m *member) {
+	if m == nil || m.arrived {
+		return
+	}
+	m.arrived = true
+	c.coming--
+	c.kickLocked()
+}
+
+func (c *Coalescer) kickLocked() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
 }
 
 // errDefer says a coalesced request found no free slot and is to be deferred.
@@ -284,6 +331,7 @@ type item struct {
 	e    *deprovision.Enrollment
 	ctx  context.Context
 	done chan error
+	at   time.Time // when it was queued
 }
 
 // maxBulk is DPS's limit of items per bulk enrollment operation.
@@ -294,8 +342,11 @@ const maxBulk = 10
 // flow after another, so that a burst from one group does not hold up another flow's item.
 func (c *Coalescer) Block(ctx context.Context, e *deprovision.Enrollment) error {
 	flow, _ := ctx.Value(flowKey{}).(string)
-	it := &item{e: e, ctx: ctx, done: make(chan error, 1)}
+	it := &item{e: e, ctx: ctx, done: make(chan error, 1), at: c.now()}
+	m, _ := ctx.Value(memberKey{}).(*member)
 	c.bmu.Lock()
+	c.arrivedLocked(m)
+	c.kickLocked()
 	if len(c.queues[flow]) == 0 {
 		c.order = append(c.order, flow)
 	}
@@ -348,7 +399,17 @@ func (c *Coalescer) send(ctx context.Context) {
 			c.bmu.Unlock()
 			return
 		}
+		wait := c.gatherLocked()
 		c.bmu.Unlock()
+		if wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-c.kick:
+			case <-t.C:
+			}
+			t.Stop()
+			continue
+		}
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		var err error
 		if c.o.Reserve != nil {
@@ -381,6 +442,30 @@ func (c *Coalescer) send(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// gatherLocked returns how long the next call should wait for more items (Options.Gather), or
+// 0 when it should go now. Callers hold bmu.
+func (c *Coalescer) gatherLocked() time.Duration {
+	if c.o.Gather < 0 || c.coming <= 0 {
+		return 0
+	}
+	n, oldest := 0, time.Time{}
+	for _, q := range c.queues {
+		for _, it := range q {
+			if it.ctx.Err() != nil {
+				continue
+			}
+			n++
+			if oldest.IsZero() || it.at.Before(oldest) {
+				oldest = it.at
+			}
+		}
+	}
+	if n >= maxBulk || n == 0 {
+		return 0
+	}
+	return max(0, oldest.Add(c.o.Gather).Sub(c.now()))
 }
 
 // --- registration lookups ---

@@ -280,6 +280,65 @@ func TestReserveFillsTheCall(t *testing.T) {
 	}
 }
 
+// A bulk call waits for its items to fill (Options.Gather): it goes when 10 wait, or when
+// every admitted request has asked for its block or left, not before.
+func TestCallGathersItsItems(t *testing.T) {
+	s := newDPS(0)
+	c := coalesce.New(s, s, &coalesce.Options{Logger: quiet(), At: 1, MaxInFlight: 100, Calls: 1, Gather: time.Hour})
+	ctx := context.Background()
+	join := func(n int, prefix string) ([]context.Context, []func()) {
+		var ctxs []context.Context
+		var leaves []func()
+		for i := range n {
+			cctx, mode, leave, err := c.Join(ctx, compromised(fmt.Sprintf("%s-%02d", prefix, i), "g"))
+			if mode != d.BurstCoalesce || err != nil {
+				t.Fatalf("join: %v %v", mode, err)
+			}
+			ctxs, leaves = append(ctxs, cctx), append(leaves, leave)
+		}
+		return ctxs, leaves
+	}
+	var wg sync.WaitGroup
+	block := func(ctx context.Context, id string) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := c.Block(ctx, &d.Enrollment{RegistrationID: id, Attestation: d.AttestationSymmetricKey}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+
+	// Three admitted, two blocks asked for: the call waits for the third.
+	ctxs, leaves := join(3, "a")
+	block(ctxs[0], "a-00")
+	block(ctxs[1], "a-01")
+	testenv.Eventually(t, "two items to wait", func() bool { return c.Stats().Waiting == 2 })
+	if st := c.Stats(); st.BulkCalls != 0 {
+		t.Fatalf("a call left with 2 items while a third request was coming: %+v", st)
+	}
+	leaves[2]() // it left without a block: nothing more is coming
+	wg.Wait()
+	if len(s.calls) != 1 || len(s.calls[0]) != 2 {
+		t.Fatalf("bulk calls %v, want one of the 2 items", s.calls)
+	}
+	leaves[0]()
+	leaves[1]()
+
+	// Twelve admitted: ten blocks fill a call at once, however many are still coming.
+	ctxs, leaves = join(12, "b")
+	for i := range 10 {
+		block(ctxs[i], fmt.Sprintf("b-%02d", i))
+	}
+	wg.Wait()
+	if len(s.calls) != 2 || len(s.calls[1]) != 10 {
+		t.Fatalf("bulk calls %v, want a second one of 10 items", s.calls)
+	}
+	for _, l := range leaves {
+		l()
+	}
+}
+
 // Coalesced requests beyond MaxInFlight wait in Join until one leaves (or their context
 // ends), before they do any work; past AdmitWithin they are answered busy. With a burst
 // queue, they are deferred at once instead, except those the queue delivers, which wait.
