@@ -49,7 +49,7 @@ func TestGroupCompromiseDisablesEnrollmentsKeyedFromTheGroup(t *testing.T) {
 		t.Fatalf("the move enrollment must hold both derived keys: %v", err)
 	}
 	g := d.Request{EventID: "gc", Source: "sec", Intent: d.IntentGroupCompromised, EnrollmentGroupID: "sk-group", EventTime: t0.Add(3 * time.Hour)}
-	op := submit(t, e, g)
+	op := w.run(t, e, g)
 	if op.Status != d.StatusSucceeded {
 		t.Fatalf("group-compromised: %s %s\n%s", op.Status, op.Reason, op.Plan)
 	}
@@ -113,7 +113,7 @@ func TestGroupDisableKeepsIdentities(t *testing.T) {
 		}
 		w.hubs.AddDevice(dev)
 	}
-	op := submit(t, w.engine(w.deps()), d.Request{EventID: "gc", Source: "sec", Intent: d.IntentGroupCompromised, EnrollmentGroupID: "g", EventTime: t0.Add(time.Hour)})
+	op := w.run(t, w.engine(w.deps()), d.Request{EventID: "gc", Source: "sec", Intent: d.IntentGroupCompromised, EnrollmentGroupID: "g", EventTime: t0.Add(time.Hour)})
 	if op.Status != d.StatusSucceeded || op.Progress.Done != n {
 		t.Fatalf("%s %s %+v", op.Status, op.Reason, op.Progress)
 	}
