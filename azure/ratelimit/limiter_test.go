@@ -173,7 +173,7 @@ func bulkLoad(t *testing.T, l *Limiter, hub string, count, n int) (done *atomic.
 // In one process, a high-priority caller is served before the bulk callers queued ahead of it.
 func TestHighPriorityOvertakesQueuedBulkInProcess(t *testing.T) {
 	l := newLimiter(t, newTable(t), Options{PerMinute: 1200}) // 20 a window, 18 for bulk until release
-	const callers = 30 // 15 s of bulk work: the hub stays saturated however slow the machine is
+	const callers = 30                                        // 15 s of bulk work: the hub stays saturated however slow the machine is
 	done, stop := bulkLoad(t, l, "hub1", callers, 10)
 	defer stop()
 	before := done.Load()
