@@ -58,7 +58,7 @@ func TestHoldIsAnnouncedOnceOnTheWayIn(t *testing.T) {
 	if err != nil || got.Status != d.StatusRunning || !got.Progress.FannedOut {
 		t.Fatalf("approve: %v %v; want the group fanned out to the GroupWork queue", got, err)
 	}
-	if err := w.q.deliverAll(ctx, e); err != nil {
+	if err := w.q.DeliverAll(ctx, e); err != nil {
 		t.Fatal(err)
 	}
 	if len(w.note.held) != 1 || !slices.Equal(w.note.ops, []string{op.ID + " succeeded"}) {

@@ -71,7 +71,7 @@ func TestGroupResumeResendsNoJournaledBulkCall(t *testing.T) {
 		if !fake.Run(func() {
 			e := engine(cr.Wrap(deps))
 			_, _ = e.Submit(context.Background(), req)
-			_ = w.q.deliverAll(context.Background(), e)
+			_ = w.q.DeliverAll(context.Background(), e)
 		}) {
 			break
 		}
@@ -130,7 +130,7 @@ func TestRedeliveredBatchIsCountedFromItsRecord(t *testing.T) {
 	deps.Devices, deps.Work = bc, q
 	e := w.engine(deps)
 	op := submit(t, e, fanOutReq("grp-once"))
-	batches := q.take()
+	batches := q.Take()
 	if len(batches) != 2 {
 		t.Fatalf("%d batches, want 2", len(batches))
 	}
@@ -168,7 +168,7 @@ func TestRedeliveredBatchWithoutRecordIsApplied(t *testing.T) {
 	deps.Devices, deps.Work = bc, q
 	e := w.engine(deps)
 	op := submit(t, e, fanOutReq("grp-again"))
-	for _, b := range q.take() {
+	for _, b := range q.Take() {
 		if _, err := e.ApplyBatch(ctx, &b, d.BatchOptions{Redelivered: true}); err != nil {
 			t.Fatal(err)
 		}
@@ -201,7 +201,7 @@ func TestReEnqueuedBatchIsNotSentTwice(t *testing.T) {
 	if _, err := w.engine(dying).Submit(ctx, fanOutReq("grp-twice")); err == nil {
 		t.Fatal("the fan-out whose page write failed reported no error")
 	}
-	first := q.take()
+	first := q.Take()
 	if len(first) != 2 || first[0].Again {
 		t.Fatalf("first enqueue: %+v", first)
 	}
@@ -217,7 +217,7 @@ func TestReEnqueuedBatchIsNotSentTwice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	again := q.take()
+	again := q.Take()
 	if len(again) != 2 || !again[0].Again || !again[1].Again || again[0].Seq != first[0].Seq {
 		t.Fatalf("the resumed fan-out enqueued %+v, want the same two batches marked again", again)
 	}
@@ -245,7 +245,7 @@ func TestRedeliveredFailedBatchKeepsItsFailures(t *testing.T) {
 	deps.Devices, deps.Work = bc, q
 	e := w.engine(deps)
 	op := submit(t, e, fanOutReq("grp-failed"))
-	batches := q.take()
+	batches := q.Take()
 	dying := deps
 	dying.Devices = failingBulk{w.hubs}
 	dying.Journal = &failOnce{Journal: w.j, fail: func(o *d.Operation) bool { return o.Progress.BatchesDone > 0 }}

@@ -77,7 +77,7 @@ func TestCrashAfterEveryEffect(t *testing.T) {
 				crashed := fake.Run(func() {
 					e := w.engine(deps)
 					_, _ = e.Submit(context.Background(), c.req)
-					_ = w.q.deliverAll(context.Background(), e) // the GroupWork function, in the same dying process
+					_ = w.q.DeliverAll(context.Background(), e) // the GroupWork function, in the same dying process
 				})
 				if !crashed {
 					if at == 1 {

@@ -51,12 +51,12 @@ type world struct {
 	clock *clock
 	note  *notifier
 	// q is the GroupWork queue: group-wide operations fan out into it (see run).
-	q *memQueue
+	q *fake.Queue
 }
 
 func newWorld() *world {
 	return &world{dps: fake.NewDPS(), hubs: fake.NewHubDevices(hub1, hub2), j: fake.NewJournal(),
-		clock: &clock{t: t0.Add(2 * time.Hour)}, note: &notifier{}, q: &memQueue{}}
+		clock: &clock{t: t0.Add(2 * time.Hour)}, note: &notifier{}, q: &fake.Queue{}}
 }
 
 func (w *world) deps() d.Deps {
@@ -473,7 +473,7 @@ func (s *streamCheck) GroupRegistrations(ctx context.Context, g, cont string, n 
 
 // countingQueue counts the members enqueued.
 type countingQueue struct {
-	*memQueue
+	*fake.Queue
 	mu       sync.Mutex
 	enqueued int
 }
@@ -482,13 +482,13 @@ func (q *countingQueue) Enqueue(ctx context.Context, b *d.WorkBatch) error {
 	q.mu.Lock()
 	q.enqueued += len(b.Members)
 	q.mu.Unlock()
-	return q.memQueue.Enqueue(ctx, b)
+	return q.Queue.Enqueue(ctx, b)
 }
 
 func TestGroupIsStreamed(t *testing.T) {
 	w := newWorld()
 	setupGroup(1000)(w)
-	cq := &countingQueue{memQueue: w.q}
+	cq := &countingQueue{Queue: w.q}
 	sc := &streamCheck{DPS: w.dps, enqueued: &cq.enqueued}
 	deps := w.deps()
 	deps.Registrations, deps.Work = sc, cq

@@ -2,9 +2,9 @@ package deprovision_test
 
 import (
 	"context"
+	"dpsdeprov/deprovision/fake"
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -13,79 +13,13 @@ import (
 	d "dpsdeprov/deprovision"
 )
 
-// memQueue is an in-memory deprovision.WorkQueue (the Storage queue is tested in
-// azure/workqueue, and the scenario tests run the fan-out through it on Azurite). failAfter,
-// when > 0, fails every enqueue after that many, as a queue outage in the middle of a fan-out
-// would.
-type memQueue struct {
-	mu        sync.Mutex
-	batches   []d.WorkBatch
-	delivered []int // how many times each queued batch was delivered (deliverAll)
-	failAfter int
-}
-
-func (q *memQueue) Enqueue(_ context.Context, b *d.WorkBatch) error {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.failAfter > 0 && len(q.batches) >= q.failAfter {
-		return d.Transient(errors.New("queue unavailable"))
-	}
-	c := *b
-	c.Members = append([]d.WorkMember(nil), b.Members...)
-	q.batches = append(q.batches, c)
-	q.delivered = append(q.delivered, 0)
-	return nil
-}
-
-func (q *memQueue) take() []d.WorkBatch {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	out := q.batches
-	q.batches, q.delivered = nil, nil
-	// The fan-out enqueues a page's batches concurrently: order them by number.
-	sort.SliceStable(out, func(i, j int) bool { return out[i].Seq < out[j].Seq })
-	return out
-}
-
-// deliverAll plays the GroupWork function over the queue: it delivers the queued batches to
-// e one at a time, lowest number first, as the queue trigger would, and removes each once
-// ApplyBatch succeeds. A batch whose delivery fails, or dies (a fake.Crash), stays queued and
-// is marked redelivered for the next delivery, as the Storage queue's DequeueCount says. The
-// first error stops it.
-func (q *memQueue) deliverAll(ctx context.Context, e *d.Engine) error {
-	for {
-		q.mu.Lock()
-		if len(q.batches) == 0 {
-			q.mu.Unlock()
-			return nil
-		}
-		first := 0
-		for i, b := range q.batches {
-			if b.Seq < q.batches[first].Seq {
-				first = i
-			}
-		}
-		b := q.batches[first]
-		redelivered := q.delivered[first] > 0
-		q.delivered[first]++
-		q.mu.Unlock()
-		if _, err := e.ApplyBatch(ctx, &b, d.BatchOptions{Redelivered: redelivered}); err != nil {
-			return fmt.Errorf("batch %d of %s: %w", b.Seq, b.OperationID, err)
-		}
-		q.mu.Lock()
-		q.batches = append(q.batches[:first], q.batches[first+1:]...)
-		q.delivered = append(q.delivered[:first], q.delivered[first+1:]...)
-		q.mu.Unlock()
-	}
-}
-
 // run is what the app does with an event: a delivery of req to e (Submit), then the GroupWork
 // function applying every batch the fan-out enqueued. It returns the operation as journaled
 // at the end.
 func (w *world) run(t *testing.T, e *d.Engine, req d.Request) *d.Operation {
 	t.Helper()
 	op := submit(t, e, req)
-	if err := w.q.deliverAll(context.Background(), e); err != nil {
+	if err := w.q.DeliverAll(context.Background(), e); err != nil {
 		t.Fatalf("GroupWork for %s: %v", op.ID, err)
 	}
 	got, err := w.j.GetOperation(context.Background(), op.ID)
@@ -95,7 +29,7 @@ func (w *world) run(t *testing.T, e *d.Engine, req d.Request) *d.Operation {
 	return got
 }
 
-func fanOutWorld(n int) (*world, *memQueue, *d.Engine) {
+func fanOutWorld(n int) (*world, *fake.Queue, *d.Engine) {
 	w := newWorld()
 	setupGroup(n)(w)
 	return w, w.q, w.engine(w.deps())
@@ -112,7 +46,7 @@ func TestFanOutEndsWithTheLastBatch(t *testing.T) {
 	if op.Status != d.StatusRunning {
 		t.Fatalf("after the fan-out the operation is %s (%s), want running until the batches are applied", op.Status, op.Reason)
 	}
-	batches := q.take()
+	batches := q.Take()
 	if op.Progress.Total != n || op.Progress.Batches != len(batches) || !op.Progress.FannedOut {
 		t.Fatalf("progress %+v after enqueuing %d batches", op.Progress, len(batches))
 	}
@@ -233,16 +167,16 @@ func TestFanOutResumesAfterAQueueOutage(t *testing.T) {
 	ctx := context.Background()
 	const n = 600
 	_, q, e := fanOutWorld(n)
-	q.failAfter = 7 // page 1 gives batches 1-2, …; the outage strikes in page 4
+	q.FailAfter = 7 // page 1 gives batches 1-2, …; the outage strikes in page 4
 	if _, err := e.Submit(ctx, fanOutReq("grp-2")); err == nil || !d.IsTransient(err) {
 		t.Fatalf("Submit during the queue outage: %v, want a transient error", err)
 	}
-	q.failAfter = 0
+	q.FailAfter = 0
 	op := submit(t, e, fanOutReq("grp-2"))
 	if op.Status != d.StatusRunning || op.Progress.Total != n {
 		t.Fatalf("after the resumed fan-out: %s %+v", op.Status, op.Progress)
 	}
-	batches := q.take()
+	batches := q.Take()
 	bySeq := map[int]int{}
 	for _, b := range batches {
 		bySeq[b.Seq]++
@@ -268,7 +202,7 @@ func TestFanOutPoisonedBatchIsJournaled(t *testing.T) {
 	ctx := context.Background()
 	w, q, e := fanOutWorld(20)
 	op := submit(t, e, fanOutReq("grp-3"))
-	batches := q.take()
+	batches := q.Take()
 	if len(batches) != 2 {
 		t.Fatalf("%d batches, want 2 (one per hub)", len(batches))
 	}
@@ -341,7 +275,7 @@ func TestBatchWithoutItsOperationIsAppliedAndJournaled(t *testing.T) {
 }
 
 // retireWorld is a group of n members fanned out for retirement through the queue.
-func retireWorld(t *testing.T, n int) (*world, *memQueue, *d.Engine, *d.Operation) {
+func retireWorld(t *testing.T, n int) (*world, *fake.Queue, *d.Engine, *d.Operation) {
 	t.Helper()
 	w, q, e := fanOutWorld(n)
 	req := fanOutReq("grp-retired")
@@ -363,7 +297,7 @@ func TestRetiredGroupDeletedAfterEveryBatch(t *testing.T) {
 	if g, ok := w.dps.GroupState("g-x509"); !ok || g.Enabled {
 		t.Fatalf("after the fan-out the group is %+v (present %v), want present and disabled", g, ok)
 	}
-	batches := q.take()
+	batches := q.Take()
 	for i, b := range batches {
 		if !b.Registrations {
 			t.Fatalf("batch %d of a retirement does not delete its records", b.Seq)
@@ -431,7 +365,7 @@ func TestRetiredGroupKeepsMembersWaitingToMove(t *testing.T) {
 	req := fanOutReq("grp-retired-move")
 	req.Intent = d.IntentGroupRetired
 	op := submit(t, e, req)
-	for _, b := range q.take() {
+	for _, b := range q.Take() {
 		if _, err := e.ApplyBatch(ctx, &b, d.BatchOptions{}); err != nil {
 			t.Fatal(err)
 		}
@@ -480,7 +414,7 @@ func TestRetiredGroupKeptWhenABatchFails(t *testing.T) {
 		deps.Devices = failingBulk{w.hubs}
 		return deps
 	}())
-	batches := q.take()
+	batches := q.Take()
 	var failed d.WorkBatch
 	for i, b := range batches {
 		eng := e
@@ -518,7 +452,7 @@ func TestRetiredGroupKeptWhenABatchFails(t *testing.T) {
 	if again.Progress.Total != len(failed.Members) {
 		t.Fatalf("the retry found %d members, want the %d left", again.Progress.Total, len(failed.Members))
 	}
-	for _, b := range q.take() {
+	for _, b := range q.Take() {
 		if _, err := e.ApplyBatch(ctx, &b, d.BatchOptions{}); err != nil {
 			t.Fatal(err)
 		}
@@ -566,14 +500,14 @@ func TestRetirementBatchHandsTheRestOn(t *testing.T) {
 	slow := &slowRecords{Registrations: w.dps, n: 30}
 	deps.Registrations = slow
 	e := d.NewEngine(deps, d.Config{LeaseDuration: time.Minute, GroupPageSize: 100, RecordsTime: 50 * time.Millisecond})
-	batches := q.take()
+	batches := q.Take()
 	if len(batches) != 2 {
 		t.Fatalf("%d batches, want 2", len(batches))
 	}
 	if _, err := e.ApplyBatch(ctx, &batches[0], d.BatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	rest := q.take()
+	rest := q.Take()
 	if len(rest) != 1 || rest[0].Seq != batches[0].Seq || rest[0].HubDone == nil || rest[0].HubDone.Records != 30 ||
 		len(rest[0].Members) != len(batches[0].Members)-30 {
 		t.Fatalf("continuation %+v, want batch %d's %d members left", rest, batches[0].Seq, len(batches[0].Members)-30)

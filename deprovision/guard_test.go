@@ -100,7 +100,7 @@ func TestGuardHoldsLargeGroupUntilApproved(t *testing.T) {
 	if _, err := e.Approve(ctx, op.ID, d.Approval{By: "alice@contoso.com", Via: "request body", Reason: "the CA key leaked (INC-7)"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.q.deliverAll(ctx, e); err != nil {
+	if err := w.q.DeliverAll(ctx, e); err != nil {
 		t.Fatal(err)
 	}
 	done, _, err := e.Operation(ctx, op.ID)
@@ -302,7 +302,7 @@ func TestApprovalSurvivesACrash(t *testing.T) {
 	if _, err := e.Approve(ctx, held.ID, a); err != nil {
 		t.Fatalf("uninterrupted approval: %v", err)
 	}
-	if err := ref.q.deliverAll(ctx, e); err != nil {
+	if err := ref.q.DeliverAll(ctx, e); err != nil {
 		t.Fatal(err)
 	}
 	want := observe(t, ref, held.ID, "")
@@ -315,7 +315,7 @@ func TestApprovalSurvivesACrash(t *testing.T) {
 		if !fake.Run(func() {
 			e := d.NewEngine(deps, d.Config{LeaseDuration: time.Minute, GroupPageSize: 2, Guard: g})
 			_, _ = e.Approve(ctx, held.ID, a)
-			_ = w.q.deliverAll(ctx, e)
+			_ = w.q.DeliverAll(ctx, e)
 		}) {
 			t.Logf("crashed after each of the %d effects of an approval in turn", at-1)
 			return
@@ -328,7 +328,7 @@ func TestApprovalSurvivesACrash(t *testing.T) {
 				t.Fatalf("crash after effect %d: approving again: %v", at, err)
 			}
 		}
-		if err := w.q.deliverAll(ctx, e); err != nil {
+		if err := w.q.DeliverAll(ctx, e); err != nil {
 			t.Fatalf("crash after effect %d: GroupWork: %v", at, err)
 		}
 		got := observe(t, w, held.ID, "")

@@ -165,7 +165,8 @@ func (w *world) run(ctx context.Context, c *Case, j d.Journal) (*outcome, error)
 	m := newModel(c)
 	o := &outcome{}
 	clk := &clock{t: epoch.Add(24 * time.Hour)}
-	e := w.engine(j, clk)
+	q := &fake.Queue{}
+	e := w.engine(j, clk, q)
 	reqs := map[int]d.Request{}
 	for step, ev := range c.Steps {
 		if ev.Reprovision {
@@ -204,6 +205,15 @@ func (w *world) run(ctx context.Context, c *Case, j d.Journal) (*outcome, error)
 		if err != nil {
 			o.fail("step %d (%s): Submit: %v", step+1, c.describe(ev), err)
 			continue
+		}
+		if op.Status == d.StatusRunning { // fanned out: the GroupWork function applies its batches
+			if err := q.DeliverAll(ctx, e); err != nil {
+				o.fail("step %d (%s): GroupWork: %v", step+1, c.describe(ev), err)
+				continue
+			}
+			if op, err = j.GetOperation(ctx, op.ID); err != nil {
+				return nil, err
+			}
 		}
 		switch op.Status {
 		case d.StatusSucceeded:

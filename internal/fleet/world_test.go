@@ -497,9 +497,11 @@ func (c *clock) Now() time.Time {
 	return c.t
 }
 
-func (w *world) engine(j deprovision.Journal, clk deprovision.Clock) *deprovision.Engine {
+// engine is the app's engine over the emulator; its group-wide work goes to q, which the
+// caller delivers as the GroupWork function would (fake.Queue.DeliverAll).
+func (w *world) engine(j deprovision.Journal, clk deprovision.Clock, q *fake.Queue) *deprovision.Engine {
 	return deprovision.NewEngine(deprovision.Deps{Enrollments: w.en, Registrations: w.en, Devices: w.dv, Journal: j,
-		Clock: clk, Logger: slog.New(slog.DiscardHandler)}, deprovision.Config{LeaseDuration: time.Minute, Hubs: hubs})
+		Work: q, Clock: clk, Logger: slog.New(slog.DiscardHandler)}, deprovision.Config{LeaseDuration: time.Minute, Hubs: hubs})
 }
 
 func isNotFound(err error) bool { return errors.Is(err, deprovision.ErrNotFound) }
