@@ -76,9 +76,9 @@ type Options struct {
 	// every item queued by the time the budget allows the call rides in it.
 	Reserve func(context.Context) (context.Context, error)
 	// Gather is how long a bulk call may wait, before it asks for its budget (Reserve), for
-	// its items to fill: it goes at once when 10 wait, or when every coalesced request of
-	// the instance has reached its blocking enrollment (no more can come soon), and at the
-	// latest when its oldest item has waited Gather. A call that leaves half empty spends a
+	// its items to fill: it goes at once when 10 wait, or when every coalesced request the
+	// instance admitted waits for its blocking enrollment (no more can come soon), and at
+	// the latest when its oldest item has waited Gather. A call that leaves half empty spends a
 	// DPS operation for a few items, and under a burst DPS's budget is the bottleneck.
 	// Default 1s; negative: never wait.
 	Gather time.Duration
@@ -107,8 +107,11 @@ type Coalescer struct {
 	// coming counts the admitted coalesced requests that have not yet asked for their
 	// blocking enrollment (nor left): items that may still join a call (Options.Gather).
 	coming int
-	kick   chan struct{} // a new item, or one fewer coming
-	stats  Stats
+	// admitted counts the coalesced requests holding a MaxInFlight slot: those past their
+	// blocking enrollment free theirs soon, and a burst's next requests take them.
+	admitted int
+	kick     chan struct{} // a new item, one fewer coming, or a slot freed
+	stats    Stats
 }
 
 var _ deprovision.Burst = (*Coalescer)(nil)
@@ -233,6 +236,7 @@ func (c *Coalescer) Join(ctx context.Context, req deprovision.Request) (context.
 	c.bmu.Lock()
 	c.stats.Coalesced++
 	c.coming++
+	c.admitted++
 	c.bmu.Unlock()
 	var freed sync.Once
 	ctx = context.WithValue(context.WithValue(c.o.Lane(ctx), flowKey{}, key), memberKey{}, m)
@@ -240,6 +244,8 @@ func (c *Coalescer) Join(ctx context.Context, req deprovision.Request) (context.
 		freed.Do(func() {
 			c.bmu.Lock()
 			c.arrivedLocked(m)
+			c.admitted--
+			c.kickLocked() // a call that waits for the items a freed slot may bring looks again
 			c.bmu.Unlock()
 			<-c.slots
 		})
@@ -447,7 +453,7 @@ func (c *Coalescer) send(ctx context.Context) {
 // gatherLocked returns how long the next call should wait for more items (Options.Gather), or
 // 0 when it should go now. Callers hold bmu.
 func (c *Coalescer) gatherLocked() time.Duration {
-	if c.o.Gather < 0 || c.coming <= 0 {
+	if c.o.Gather < 0 {
 		return 0
 	}
 	n, oldest := 0, time.Time{}
@@ -463,6 +469,14 @@ func (c *Coalescer) gatherLocked() time.Duration {
 		}
 	}
 	if n >= maxBulk || n == 0 {
+		return 0
+	}
+	// Nothing more can come soon only when every admitted request waits here: one that
+	// has not asked for its block yet will, and one past its block (its hub steps, its
+	// journal writes) frees its slot for the burst's next request. Going with fewer than
+	// 10 then would spend a DPS operation on a part of a call while DPS is the burst's limit
+	// (a benchmark sent 582 calls for 5,000 items, 8.6 a call, before this rule).
+	if c.coming <= 0 && c.admitted <= n {
 		return 0
 	}
 	return max(0, oldest.Add(c.o.Gather).Sub(c.now()))

@@ -334,6 +334,23 @@ func TestCallGathersItsItems(t *testing.T) {
 	if len(s.calls) != 2 || len(s.calls[1]) != 10 {
 		t.Fatalf("bulk calls %v, want a second one of 10 items", s.calls)
 	}
+
+	// The other two ask for their blocks while the ten, past theirs, still hold their slots
+	// (their hub steps): a burst's next requests will take those slots, so the two wait.
+	block(ctxs[10], "b-10")
+	block(ctxs[11], "b-11")
+	testenv.Eventually(t, "two items to wait", func() bool { return c.Stats().Waiting == 2 })
+	for _, l := range leaves[:9] {
+		l()
+	}
+	if st := c.Stats(); st.BulkCalls != 2 {
+		t.Fatalf("a call left with 2 items while a request past its block held its slot: %+v", st)
+	}
+	leaves[9]() // the last of them ends and no request comes: every admitted one waits here
+	wg.Wait()
+	if len(s.calls) != 3 || len(s.calls[2]) != 2 {
+		t.Fatalf("bulk calls %v, want a third one of the 2 items", s.calls)
+	}
 	for _, l := range leaves {
 		l()
 	}
