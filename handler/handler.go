@@ -29,9 +29,9 @@ const (
 	FunctionDeviceEvents = "DeviceEvents"
 	FunctionGroupWork    = "GroupWork"
 	// FunctionBurstWork carries out the revocations a burst deferred (burst.go).
-	FunctionBurstWork = "BurstWork"
-	FunctionCleanup      = "Cleanup"
-	FunctionOperations   = "Operations"
+	FunctionBurstWork  = "BurstWork"
+	FunctionCleanup    = "Cleanup"
+	FunctionOperations = "Operations"
 	// FunctionSignedInOperations serves the Operations routes to signed-in callers (auth.go).
 	FunctionSignedInOperations = "SignedInOperations"
 
