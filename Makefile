@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 NPM ?= npm
 
-.PHONY: all deps tidy lint test vet unit demo run bench package fuzz clean
+.PHONY: all deps fmt tidy lint test vet unit demo run bench package fuzz clean
 
 all: test
 
@@ -31,9 +31,15 @@ lint: vet
 tidy:
 	$(GO) mod tidy -diff
 
+# Every Go file must be as gofmt writes it. Fails, listing the files, when one is not; fix
+# with `gofmt -w` on them.
+fmt:
+	@files=$$(git ls-files -z '*.go' | xargs -0 "$$($(GO) env GOROOT)/bin/gofmt" -l); \
+	if [ -n "$$files" ]; then echo "gofmt would change:"; echo "$$files"; exit 1; fi
+
 # Every Go test (they start Azurite and the emulator themselves), then the conformance suite
 # that drives the emulator with Microsoft's official Node SDKs, under the race detector.
-test: deps tidy vet
+test: deps fmt tidy vet
 	$(GO) test -race -count=1 -timeout 30m ./...
 
 clean:
