@@ -3,7 +3,9 @@ package cleanup
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -20,6 +22,23 @@ type FindingsQuery struct {
 	// Limit is how many findings, newest first, the answer lists (default 100, at most 1,000);
 	// the counts cover them all.
 	Limit int
+}
+
+// ParseSince reads FindingsQuery.Since as the Operations API and the CLI take it: an RFC 3339
+// time, or a period back from now (a Go duration such as 24h, or whole days such as 7d).
+func ParseSince(v string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339, v); err == nil {
+		return t, nil
+	}
+	if d, ok := strings.CutSuffix(v, "d"); ok {
+		if n, err := strconv.Atoi(d); err == nil && n >= 0 {
+			return now.Add(-time.Duration(n) * 24 * time.Hour), nil
+		}
+	}
+	if d, err := time.ParseDuration(v); err == nil && d >= 0 {
+		return now.Add(-d), nil
+	}
+	return time.Time{}, fmt.Errorf("since %q is neither an RFC 3339 time nor a period such as 24h or 7d", v)
 }
 
 // FindingCount counts the findings of one kind over the runs asked for, fleet-wide: how many

@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"dpsdeprov/cleanup"
 	"dpsdeprov/deprovision"
@@ -139,7 +138,7 @@ func (h *Handler) getFindings(ctx context.Context, c *call, r *httpRequest) {
 		return
 	}
 	if v := r.param("since"); v != "" {
-		t, err := parseSince(v, h.o.Clock.Now())
+		t, err := cleanup.ParseSince(v, h.o.Clock.Now())
 		if err != nil {
 			c.respond(http.StatusBadRequest, apiError{err.Error()})
 			return
@@ -160,22 +159,6 @@ func (h *Handler) getFindings(ctx context.Context, c *call, r *httpRequest) {
 		return
 	}
 	c.respond(http.StatusOK, rep)
-}
-
-// parseSince reads an RFC 3339 time, or a period back from now (a Go duration or whole days).
-func parseSince(v string, now time.Time) (time.Time, error) {
-	if t, err := time.Parse(time.RFC3339, v); err == nil {
-		return t, nil
-	}
-	if d, ok := strings.CutSuffix(v, "d"); ok {
-		if n, err := strconv.Atoi(d); err == nil && n >= 0 {
-			return now.Add(-time.Duration(n) * 24 * time.Hour), nil
-		}
-	}
-	if d, err := time.ParseDuration(v); err == nil && d >= 0 {
-		return now.Add(-d), nil
-	}
-	return time.Time{}, fmt.Errorf("since %q is neither an RFC 3339 time nor a period such as 24h or 7d", v)
 }
 
 // queryParam reads a query parameter only (not a route parameter of the same name).

@@ -156,6 +156,11 @@ func (h *Housekeeping) Findings(ctx context.Context, runID string) iter.Seq2[*de
 		}
 		filter = "PartitionKey eq '" + odata(pk) + "'"
 	}
+	return h.findingsWhere(ctx, filter)
+}
+
+// findingsWhere lists the findings of the cleanup table that filter selects.
+func (h *Housekeeping) findingsWhere(ctx context.Context, filter string) iter.Seq2[*deprovision.Finding, error] {
 	return func(yield func(*deprovision.Finding, error) bool) {
 		for e, err := range h.query(ctx, h.cleanup, filter) {
 			if err != nil {

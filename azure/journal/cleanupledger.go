@@ -137,17 +137,7 @@ func (h *Housekeeping) TrackedGroups(ctx context.Context) iter.Seq2[*cleanup.Tra
 // FindingsSince lists the findings of the runs that started at or after since, oldest run first.
 func (h *Housekeeping) FindingsSince(ctx context.Context, since time.Time) iter.Seq2[*deprovision.Finding, error] {
 	filter := "PartitionKey ge '" + findingPrefix + since.UTC().Format(runStamp) + "' and PartitionKey lt 'run.'"
-	return func(yield func(*deprovision.Finding, error) bool) {
-		for e, err := range h.query(ctx, h.cleanup, filter) {
-			if err != nil {
-				yield(nil, err)
-				return
-			}
-			if !yield(findingFrom(e), nil) {
-				return
-			}
-		}
-	}
+	return h.findingsWhere(ctx, filter)
 }
 
 // PruneFindings deletes at most max findings of runs that started before before.

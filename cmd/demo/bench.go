@@ -311,6 +311,53 @@ func setMinimum(res *benchResult, hubOps, dpsOps int64, hubWhy, dpsWhy string) {
 // evenly).
 func busiest(members, hubs int) int64 { return int64((members + hubs - 1) / hubs) }
 
+// singleProbe is the single compromise a scenario publishes a third of the way through, while the
+// budgets are busy with the scenario's work: when it was published, and when it ended.
+type singleProbe struct {
+	c          *chapter
+	start, end time.Time
+}
+
+// publish sends the probe's event through the last instance, once, noting in res how much
+// of the scenario (done, in what) had ended by then.
+func (p *singleProbe) publish(ctx context.Context, d *demo, ins []*instance, done int, what string, res *benchResult) error {
+	if !p.start.IsZero() {
+		return nil
+	}
+	p.start = time.Now()
+	res.Single.AtDone = done
+	d.say("a third of the way (%d %s): publish %s for %s", done, what, p.c.Type, p.c.Device)
+	_, err := ins[len(ins)-1].publisher.PublishCloudEvents(ctx, []messaging.CloudEvent{p.c.event()}, nil)
+	return err
+}
+
+// poll notes the probe's end once its operation has ended.
+func (p *singleProbe) poll(ctx context.Context, d *demo, res *benchResult) {
+	if p.start.IsZero() || !p.end.IsZero() {
+		return
+	}
+	if op, err := d.journal.GetOperation(ctx, p.c.opID); err == nil && terminal(op.Status) {
+		p.end, res.Single.Status = op.Updated, string(op.Status)
+	}
+}
+
+// finish waits for the probe's operation to end, if it was published, and records its time
+// from publishing to its terminal journal write.
+func (p *singleProbe) finish(ctx context.Context, d *demo, res *benchResult) error {
+	if p.start.IsZero() {
+		return nil
+	}
+	if p.end.IsZero() {
+		op, err := d.waitTerminal(ctx, p.c.opID)
+		if err != nil {
+			return err
+		}
+		p.end, res.Single.Status = op.Updated, string(op.Status)
+	}
+	res.Single.Sec = p.end.Sub(p.start).Seconds()
+	return nil
+}
+
 // runGroup publishes the group event of a group scenario and follows the operation to its end.
 func (d *demo) runGroup(ctx context.Context, ins []*instance, o benchOptions, res *benchResult) error {
 	var group, single *chapter
@@ -336,7 +383,7 @@ func (d *demo) runGroup(ctx context.Context, ins []*instance, o benchOptions, re
 	if _, err := ins[0].publisher.PublishCloudEvents(ctx, []messaging.CloudEvent{group.event()}, nil); err != nil {
 		return err
 	}
-	var singleStart, singleEnd time.Time
+	probe := &singleProbe{c: single}
 	var op *deprovision.Operation
 	var err error
 	last := time.Time{}
@@ -350,11 +397,8 @@ func (d *demo) runGroup(ctx context.Context, ins []*instance, o benchOptions, re
 			if res.FanOutSec == 0 && p.FannedOut {
 				res.FanOutSec = time.Since(start).Seconds()
 			}
-			if singleStart.IsZero() && p.Done+p.Failed >= o.Members/3 {
-				singleStart = time.Now()
-				res.Single.AtDone = p.Done + p.Failed
-				d.say("a third of the way (%d members done): publish %s for %s", res.Single.AtDone, single.Type, single.Device)
-				if _, err := ins[len(ins)-1].publisher.PublishCloudEvents(ctx, []messaging.CloudEvent{single.event()}, nil); err != nil {
+			if p.Done+p.Failed >= o.Members/3 {
+				if err := probe.publish(ctx, d, ins, p.Done+p.Failed, "members done", res); err != nil {
 					return err
 				}
 			}
@@ -366,11 +410,7 @@ func (d *demo) runGroup(ctx context.Context, ins []*instance, o benchOptions, re
 				break
 			}
 		}
-		if !singleStart.IsZero() && singleEnd.IsZero() {
-			if sop, err := d.journal.GetOperation(ctx, single.opID); err == nil && terminal(sop.Status) {
-				singleEnd, res.Single.Status = sop.Updated, string(sop.Status)
-			}
-		}
+		probe.poll(ctx, d, res)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -384,15 +424,8 @@ func (d *demo) runGroup(ctx context.Context, ins []*instance, o benchOptions, re
 	res.Status, res.Reason = string(op.Status), op.Reason
 	res.Done, res.Failed, res.Batches = op.Progress.Done, op.Progress.Failed, op.Progress.Batches
 	d.say("group operation %s after %.1fs: %d done, %d failed, %d registration records deleted", op.Status, res.WallSec, res.Done, res.Failed, op.Progress.Records)
-	if singleEnd.IsZero() && !singleStart.IsZero() {
-		sop, err := d.waitTerminal(ctx, single.opID)
-		if err != nil {
-			return err
-		}
-		singleEnd, res.Single.Status = sop.Updated, string(sop.Status)
-	}
-	if !singleStart.IsZero() {
-		res.Single.Sec = singleEnd.Sub(singleStart).Seconds()
+	if err := probe.finish(ctx, d, res); err != nil {
+		return err
 	}
 	st, err := d.readStats(ctx, res)
 	if err != nil {

@@ -118,7 +118,7 @@ func (d *demo) runBurst(ctx context.Context, ins []*instance, o benchOptions, re
 	pending := make([]*burstEvent, len(evs))
 	copy(pending, evs)
 	var end time.Time
-	var singleStart, singleEnd time.Time
+	probe := &singleProbe{c: single}
 	last := time.Now()
 	done := 0
 	for len(pending) > 0 {
@@ -145,19 +145,12 @@ func (d *demo) runBurst(ctx context.Context, ins []*instance, o benchOptions, re
 				res.Reason = fmt.Sprintf("%s %s: %s", e.rid, op.Status, op.Reason)
 			}
 		}
-		if singleStart.IsZero() && done >= n/3 {
-			singleStart = time.Now()
-			res.Single.AtDone = done
-			d.say("a third of the way (%d operations ended): publish %s for %s", done, single.Type, single.Device)
-			if _, err := ins[len(ins)-1].publisher.PublishCloudEvents(ctx, []messaging.CloudEvent{single.event()}, nil); err != nil {
+		if done >= n/3 {
+			if err := probe.publish(ctx, d, ins, done, "operations ended", res); err != nil {
 				return err
 			}
 		}
-		if !singleStart.IsZero() && singleEnd.IsZero() {
-			if sop, err := d.journal.GetOperation(ctx, single.opID); err == nil && terminal(sop.Status) {
-				singleEnd, res.Single.Status = sop.Updated, string(sop.Status)
-			}
-		}
+		probe.poll(ctx, d, res)
 		if time.Since(last) > 5*time.Second {
 			d.say("  %d/%d operations ended, %.0fs", done, n, time.Since(start).Seconds())
 			last = time.Now()
@@ -185,15 +178,8 @@ func (d *demo) runBurst(ctx context.Context, ins []*instance, o benchOptions, re
 	if res.Failed > 0 {
 		res.Status = "failed"
 	}
-	if singleEnd.IsZero() && !singleStart.IsZero() {
-		sop, err := d.waitTerminal(ctx, single.opID)
-		if err != nil {
-			return err
-		}
-		singleEnd, res.Single.Status = sop.Updated, string(sop.Status)
-	}
-	if !singleStart.IsZero() {
-		res.Single.Sec = singleEnd.Sub(singleStart).Seconds()
+	if err := probe.finish(ctx, d, res); err != nil {
+		return err
 	}
 	st, err := d.readStats(ctx, res)
 	if err != nil {

@@ -13,7 +13,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -21,6 +20,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 
+	"dpsdeprov/cleanup"
 	"dpsdeprov/deprovision"
 	"dpsdeprov/opsapi"
 	"dpsdeprov/outcome"
@@ -174,9 +174,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 func (c *cli) findings(ctx context.Context) int {
 	o := &opsapi.GetFindingsOptions{Pass: c.pass, Kind: c.kind, Subject: c.subject, Run: c.run, Limit: c.limit}
 	if c.since != "" {
-		t, err := sinceTime(c.since, time.Now())
+		t, err := cleanup.ParseSince(c.since, time.Now())
 		if err != nil {
-			return c.fail(&usageError{err.Error()})
+			return c.fail(&usageError{"--" + err.Error()}) // names the flag: --since "…" is neither …
 		}
 		o.Since = t
 	}
@@ -189,22 +189,6 @@ func (c *cli) findings(ctx context.Context) int {
 	}
 	_ = opsapi.WriteFindings(c.stdout, &f.Findings)
 	return exitOK
-}
-
-// sinceTime reads --since: an RFC 3339 time, or a period back from now (24h, 7d).
-func sinceTime(v string, now time.Time) (time.Time, error) {
-	if t, err := time.Parse(time.RFC3339, v); err == nil {
-		return t, nil
-	}
-	if d, ok := strings.CutSuffix(v, "d"); ok {
-		if n, err := strconv.Atoi(d); err == nil && n >= 0 {
-			return now.Add(-time.Duration(n) * 24 * time.Hour), nil
-		}
-	}
-	if d, err := time.ParseDuration(v); err == nil && d >= 0 {
-		return now.Add(-d), nil
-	}
-	return time.Time{}, fmt.Errorf("--since %q is neither an RFC 3339 time nor a period such as 24h or 7d", v)
 }
 
 // parseInterleaved parses flags wherever they stand among the positional arguments.
