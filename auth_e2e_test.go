@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -22,6 +21,7 @@ import (
 	"dpsdeprov/devhost"
 	"dpsdeprov/emulator"
 	"dpsdeprov/handler"
+	"dpsdeprov/internal/apptest"
 	"dpsdeprov/internal/testenv"
 )
 
@@ -57,35 +57,9 @@ func startAuthStack(t *testing.T, auth *devhost.AuthOptions) *authStack {
 	if _, err := emu.Seed(emulator.SeedSpec{Prefix: seed, Registrations: 4}); err != nil {
 		t.Fatal(err)
 	}
-	settings := map[string]string{
-		"AzureWebJobsStorage":   az.ConnectionString(),
-		"JOURNAL_TABLE_PREFIX":  prefix,
-		"DPS_CONNECTION_STRING": info.DPS.ConnectionString,
-		"CLEANUP_SCHEDULE":      "0 0 0 1 1 *",
-		"EMULATOR_ADDRESS":      info.Addr,
-		"EMULATOR_CA_FILE":      info.CAFile,
-		"MAX_GROUP_DEVICES":     "2",
-	}
-	for i, h := range info.Hubs {
-		settings[fmt.Sprintf("IOT_HUB_CONNECTION_STRING_%d", i)] = h.ConnectionString
-	}
-	app, err := devhost.LoadApp(".")
-	if err != nil {
-		t.Fatal(err)
-	}
-	app.Host.CustomHandler.Description.DefaultExecutablePath = handlerBin
-	out := &testenv.Output{}
-	host, err := devhost.Start(context.Background(), app, devhost.Options{Settings: settings, Addr: "127.0.0.1:0", HandlerOutput: out,
-		Logger: slog.New(slog.NewTextHandler(out, nil)), Auth: auth})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = host.Close()
-		if t.Failed() {
-			t.Logf("devhost and handler log:\n%s", out.String())
-		}
-	})
+	settings := apptest.Settings(az, info, prefix)
+	settings["MAX_GROUP_DEVICES"] = "2"
+	host, out := apptest.Start(t, ".", handlerBin, settings, auth)
 	svc, err := aztables.NewServiceClientFromConnectionString(az.ConnectionString(), nil)
 	if err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -20,6 +21,7 @@ import (
 	"dpsdeprov/azure/journal"
 	"dpsdeprov/deprovision"
 	"dpsdeprov/emulator"
+	"dpsdeprov/internal/apptest"
 	"dpsdeprov/internal/testenv"
 )
 
@@ -95,22 +97,15 @@ func newRig(t *testing.T, devices int, extra map[string]string) *rig {
 	}
 	table := testenv.UniqueName("journal")
 	info := emu.Info()
-	settings := map[string]string{
-		"AzureWebJobsStorage":    az.ConnectionString(),
-		"JOURNAL_TABLE_PREFIX":   table,
-		"DPS_CONNECTION_STRING":  info.DPS.ConnectionString,
+	settings := apptest.Settings(az, info, table)
+	maps.Copy(settings, map[string]string{
 		"CLEANUP_SCHEDULE":       "0 */5 * * * *",
-		"EMULATOR_ADDRESS":       info.Addr,
-		"EMULATOR_CA_FILE":       info.CAFile,
 		"OUTCOME_TOPIC_ENDPOINT": r.topic.srv.URL + "/api/events",
 		"OUTCOME_TOPIC_KEY":      "outcome-topic-key",
 		"OUTCOME_TOPIC_CA_FILE":  r.topic.caFile,
 		"OUTCOME_SOURCE":         "/test/dpsdeprov",
 		"LOG_LEVEL":              "debug",
-	}
-	for i, h := range info.Hubs {
-		settings[fmt.Sprintf("IOT_HUB_CONNECTION_STRING_%d", i)] = h.ConnectionString
-	}
+	})
 	for k, v := range extra {
 		settings[k] = v
 	}

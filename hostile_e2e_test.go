@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -26,6 +25,7 @@ import (
 	"dpsdeprov/deprovision"
 	"dpsdeprov/devhost"
 	"dpsdeprov/emulator"
+	"dpsdeprov/internal/apptest"
 	"dpsdeprov/internal/testenv"
 )
 
@@ -307,36 +307,10 @@ func newDevhostRig(t *testing.T) *devhostRig {
 	emu := testenv.StartEmulator(t, emulator.Options{Hubs: []string{"hub1", "hub2"}})
 	info := emu.Info()
 	prefix := testenv.UniqueName("hostile")
-	settings := map[string]string{
-		"AzureWebJobsStorage":         az.ConnectionString(),
-		"JOURNAL_TABLE_PREFIX":        prefix,
-		"DPS_CONNECTION_STRING":       info.DPS.ConnectionString,
-		"CLEANUP_SCHEDULE":            "0 0 0 1 1 *",
-		"EMULATOR_ADDRESS":            info.Addr,
-		"EMULATOR_CA_FILE":            info.CAFile,
-		"ALLOWED_SOURCES_COMPROMISED": "/security/tooling, " + egTopic,
-		"ALLOWED_SOURCES_SOLD":        "/assets/inventory",
-	}
-	for i, h := range info.Hubs {
-		settings[fmt.Sprintf("IOT_HUB_CONNECTION_STRING_%d", i)] = h.ConnectionString
-	}
-	app, err := devhost.LoadApp(".")
-	if err != nil {
-		t.Fatal(err)
-	}
-	app.Host.CustomHandler.Description.DefaultExecutablePath = handlerBin
-	var out testenv.Output
-	host, err := devhost.Start(context.Background(), app, devhost.Options{Settings: settings, Addr: "127.0.0.1:0", HandlerOutput: &out,
-		Logger: slog.New(slog.NewTextHandler(&out, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = host.Close()
-		if t.Failed() {
-			t.Logf("devhost and handler log:\n%s", tail(out.String(), 8000))
-		}
-	})
+	settings := apptest.Settings(az, info, prefix)
+	settings["ALLOWED_SOURCES_COMPROMISED"] = "/security/tooling, " + egTopic
+	settings["ALLOWED_SOURCES_SOLD"] = "/assets/inventory"
+	host, _ := apptest.Start(t, ".", handlerBin, settings, nil)
 	svc, err := aztables.NewServiceClientFromConnectionString(az.ConnectionString(), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -346,13 +320,6 @@ func newDevhostRig(t *testing.T) *devhostRig {
 		t.Fatal(err)
 	}
 	return &devhostRig{host: host, emu: emu, ops: svc.NewClient(prefix + "ops"), journal: j}
-}
-
-func tail(s string, n int) string {
-	if len(s) > n {
-		return "…" + s[len(s)-n:]
-	}
-	return s
 }
 
 // rejected lists the journal's rejected operations by id, with their reasons.

@@ -99,20 +99,8 @@ func (h *priorityHubs) Bulk(ctx context.Context, hub string, m deprovision.BulkM
 func TestCleanupSettlesPoisonedBatchesAtBulkPriority(t *testing.T) {
 	ctx := context.Background()
 	a := sharedAzurite(t)
-	tables, err := aztables.NewServiceClientFromConnectionString(a.ConnectionString(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	j, hk := openJournals(t, a, "mc")
 	queues, err := azqueue.NewServiceClientFromConnectionString(a.ConnectionString(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	o := journal.Options{TablePrefix: testenv.UniqueName("mc")}
-	j, err := journal.New(ctx, tables, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hk, err := journal.NewHousekeeping(ctx, tables, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -277,19 +265,7 @@ func TestCleanupSettlesPoisonedBatchesAtBulkPriority(t *testing.T) {
 func TestResumedCompromisedOperationsRunAtTheirIntentsPriority(t *testing.T) {
 	ctx := context.Background()
 	a := sharedAzurite(t)
-	tables, err := aztables.NewServiceClientFromConnectionString(a.ConnectionString(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	o := journal.Options{TablePrefix: testenv.UniqueName("mp")}
-	j, err := journal.New(ctx, tables, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hk, err := journal.NewHousekeeping(ctx, tables, o)
-	if err != nil {
-		t.Fatal(err)
-	}
+	j, hk := openJournals(t, a, "mp")
 	const hub1 = "hub1.azure-devices.net"
 	dps := fake.NewDPS()
 	hubs := &priorityHubs{HubDevices: fake.NewHubDevices(hub1)}
@@ -361,4 +337,24 @@ func TestCleanupSettingsReachTheCleanup(t *testing.T) {
 	if !o.DryRun || !o.Off[cleanup.PassOrphans] || o.Off[cleanup.PassDrift] || o.StaleDayShare != 0.02 || o.MaxDestructivePerHour != 50 || len(o.Hubs) != 2 {
 		t.Fatalf("cleanup options %+v", o)
 	}
+}
+
+// openJournals opens the journal and the Cleanup's housekeeping tables on a, under a fresh
+// table prefix starting with prefix.
+func openJournals(t *testing.T, a *testenv.Azurite, prefix string) (*journal.Journal, *journal.Housekeeping) {
+	t.Helper()
+	tables, err := aztables.NewServiceClientFromConnectionString(a.ConnectionString(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := journal.Options{TablePrefix: testenv.UniqueName(prefix)}
+	j, err := journal.New(context.Background(), tables, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hk, err := journal.NewHousekeeping(context.Background(), tables, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return j, hk
 }

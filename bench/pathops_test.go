@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -15,7 +14,6 @@ import (
 	"dpsdeprov/azure/adapter"
 	"dpsdeprov/azure/dps"
 	"dpsdeprov/azure/iothub"
-	"dpsdeprov/azure/loopback"
 	"dpsdeprov/deprovision"
 	"dpsdeprov/deprovision/fake"
 	"dpsdeprov/emulator"
@@ -46,14 +44,7 @@ func (q *applyAtOnce) Enqueue(ctx context.Context, b *deprovision.WorkBatch) err
 func TestRegistryOperationsPerDevice(t *testing.T) {
 	em := testenv.StartEmulator(t, emulator.Options{Hubs: []string{"hub1", "hub2"}})
 	info := em.Info()
-	ca, err := os.ReadFile(info.CAFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr, err := loopback.NewClient(info.Addr, ca)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tr := testenv.LoopbackTransport(t, em)
 	co := azcore.ClientOptions{Transport: tr, Retry: policy.RetryOptions{MaxRetries: -1}}
 	dc, err := dps.NewClientFromConnectionString(info.DPS.ConnectionString, &dps.ClientOptions{ClientOptions: co})
 	if err != nil {

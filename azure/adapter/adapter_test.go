@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -13,7 +12,6 @@ import (
 	"dpsdeprov/azure/dps"
 	"dpsdeprov/azure/internal/swaggercheck"
 	"dpsdeprov/azure/iothub"
-	"dpsdeprov/azure/loopback"
 	"dpsdeprov/deprovision"
 	"dpsdeprov/emulator"
 	"dpsdeprov/internal/testenv"
@@ -42,14 +40,7 @@ func newEnvTB(t testing.TB, o emulator.Options) *env {
 	}
 	em := testenv.StartEmulator(t, o)
 	info := em.Info()
-	ca, err := os.ReadFile(info.CAFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr, err := loopback.NewClient(info.Addr, ca)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tr := testenv.LoopbackTransport(t, em)
 	// Every request the adapters make is checked against the services' specifications.
 	dpsRec, hubRec := &swaggercheck.Recorder{}, &swaggercheck.Recorder{}
 	swaggercheck.CheckAtEnd(t, dpsRec, "dps-service.json")

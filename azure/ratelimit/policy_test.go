@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -14,7 +13,6 @@ import (
 	"dpsdeprov/azure/adapter"
 	"dpsdeprov/azure/dps"
 	"dpsdeprov/azure/iothub"
-	"dpsdeprov/azure/loopback"
 	"dpsdeprov/deprovision"
 	"dpsdeprov/emulator"
 	"dpsdeprov/internal/testenv"
@@ -31,14 +29,7 @@ import (
 func hubAdapter(tb testing.TB, e *emulator.Emulator, l *Limiter) *adapter.HubDevices {
 	tb.Helper()
 	info := e.Info()
-	ca, err := os.ReadFile(info.CAFile)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tr, err := loopback.NewClient(info.Addr, ca)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	tr := testenv.LoopbackTransport(tb, e)
 	co := azcore.ClientOptions{Transport: tr, Retry: policy.RetryOptions{MaxRetries: -1}}
 	if l != nil {
 		co.Retry = policy.RetryOptions{MaxRetries: 3, RetryDelay: 10 * time.Millisecond, MaxRetryDelay: 2 * time.Second}
@@ -345,14 +336,7 @@ func TestPrepaidTry(t *testing.T) {
 func TestDPSBudget(t *testing.T) {
 	em := testenv.StartEmulator(t, emulator.Options{DPSOperationsPerMinute: 60}) // refills one a second
 	info := em.Info()
-	ca, err := os.ReadFile(info.CAFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr, err := loopback.NewClient(info.Addr, ca)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tr := testenv.LoopbackTransport(t, em)
 	var tokens atomic.Int64
 	l := newLimiter(t, newTable(t), Options{PerMinute: 6000, OnGrant: func(g Grant) { tokens.Add(int64(g.Tokens)) }})
 	paced, err := dps.NewClientFromConnectionString(info.DPS.ConnectionString, &dps.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: tr,

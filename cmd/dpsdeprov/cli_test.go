@@ -6,7 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -19,6 +19,7 @@ import (
 
 	"dpsdeprov/devhost"
 	"dpsdeprov/emulator"
+	"dpsdeprov/internal/apptest"
 	"dpsdeprov/internal/testenv"
 )
 
@@ -75,41 +76,10 @@ func newStackWithAuth(t *testing.T, members int, extra map[string]string, auth *
 		t.Fatal(err)
 	}
 	info := emu.Info()
-	settings := map[string]string{
-		"AzureWebJobsStorage":   az.ConnectionString(),
-		"JOURNAL_TABLE_PREFIX":  prefix,
-		"DPS_CONNECTION_STRING": info.DPS.ConnectionString,
-		"CLEANUP_SCHEDULE":      "0 0 0 1 1 *",
-		"EMULATOR_ADDRESS":      info.Addr,
-		"EMULATOR_CA_FILE":      info.CAFile,
-		"DRY_RUN":               "false",
-		"LOG_LEVEL":             "info",
-		"HUB_OPS_PER_MINUTE":    "6000",
-	}
-	for i, h := range info.Hubs {
-		settings[fmt.Sprintf("IOT_HUB_CONNECTION_STRING_%d", i)] = h.ConnectionString
-	}
-	for k, v := range extra {
-		settings[k] = v
-	}
-	app, err := devhost.LoadApp(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	app.Host.CustomHandler.Description.DefaultExecutablePath = handlerBin
-	out := &testenv.Output{}
-	h, err := devhost.Start(context.Background(), app, devhost.Options{Settings: settings, Addr: "127.0.0.1:0", HandlerOutput: out,
-		Logger: slog.New(slog.NewTextHandler(out, nil)), Auth: auth})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = h.Close()
-		if t.Failed() {
-			s := out.String()
-			t.Logf("devhost and handler log:\n%s", s[max(0, len(s)-8000):])
-		}
-	})
+	settings := apptest.Settings(az, info, prefix)
+	settings["DRY_RUN"], settings["LOG_LEVEL"], settings["HUB_OPS_PER_MINUTE"] = "false", "info", "6000"
+	maps.Copy(settings, extra)
+	h, _ := apptest.Start(t, root, handlerBin, settings, auth)
 	return &stack{api: h.URL() + "/api", group: seeded.Groups[0].ID, n: members}
 }
 

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"log/slog"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -15,7 +14,6 @@ import (
 	"dpsdeprov/azure/dps"
 	"dpsdeprov/azure/iothub"
 	"dpsdeprov/azure/journal"
-	"dpsdeprov/azure/loopback"
 	"dpsdeprov/deprovision"
 	"dpsdeprov/deprovision/fake"
 	"dpsdeprov/emulator"
@@ -64,14 +62,7 @@ func newEnv(t *testing.T) *env {
 	t.Helper()
 	em := testenv.StartEmulator(t, emulator.Options{Hubs: []string{"hub1", "hub2"}})
 	info := em.Info()
-	ca, err := os.ReadFile(info.CAFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr, err := loopback.NewClient(info.Addr, ca)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tr := testenv.LoopbackTransport(t, em)
 	// Spare connections the transport opened but never used would hold the emulator's
 	// shutdown for its full grace period.
 	t.Cleanup(tr.CloseIdleConnections)

@@ -15,10 +15,10 @@ import (
 	"dpsdeprov/azure/adapter"
 	"dpsdeprov/azure/dps"
 	"dpsdeprov/azure/iothub"
-	"dpsdeprov/azure/loopback"
 	"dpsdeprov/deprovision"
 	"dpsdeprov/deprovision/fake"
 	"dpsdeprov/emulator"
+	"dpsdeprov/internal/testenv"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
@@ -134,16 +134,10 @@ func faultPaths() []faultPath {
 func newFaultEnv(t *testing.T) *env {
 	t.Helper()
 	e := newEnv(t)
-	ca, err := os.ReadFile(e.info.CAFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr, err := loopback.NewClient(e.info.Addr, ca)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tr := testenv.LoopbackTransport(t, e.em)
 	t.Cleanup(tr.CloseIdleConnections)
 	co := azcore.ClientOptions{Transport: tr, Retry: policy.RetryOptions{MaxRetries: 2, RetryDelay: 5 * time.Millisecond, MaxRetryDelay: 100 * time.Millisecond}}
+	var err error
 	if e.dps, err = dps.NewClientFromConnectionString(e.info.DPS.ConnectionString, &dps.ClientOptions{ClientOptions: co}); err != nil {
 		t.Fatal(err)
 	}

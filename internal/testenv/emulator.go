@@ -6,10 +6,12 @@ import (
 	"crypto/x509"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"testing"
 	"time"
 
+	"dpsdeprov/azure/loopback"
 	"dpsdeprov/emulator"
 )
 
@@ -77,4 +79,21 @@ func EmulatorHTTPClientWithCert(e *emulator.Emulator, cert *tls.Certificate) *ht
 		IdleConnTimeout:     30 * time.Second,
 	}
 	return &http.Client{Transport: tr, Timeout: 60 * time.Second}
+}
+
+// LoopbackTransport is the transport the app builds in emulator mode (azure/loopback, from
+// EMULATOR_ADDRESS and EMULATOR_CA_FILE) for e: tests that pass it to the SDK clients run
+// the connection path production runs against the emulator.
+func LoopbackTransport(tb testing.TB, e *emulator.Emulator) *http.Client {
+	tb.Helper()
+	info := e.Info()
+	ca, err := os.ReadFile(info.CAFile)
+	if err != nil {
+		tb.Fatalf("reading the emulator's CA: %v", err)
+	}
+	tr, err := loopback.NewClient(info.Addr, ca)
+	if err != nil {
+		tb.Fatalf("building the loopback transport: %v", err)
+	}
+	return tr
 }
