@@ -202,7 +202,9 @@ func TestFaults(t *testing.T) {
 	req.Header.Set("Authorization", tok)
 	if res, err := c.http.Do(req); err == nil || !errors.Is(err, context.DeadlineExceeded) {
 		if res != nil {
+			b, _ := io.ReadAll(res.Body)
 			res.Body.Close()
+			t.Fatalf("slow call answered %d %s %q; faults %+v", res.StatusCode, res.Header, b, e.Faults())
 		}
 		t.Fatalf("slow call did not outlast the deadline: %v", err)
 	}

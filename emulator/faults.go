@@ -182,7 +182,10 @@ func (e *Emulator) injectFault(w http.ResponseWriter, r *http.Request, op, hubNa
 		select {
 		case <-time.After(time.Duration(f.Delay)):
 		case <-r.Context().Done():
-			return true
+			// The call ended before the delay: close the connection without an answer.
+			// Returning would let net/http answer an empty 200, which the service never does.
+			e.stats.record(hubName, op, 0)
+			panic(http.ErrAbortHandler)
 		}
 		return false
 	}
