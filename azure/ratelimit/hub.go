@@ -248,8 +248,13 @@ func (h *hubLimiter) run() {
 		switch {
 		case now.Before(res.notBefore):
 			next = res.notBefore
-		case p == PriorityBulk && now.Before(win.releaseAt(k)) && res.total < res.capacity:
-			next = win.releaseAt(k)
+		case res.total < res.capacity:
+			if p == PriorityBulk && now.Before(win.releaseAt(k)) {
+				next = win.releaseAt(k)
+			}
+			if s := win.nextStep(k, now); s.Before(next) {
+				next = s // the next pacing step hands out more of this window
+			}
 		}
 		h.sleep(next.Sub(now))
 	}

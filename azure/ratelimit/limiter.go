@@ -50,6 +50,14 @@ type Options struct {
 	// high-priority requests left unused, so the reserve costs bulk work no throughput.
 	// Default 0.8: a high-priority request waits at most the last 20% of a window.
 	Release float64
+	// Pace cuts each window into this many steps and lets bulk work claim only the share of
+	// the window's capacity of the steps begun so far (high-priority work that share plus the
+	// reserve, so that it does not wait for a step). A service that refills its budget
+	// continuously (a token bucket) sees at most a step's share and the reserve ahead of its
+	// refill, instead of a whole window's at the window's start, which after an idle or drained
+	// budget is answered 429 (and a second 429 right after the pause cuts the rate). Each step
+	// can cost a Table claim per instance. Default 0: none.
+	Pace int
 	// HighBorrowsAhead lets a high-priority request that finds the current window full take
 	// its tokens from the next window at once instead of waiting for it. The long-run rate is
 	// unchanged, but the hub sees a burst of up to two windows' worth, which risks a 429 when
@@ -205,12 +213,15 @@ func New(table *aztables.Client, o *Options) (*Limiter, error) {
 	if opts.RecoverPerMinute < 0 {
 		return nil, fmt.Errorf("rate limiter: RecoverPerMinute %v is negative", opts.RecoverPerMinute)
 	}
+	if opts.Pace < 0 || opts.Pace > 100 {
+		return nil, fmt.Errorf("rate limiter: Pace %d must be between 0 and 100", opts.Pace)
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
 	return &Limiter{
 		table: table, opts: opts, log: opts.Logger, now: time.Now,
-		win:  windows{size: opts.Window, reserve: opts.Reserve, release: opts.Release},
+		win:  windows{size: opts.Window, reserve: opts.Reserve, release: opts.Release, pace: opts.Pace},
 		hubs: map[string]*hubLimiter{},
 	}, nil
 }

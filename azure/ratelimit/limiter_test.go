@@ -147,6 +147,60 @@ func TestTwoInstancesNeverExceedTheWindowCapacity(t *testing.T) {
 	}
 }
 
+// With Pace, two instances' bulk callers are granted each window's capacity step by step,
+// never more than the steps begun when the grant is made, and every token they ask for.
+func TestPacedBulkWorkAcrossInstances(t *testing.T) {
+	table := newTable(t)
+	const perMinute, pace = 1200, 4 // 20 operations a 1 s window, 5 a step
+	type grantAt struct {
+		Grant
+		at time.Time
+	}
+	var mu sync.Mutex
+	var grants []grantAt
+	o := Options{PerMinute: perMinute, Pace: pace, OnGrant: func(g Grant) {
+		mu.Lock()
+		grants = append(grants, grantAt{g, time.Now()})
+		mu.Unlock()
+	}}
+	ls := []*Limiter{newLimiter(t, table, o), newLimiter(t, table, o)}
+	const callers, each = 4, 6
+	var wg sync.WaitGroup
+	for _, l := range ls {
+		for range callers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range each {
+					if err := l.Wait(context.Background(), "hub1", 1, PriorityBulk); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	w := windows{size: time.Second, reserve: 0.1, release: 0.8, pace: pace}
+	mu.Lock()
+	defer mu.Unlock()
+	byWin, total := map[int64]int{}, 0
+	for _, g := range grants {
+		byWin[g.Window] += g.Tokens
+		total += g.Tokens
+		if most := w.limit(g.Window, g.Capacity, PriorityBulk, g.at); byWin[g.Window] > most {
+			t.Errorf("window %d: %d tokens granted by %v into it, more than the %d of the steps begun", g.Window, byWin[g.Window], g.at.Sub(w.start(g.Window)), most)
+		}
+	}
+	var lapsed int64
+	for _, l := range ls {
+		lapsed += l.Stats().Lapsed
+	}
+	if want := int64(2*callers*each) + lapsed; int64(total) != want {
+		t.Errorf("granted %d tokens, want %d asked and %d lapsed", total, 2*callers*each, lapsed)
+	}
+}
+
 // bulkLoad queues count bulk callers of n tokens each on hub and reports how many finished.
 // It returns once every caller is queued or served and the bulk work has been granted its
 // first tokens: the load is on.
@@ -230,6 +284,8 @@ func TestObserve429PausesEveryInstance(t *testing.T) {
 	table := newTable(t)
 	a := newLimiter(t, table, Options{PerMinute: 6000})
 	b := newLimiter(t, table, Options{PerMinute: 6000})
+	var skew atomic.Int64 // b's clock, moved on below
+	b.now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
 	ctx := context.Background()
 	if err := b.Wait(ctx, "hub1", 5, PriorityBulk); err != nil { // b has used the hub before
 		t.Fatal(err)
@@ -259,7 +315,17 @@ func TestObserve429PausesEveryInstance(t *testing.T) {
 	if f := factor(); f != 1 {
 		t.Errorf("rate factor after a lone 429: %v, want 1", f)
 	}
-	// The pause is over: the next 429 is a repeat.
+	// A 429 in the window right after the pause is the same episode: the service had
+	// regained only what the pause gave it.
+	if err := b.Observe429(ctx, "hub1", 500*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if f := factor(); f != 1 {
+		t.Errorf("rate factor after a 429 right after the pause: %v, want 1", f)
+	}
+	// Two windows later by b's clock, the pause is over by more than a window: the next 429
+	// is a repeat.
+	skew.Store(int64(2 * b.opts.Window))
 	if err := b.Observe429(ctx, "hub1", 10*time.Second); err != nil {
 		t.Fatal(err)
 	}

@@ -221,10 +221,13 @@ func (s *store) pause(ctx context.Context, until time.Time, hub *hubLimiter) (hu
 		}
 		now := s.l.now()
 		sh = cur
-		// Only a new episode cuts the rate (calls issued before the pause that come back 429
-		// during it do not), and only if it repeats a recent one: a lone 429, such as from a
-		// hub that was busy when the work started, just pauses.
-		if !now.Before(cur.pausedUntil) && !cur.pausedUntil.IsZero() && now.Sub(cur.pausedUntil) <= s.l.opts.RepeatWithin {
+		// Only a new episode cuts the rate, and only if it repeats a recent one: a lone 429,
+		// such as from a hub that was busy when the work started, just pauses. Calls issued
+		// before the pause that come back 429 during it are the same episode, and so is a 429
+		// within the window after it: Retry-After says when a call may succeed, not that the
+		// service refilled a whole window's budget by then (a token bucket drained by others
+		// holds only what it regained during the pause).
+		if after := now.Sub(cur.pausedUntil); !cur.pausedUntil.IsZero() && after >= s.l.win.size && after <= s.l.opts.RepeatWithin {
 			sh.factor = math.Max(s.l.opts.MinFactor, cur.factorAt(now)*s.l.opts.Decrease)
 			sh.factorSince = now
 		}

@@ -11,6 +11,7 @@ type windows struct {
 	size    time.Duration
 	reserve float64 // share of a window bulk work may not claim before release
 	release float64 // fraction of a window after which bulk work may claim the reserve
+	pace    int     // steps a window's capacity is handed to bulk work in (0, 1: all at its start)
 }
 
 // index is the window holding t. Windows are aligned on the Unix epoch, so instances agree on
@@ -54,11 +55,38 @@ func (w windows) capacity(k int64, perMinute int, s hubShared, now time.Time) in
 
 // limit is how many of a window's cap tokens a class may have been granted in total at now:
 // bulk work leaves the reserve to high-priority requests until the release point.
+// With pace steps, bulk work may have been granted only the steps begun by now, and
+// high-priority work that share plus the reserve (so that it still finds tokens at once): a
+// service that refills its budget continuously (a token bucket, as DPS's is modelled) then
+// never sees a whole window's capacity at the window's start, ahead of its refill.
 func (w windows) limit(k int64, capacity int, p Priority, now time.Time) int {
-	if p == PriorityHigh || !now.Before(w.releaseAt(k)) {
-		return capacity
+	n := capacity
+	if p == PriorityBulk && now.Before(w.releaseAt(k)) {
+		n = int(math.Floor(float64(capacity) * (1 - w.reserve)))
 	}
-	return int(math.Floor(float64(capacity) * (1 - w.reserve)))
+	if w.pace > 1 {
+		paced := int(math.Ceil(float64(capacity) * float64(w.step(k, now)) / float64(w.pace)))
+		if p == PriorityHigh {
+			paced += int(math.Ceil(float64(capacity) * w.reserve))
+		}
+		n = min(n, paced)
+	}
+	return n
+}
+
+// step is the pacing step of window k begun at now: 1 … pace.
+func (w windows) step(k int64, now time.Time) int {
+	f := float64(now.Sub(w.start(k))) / float64(w.size)
+	return min(w.pace, max(1, int(math.Floor(f*float64(w.pace)))+1))
+}
+
+// nextStep is when window k's next pacing step begins after now (the window's end after
+// the last step).
+func (w windows) nextStep(k int64, now time.Time) time.Time {
+	if w.pace <= 1 {
+		return w.end(k)
+	}
+	return w.start(k).Add(time.Duration(float64(w.size) * float64(w.step(k, now)) / float64(w.pace)))
 }
 
 // hubShared is the state every instance shares about one hub: the pause a 429 asked for and

@@ -72,3 +72,37 @@ func TestWindowCapacityUnderPauseAndFactor(t *testing.T) {
 		t.Errorf("factor after a minute: %v, want 1", f)
 	}
 }
+
+// With Pace, bulk work is handed a window's capacity step by step, and high-priority work the
+// same steps plus the reserve.
+func TestWindowLimitPacesBulkWork(t *testing.T) {
+	w := windows{size: time.Second, reserve: 0.1, release: 0.8, pace: 4}
+	k := int64(1_780_000_000)
+	at := func(ms int) time.Time { return w.start(k).Add(time.Duration(ms) * time.Millisecond) }
+	for _, c := range []struct {
+		capacity, ms, want int
+	}{
+		{100, 0, 25}, {100, 249, 25}, {100, 250, 50}, {100, 600, 75}, {100, 790, 90}, {100, 800, 100}, {100, 999, 100},
+		{4, 0, 1}, {4, 300, 2}, {4, 500, 3}, {4, 760, 3}, {4, 850, 4},
+		{5, 0, 2}, {5, 260, 3}, {5, 900, 5},
+	} {
+		if got := w.limit(k, c.capacity, PriorityBulk, at(c.ms)); got != c.want {
+			t.Errorf("capacity %d at %d ms: bulk limit %d, want %d", c.capacity, c.ms, got, c.want)
+		}
+	}
+	// High priority is paced too, but ahead of bulk work by the reserve.
+	for _, c := range []struct{ capacity, ms, want int }{{100, 0, 35}, {100, 800, 100}, {4, 0, 2}, {4, 800, 4}} {
+		if got := w.limit(k, c.capacity, PriorityHigh, at(c.ms)); got != c.want {
+			t.Errorf("capacity %d at %d ms: high-priority limit %d, want %d", c.capacity, c.ms, got, c.want)
+		}
+	}
+	for _, c := range []struct{ ms, next int }{{0, 250}, {249, 250}, {250, 500}, {900, 1000}} {
+		if got := w.nextStep(k, at(c.ms)); !got.Equal(at(c.next)) {
+			t.Errorf("next step after %d ms: %v, want %d ms", c.ms, got.Sub(w.start(k)), c.next)
+		}
+	}
+	unpaced := windows{size: time.Second, reserve: 0.1, release: 0.8}
+	if got := unpaced.limit(k, 100, PriorityBulk, at(0)); got != 90 {
+		t.Errorf("without pace: bulk limit %d at the window's start, want 90", got)
+	}
+}
