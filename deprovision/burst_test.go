@@ -68,7 +68,7 @@ func TestBurstOfCompromisesIsCoalesced(t *testing.T) {
 	bulk := &bulkOverFake{w: w, release: make(chan struct{})}
 	deps := w.deps()
 	deps.Enrollments = dps
-	burst := coalesce.New(w.dps, bulk, &coalesce.Options{ListAfter: 5, MaxInFlight: 100, Logger: slog.New(slog.DiscardHandler)})
+	burst := coalesce.New(w.dps, bulk, &coalesce.Options{MaxInFlight: 100, Logger: slog.New(slog.DiscardHandler)})
 	deps.Burst = burst
 	e := w.engine(deps)
 
@@ -165,8 +165,70 @@ func (b *deferringBurst) Defer(_ context.Context, req d.Request) error {
 	return nil
 }
 
-// A revocation deferred to the burst queue is journaled at once (running, its lease given
-// back, nothing changed yet), and carried out when the queue delivers it again.
+// journalCalls counts the journal calls a path makes (each is a Table transaction in the app).
+type journalCalls struct {
+	d.Journal
+	mu    sync.Mutex
+	calls map[string]int
+}
+
+func (j *journalCalls) count(name string) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.calls == nil {
+		j.calls = map[string]int{}
+	}
+	j.calls[name]++
+}
+
+// take returns the counts so far and starts again.
+func (j *journalCalls) take() map[string]int {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	c := j.calls
+	j.calls = nil
+	return c
+}
+
+func (j *journalCalls) CreateOperation(ctx context.Context, op *d.Operation) (*d.Operation, bool, error) {
+	j.count("CreateOperation")
+	return j.Journal.CreateOperation(ctx, op)
+}
+
+func (j *journalCalls) GetOperation(ctx context.Context, id string) (*d.Operation, error) {
+	j.count("GetOperation")
+	return j.Journal.GetOperation(ctx, id)
+}
+
+func (j *journalCalls) UpdateOperation(ctx context.Context, op *d.Operation) error {
+	j.count("UpdateOperation")
+	return j.Journal.UpdateOperation(ctx, op)
+}
+
+func (j *journalCalls) RecordStep(ctx context.Context, rec d.StepRecord) error {
+	j.count("RecordStep")
+	return j.Journal.RecordStep(ctx, rec)
+}
+
+func (j *journalCalls) Steps(ctx context.Context, id string) ([]d.StepRecord, error) {
+	j.count("Steps")
+	return j.Journal.Steps(ctx, id)
+}
+
+func (j *journalCalls) GetDevice(ctx context.Context, rid string) (*d.DeviceState, error) {
+	j.count("GetDevice")
+	return j.Journal.GetDevice(ctx, rid)
+}
+
+func (j *journalCalls) PutDevice(ctx context.Context, ds *d.DeviceState) error {
+	j.count("PutDevice")
+	return j.Journal.PutDevice(ctx, ds)
+}
+
+// A revocation deferred to the burst queue is journaled at once (running, with no lease,
+// nothing changed yet) in one journal write, and carried out when the queue delivers it
+// again, reading the operation rather than creating it again, its step records (there are
+// none yet) not read, and its device row read once.
 func TestDeferredRevocationIsJournaledThenCarriedOut(t *testing.T) {
 	ctx := context.Background()
 	w := newWorld()
@@ -174,11 +236,16 @@ func TestDeferredRevocationIsJournaledThenCarriedOut(t *testing.T) {
 	b := &deferringBurst{Coalescer: coalesce.New(w.dps, &bulkOverFake{w: w, release: closed()}, &coalesce.Options{At: 1, Logger: slog.New(slog.DiscardHandler)})}
 	deps := w.deps()
 	deps.Burst = b
+	calls := &journalCalls{Journal: deps.Journal}
+	deps.Journal = calls
 	e := w.engine(deps)
 	req := d.Request{EventID: "deferred-1", Source: "/security", Intent: d.IntentCompromised, RegistrationID: "m-0001", EnrollmentGroupID: "g-x509", EventTime: t0.Add(time.Hour)}
 	op := submit(t, e, req)
 	if op.Status != d.StatusRunning || op.LeaseOwner != "" || op.Plan != nil || len(b.queue) != 1 {
 		t.Fatalf("after deferring: %s, lease %q, plan %v, %d queued", op.Status, op.LeaseOwner, op.Plan, len(b.queue))
+	}
+	if got := calls.take(); got["CreateOperation"] != 1 || len(got) != 1 {
+		t.Errorf("deferring made the journal calls %v, want one CreateOperation", got)
 	}
 	if _, ok := w.dps.Enrollment("m-0001"); ok {
 		t.Fatal("a deferred revocation changed DPS before the queue delivered it")
@@ -189,6 +256,16 @@ func TestDeferredRevocationIsJournaledThenCarriedOut(t *testing.T) {
 	}
 	if en, ok := w.dps.Enrollment("m-0001"); !ok || en.Enabled {
 		t.Errorf("no blocking enrollment after the queue's delivery: %+v", en)
+	}
+	made := calls.take()
+	total := 0
+	for _, n := range made {
+		total += n
+	}
+	// The operation read, its lease, the device row read and locked, the plan, each of the two
+	// steps begun and ended, the device row, the end, the announcement.
+	if made["CreateOperation"] != 0 || made["Steps"] != 0 || made["GetDevice"] != 1 || total != 12 {
+		t.Errorf("the queue's delivery made the journal calls %v, want 12: no CreateOperation, no Steps and one GetDevice", made)
 	}
 }
 
@@ -205,7 +282,7 @@ func TestCoalescedDeviceThatMovedSinceTheListing(t *testing.T) {
 	ctx := context.Background()
 	w := newWorld()
 	setupGroup(4)(w) // m-0000 … m-0003, m-0001 in hub2
-	c := coalesce.New(w.dps, &bulkOverFake{w: w, release: closed()}, &coalesce.Options{At: 1, ListAfter: 1, Logger: slog.New(slog.DiscardHandler)})
+	c := coalesce.New(w.dps, &bulkOverFake{w: w, release: closed()}, &coalesce.Options{At: 1, Logger: slog.New(slog.DiscardHandler)})
 	if r, err := c.Lookup(ctx, "g-x509", "m-0001"); err != nil || r.AssignedHub != hub2 {
 		t.Fatalf("the listing: %+v %v", r, err)
 	}

@@ -136,14 +136,16 @@ func (e *Engine) Submit(ctx context.Context, req Request) (*Operation, error) {
 	if err != nil {
 		return nil, err
 	}
-	op, err := e.acquire(ctx, req)
+	op, err := e.acquire(ctx, req, mode != BurstDefer)
 	if err != nil || op.Status.Terminal() || op.Status == StatusAwaitingApproval {
 		return op, err
 	}
 	if mode == BurstDefer {
-		// Journaled; the burst queue's worker carries it out (it takes the lease given back
-		// here; if the hand-over fails, the event is delivered again and resumes it).
-		e.release(ctx, op)
+		// Journaled without a lease (or its lease given back); the burst queue's worker
+		// carries it out (if the hand-over fails, the event is delivered again and resumes it).
+		if op.LeaseOwner != "" {
+			e.release(ctx, op)
+		}
 		if err := e.d.Burst.Defer(ctx, req); err != nil {
 			return op, asTransient(fmt.Errorf("operation %s: handing it to the burst queue: %w", op.ID, err))
 		}
@@ -212,11 +214,16 @@ func (e *Engine) DeviceHistory(ctx context.Context, registrationID string) (*Dev
 }
 
 // acquire creates the operation or takes over a stored one whose lease has run out. Another
-// event reusing the operation's (source, id) gets its own rejected operation instead.
-func (e *Engine) acquire(ctx context.Context, req Request) (*Operation, error) {
+// event reusing the operation's (source, id) gets its own rejected operation instead. Without
+// lease (a request handed to the burst queue at once), a new operation is journaled with no
+// lease and a stored one is left as it is: the queue's worker takes it.
+func (e *Engine) acquire(ctx context.Context, req Request, lease bool) (*Operation, error) {
 	now := e.d.Clock.Now()
 	op := &Operation{ID: OperationID(req.Source, req.EventID), Request: req, Status: StatusRunning,
-		Created: now, Updated: now, LeaseOwner: newOwner(), LeaseUntil: now.Add(e.c.LeaseDuration)}
+		Created: now, Updated: now}
+	if lease {
+		op.LeaseOwner, op.LeaseUntil = newOwner(), now.Add(e.c.LeaseDuration)
+	}
 	stored, created, conflict, err := e.createOrConflict(ctx, op, "")
 	if err != nil {
 		return nil, fmt.Errorf("journaling operation %s: %w", op.ID, err)
@@ -230,6 +237,9 @@ func (e *Engine) acquire(ctx context.Context, req Request) (*Operation, error) {
 	if stored.LeaseOwner != "" && stored.LeaseUntil.After(now) {
 		return nil, Transient(fmt.Errorf("operation %s is being applied by another delivery until %s: %w",
 			stored.ID, stored.LeaseUntil.Format(time.RFC3339), ErrBusy))
+	}
+	if !lease {
+		return stored, nil
 	}
 	stored.LeaseOwner = op.LeaseOwner
 	stored.LeaseUntil = now.Add(e.c.LeaseDuration)
@@ -293,8 +303,16 @@ func (e *Engine) notify(ctx context.Context, op *Operation) {
 // run plans op if it has no plan yet, then applies its unfinished steps.
 func (e *Engine) run(ctx context.Context, op *Operation) (*Operation, error) {
 	var planned *deviceRead
+	// A plan made in this invocation has no step records yet: its steps run only after it
+	// is journaled, and a plan made again (a coalesced one that met an individual enrollment)
+	// is not fresh, as the old plan's records stand. Skipping their read spares every new
+	// operation a journal query on its critical path.
+	fresh := op.Plan == nil && burstModeOf(ctx) != burstReplan
+	// row is the device row as planning wrote it (its lock), for the last write: one read less.
+	var row *DeviceState
 	if op.Plan == nil {
-		res, done, err := e.plan(ctx, op)
+		res, locked, done, err := e.plan(ctx, op)
+		row = locked
 		if err != nil {
 			if retryable(err) {
 				e.release(ctx, op)
@@ -309,7 +327,7 @@ func (e *Engine) run(ctx context.Context, op *Operation) (*Operation, error) {
 			planned = &deviceRead{hub: res.Hub, id: res.DeviceID, d: res.Device}
 		}
 	}
-	err := e.execute(ctx, op, planned)
+	err := e.execute(ctx, op, planned, fresh)
 	if errors.Is(err, errIndividual) {
 		// A coalesced plan's blocking enrollment met an individual enrollment: plan again
 		// from a full read (the new plan's steps take the place of the old ones).
@@ -323,7 +341,7 @@ func (e *Engine) run(ctx context.Context, op *Operation) (*Operation, error) {
 		if op, more, err = e.awaitBatches(ctx, op); err != nil || !more {
 			return op, err
 		}
-		err = e.execute(ctx, op, nil)
+		err = e.execute(ctx, op, nil, false)
 	}
 	if err != nil {
 		if retryable(err) {
@@ -335,7 +353,7 @@ func (e *Engine) run(ctx context.Context, op *Operation) (*Operation, error) {
 		return e.finish(ctx, op, StatusFailed, err.Error())
 	}
 	if !op.Request.Intent.GroupWide() {
-		if err := e.recordDevice(ctx, op); err != nil {
+		if err := e.recordDevice(ctx, op, row); err != nil {
 			e.release(ctx, op)
 			return op, asTransient(err)
 		}
@@ -343,9 +361,10 @@ func (e *Engine) run(ctx context.Context, op *Operation) (*Operation, error) {
 	return e.finish(ctx, op, StatusSucceeded, "")
 }
 
-// plan resolves and plans op and journals the plan, and returns what resolution read. done is
-// true when op became terminal (rejected, held for approval, or planned for a dry run).
-func (e *Engine) plan(ctx context.Context, op *Operation) (res *Resolved, done bool, err error) {
+// plan resolves and plans op and journals the plan, and returns what resolution read and the
+// device row it locked (nil for a group). done is true when op became terminal (rejected, held
+// for approval, or planned for a dry run).
+func (e *Engine) plan(ctx context.Context, op *Operation) (res *Resolved, row *DeviceState, done bool, err error) {
 	ok := false
 	if burstModeOf(ctx) == burstCoalesce {
 		res, ok, err = resolveCoalesced(ctx, e.d.Burst, e.d.Registrations, e.d.Devices, op.Request)
@@ -358,17 +377,17 @@ func (e *Engine) plan(ctx context.Context, op *Operation) (res *Resolved, done b
 	}
 	if r, ok := AsRefusal(err); ok {
 		_, err := e.finish(ctx, op, StatusRejected, r.Reason)
-		return nil, true, err
+		return nil, nil, true, err
 	}
 	if err != nil {
-		return nil, false, err
+		return nil, nil, false, err
 	}
-	done, err = e.planResolved(ctx, op, res)
-	return res, done, err
+	row, done, err = e.planResolved(ctx, op, res)
+	return res, row, done, err
 }
 
-// planResolved is plan after resolution.
-func (e *Engine) planResolved(ctx context.Context, op *Operation, res *Resolved) (done bool, err error) {
+// planResolved is plan after resolution; row is the device row it locked.
+func (e *Engine) planResolved(ctx context.Context, op *Operation, res *Resolved) (row *DeviceState, done bool, err error) {
 	req := op.Request
 	if req.RegistrationID == "" && res.RegistrationID != "" {
 		op.Request.RegistrationID = res.RegistrationID
@@ -381,16 +400,16 @@ func (e *Engine) planResolved(ctx context.Context, op *Operation, res *Resolved)
 			prior, err = nil, nil
 		}
 		if err != nil {
-			return false, asTransient(fmt.Errorf("reading device row %s: %w", req.RegistrationID, err))
+			return nil, false, asTransient(fmt.Errorf("reading device row %s: %w", req.RegistrationID, err))
 		}
 		// A dry run changes nothing, so it need not wait for the device.
 		if !req.DryRun && prior != nil && prior.PendingOperation != "" && prior.PendingOperation != op.ID {
 			other, err := e.d.Journal.GetOperation(ctx, prior.PendingOperation)
 			if err != nil && !errors.Is(err, ErrNotFound) {
-				return false, asTransient(err)
+				return nil, false, asTransient(err)
 			}
 			if err == nil && !other.Status.Terminal() {
-				return false, Transient(fmt.Errorf("device %s is being changed by operation %s: %w", req.RegistrationID, other.ID, ErrBusy))
+				return nil, false, Transient(fmt.Errorf("device %s is being changed by operation %s: %w", req.RegistrationID, other.ID, ErrBusy))
 			}
 		}
 	}
@@ -400,18 +419,18 @@ func (e *Engine) planResolved(ctx context.Context, op *Operation, res *Resolved)
 	}
 	if r, ok := AsRefusal(err); ok {
 		_, err := e.finish(ctx, op, StatusRejected, r.Reason)
-		return true, err
+		return nil, true, err
 	}
 	if err != nil {
-		return false, err
+		return nil, false, err
 	}
 	op.Plan = plan
 	if req.DryRun {
 		_, err := e.finish(ctx, op, StatusPlanned, "dry run: nothing was changed")
-		return true, err
+		return nil, true, err
 	}
 	if held, err := e.guard(ctx, op); held || err != nil {
-		return held, err
+		return nil, held, err
 	}
 	if !req.Intent.GroupWide() {
 		ds := prior
@@ -422,13 +441,14 @@ func (e *Engine) planResolved(ctx context.Context, op *Operation, res *Resolved)
 		ds.Updated = e.d.Clock.Now()
 		if err := e.d.Journal.PutDevice(ctx, ds); err != nil {
 			if errors.Is(err, ErrPreconditionFailed) || errors.Is(err, ErrConflict) {
-				return false, Transient(fmt.Errorf("device row %s changed while planning: %w", req.RegistrationID, ErrBusy))
+				return nil, false, Transient(fmt.Errorf("device row %s changed while planning: %w", req.RegistrationID, ErrBusy))
 			}
-			return false, asTransient(fmt.Errorf("locking device row %s: %w", req.RegistrationID, err))
+			return nil, false, asTransient(fmt.Errorf("locking device row %s: %w", req.RegistrationID, err))
 		}
+		row = ds
 	}
 	e.log.InfoContext(ctx, "plan", "operation", op.ID, "path", plan.Path, "steps", len(plan.Steps))
-	return false, e.save(ctx, op)
+	return row, false, e.save(ctx, op)
 }
 
 func (e *Engine) checkHubs(r *Resolved, req Request) error {
@@ -467,11 +487,15 @@ func (r *deviceRead) take(hub, id string) *Device {
 }
 
 // execute applies every unfinished step in order, journaling before and after each. planned,
-// when not nil, is the hub identity read while planning in this invocation.
-func (e *Engine) execute(ctx context.Context, op *Operation, planned *deviceRead) error {
-	recs, err := e.d.Journal.Steps(ctx, op.ID)
-	if err != nil {
-		return asTransient(fmt.Errorf("reading steps of %s: %w", op.ID, err))
+// when not nil, is the hub identity read while planning in this invocation; fresh says the
+// plan was made in this invocation, so no step has a record yet.
+func (e *Engine) execute(ctx context.Context, op *Operation, planned *deviceRead, fresh bool) error {
+	var recs []StepRecord
+	if !fresh {
+		var err error
+		if recs, err = e.d.Journal.Steps(ctx, op.ID); err != nil {
+			return asTransient(fmt.Errorf("reading steps of %s: %w", op.ID, err))
+		}
 	}
 	latest := map[int]StepRecord{}
 	for _, r := range recs {
@@ -548,11 +572,20 @@ func wouldChange(st Step) bool {
 }
 
 // recordDevice writes the device row: the state this operation left the device in, and the
-// end of its hold on the device.
-func (e *Engine) recordDevice(ctx context.Context, op *Operation) error {
+// end of its hold on the device. locked, when not nil, is the row as this invocation wrote it
+// while planning: the first try writes on it instead of reading the row again (its ETag
+// still guards the write; a 412 reads the row).
+func (e *Engine) recordDevice(ctx context.Context, op *Operation, locked *DeviceState) error {
 	key := deviceKey(op.Request.RegistrationID)
 	for attempt := 0; attempt <= e.c.ETagRetries; attempt++ {
-		ds, err := e.d.Journal.GetDevice(ctx, key)
+		var ds *DeviceState
+		var err error
+		if attempt == 0 && locked != nil && locked.ETag != "" {
+			cp := *locked
+			ds = &cp
+		} else {
+			ds, err = e.d.Journal.GetDevice(ctx, key)
+		}
 		if errors.Is(err, ErrNotFound) {
 			ds, err = &DeviceState{RegistrationID: key}, nil
 		}

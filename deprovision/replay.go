@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strings"
 	"unicode/utf8"
@@ -71,9 +72,22 @@ func shorten(s string, n int) string {
 // here, on the stored row, so that two different events arriving at the same moment cannot
 // both pass it. extra, when not empty, is appended to the conflict's reason.
 func (e *Engine) createOrConflict(ctx context.Context, op *Operation, extra string) (stored *Operation, created, conflict bool, err error) {
-	stored, created, err = e.d.Journal.CreateOperation(ctx, op)
-	if err != nil || created {
-		return stored, created, false, err
+	if IsDeferred(ctx) {
+		// The burst queue hands over a request journaled when it was deferred: read it
+		// rather than try to create it again (an insert refused costs a Table call more).
+		stored, err = e.d.Journal.GetOperation(ctx, op.ID)
+		if errors.Is(err, ErrNotFound) {
+			stored, err = nil, nil
+		}
+		if err != nil {
+			return nil, false, false, err
+		}
+	}
+	if stored == nil {
+		stored, created, err = e.d.Journal.CreateOperation(ctx, op)
+		if err != nil || created {
+			return stored, created, false, err
+		}
 	}
 	req, reason, ok := ReplayConflict(stored, op.Request)
 	if !ok {
