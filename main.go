@@ -34,6 +34,7 @@ import (
 	"dpsdeprov/azure/dps"
 	"dpsdeprov/azure/iothub"
 	"dpsdeprov/azure/journal"
+	"dpsdeprov/azure/listings"
 	"dpsdeprov/azure/loopback"
 	"dpsdeprov/config"
 	"dpsdeprov/deprovision"
@@ -235,9 +236,15 @@ func wire(ctx context.Context, cfg *settings, logger *slog.Logger) (*app, error)
 	if err != nil {
 		return nil, err
 	}
+	lctx, lcancel := context.WithTimeout(ctx, 20*time.Second)
+	pages, err := listings.Open(lctx, tables, cfg.JournalPrefix+"listings", logger)
+	lcancel()
+	if err != nil {
+		return nil, fmt.Errorf("opening the shared listings (setting %s, table %slistings): %w", config.SettingStorage, cfg.JournalPrefix, err)
+	}
 	dpsAdapter := adapter.NewDPS(dpsClient)
 	engine := deprovision.NewEngine(cleanupEngineDeps(deprovision.Deps{
-		Burst:         budgets.newBurst(dpsAdapter, dpsClient.HostName(), burstQueue, logger),
+		Burst:         budgets.newBurst(dpsAdapter, dpsClient.HostName(), burstQueue, pages, logger),
 		Enrollments:   dpsAdapter,
 		Registrations: dpsAdapter,
 		Devices:       hubs,

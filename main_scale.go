@@ -63,7 +63,12 @@ func openBudgets(ctx context.Context, cfg *config.Config, tables *aztables.Servi
 		}
 	}
 	if n := cfg.Scale.DPSBudget(); n > 0 {
-		b.dps, err = ratelimit.New(table, &ratelimit.Options{PerMinute: n, Logger: logger})
+		// Paced in quarters of a window: DPS's throttle is modelled as a token bucket refilled
+		// continuously (how DPS refills is UNCONFIRMED), which answers 429 to a window's whole
+		// budget sent at the window's start after its budget ran dry (the customer's other
+		// tools, or a burst before). The hubs are not paced: their traffic shaping queues a
+		// short excess rather than refusing it.
+		b.dps, err = ratelimit.New(table, &ratelimit.Options{PerMinute: n, Pace: 4, Logger: logger})
 		if err != nil {
 			return nil, fmt.Errorf("DPS rate limiter (settings %s, %s): %w", config.SettingDPSOpsPerMinute, config.SettingDPSOpsShare, err)
 		}
@@ -109,11 +114,12 @@ func (l laned) Submit(ctx context.Context, req deprovision.Request) (*deprovisio
 
 // newBurst is the engine's coalescer of revocation bursts: the DPS work of single-device
 // revocations that arrive together shares calls (docs/scale.md), in the budgets' bulk lane;
-// what an instance cannot work on at once goes to the burst queue.
+// what an instance cannot work on at once goes to the burst queue, and the instances share
+// their listings of a group's registration states (pages).
 // When DPS counts a bulk call once (DPS_BULK_COST=call), each bulk call waits for its
 // operation of the DPS budget before it takes the blocking enrollments queued by then.
-func (b *budgets) newBurst(d *adapter.DPS, dpsHost string, queue *workqueue.Queue, logger *slog.Logger) *coalesce.Coalescer {
-	o := &coalesce.Options{Lane: bulkPriority, Logger: logger, Defer: queue.EnqueueRequest}
+func (b *budgets) newBurst(d *adapter.DPS, dpsHost string, queue *workqueue.Queue, pages coalesce.Pages, logger *slog.Logger) *coalesce.Coalescer {
+	o := &coalesce.Options{Lane: bulkPriority, Logger: logger, Defer: queue.EnqueueRequest, Pages: pages}
 	if b.dps != nil && !b.dpsPerItem {
 		o.Reserve = func(ctx context.Context) (context.Context, error) {
 			ctx = bulkPriority(ctx)

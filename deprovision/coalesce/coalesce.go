@@ -4,8 +4,8 @@
 // its own operation; what they share is DPS calls:
 //
 //   - registration lookups of devices named with their enrollment group are answered from a
-//     listing of the group's registration states (up to 1,000 a DPS call) once enough of
-//     them ask within a short time, instead of one read each;
+//     listing of the group's registration states (up to 1,000 a DPS call), read page by page
+//     while the lookups ask for more, instead of one read each;
 //   - blocking enrollments are created in bulk calls of up to 10 (DPS's limit), each item
 //     answered on its own;
 //   - requests of one flow (the same group, or the same issuing CA) count as a burst only
@@ -54,15 +54,17 @@ type Options struct {
 	// budget the next items gather, so that under load every call carries 10. Default 1: the
 	// instance's one call waits for the budget while the items gather behind it.
 	Calls int
-	// ListAfter is how many lookups of one group within ListFor start a listing of the
-	// group's registration states. Default 10: a group of 10,000 lists in 10 calls.
-	ListAfter int
-	// ListFor is how long a listing answers lookups, and the window ListAfter counts in. A
+	// ListFor is how long a listing of a group's registration states answers lookups. A
 	// device that provisions again meanwhile is found where the listing saw it (the engine
 	// reads its registration again when its identity is not in that hub). Default 5m: a
 	// burst is worked through at the DPS budget's pace, and each listing costs a call per
 	// 1,000 members.
 	ListFor time.Duration
+	// Pages, when set, shares the pages of group listings between the app's instances (the
+	// app: a Table), so that a burst several instances receive together lists each group
+	// once: an instance takes a page another one read, and reads from DPS only the pages no
+	// other instance has (claiming each first). Without it, each instance lists on its own.
+	Pages Pages
 	// PageSize is the registration states asked for per DPS call. Default 1000.
 	PageSize int
 	// MaxListed caps the registration states one listing keeps (memory). Default 200,000.
@@ -80,10 +82,26 @@ type Options struct {
 	// instance admitted waits for its blocking enrollment (no more can come soon), and at
 	// the latest when its oldest item has waited Gather. A call that leaves half empty spends a
 	// DPS operation for a few items, and under a burst DPS's budget is the bottleneck.
-	// Default 1s; negative: never wait.
+	// Default 3s (the benchmark filled its calls better than with 1s when the journal was
+	// slow to bring requests to their block); negative: never wait.
 	Gather time.Duration
 	// Logger receives a line per listing. Default slog.Default().
 	Logger *slog.Logger
+}
+
+// Pages shares group listings between instances. A listing is named by its id; its pages are
+// numbered from 0, each read from DPS by the one instance that claimed it.
+type Pages interface {
+	// Listing returns the listing of group to use: the one an instance started within
+	// maxAge, or a new one started now.
+	Listing(ctx context.Context, group string, maxAge time.Duration) (id string, started time.Time, err error)
+	// Page returns page n of listing id; ok is false while no instance has put it.
+	Page(ctx context.Context, id string, n int) (page deprovision.RegistrationPage, ok bool, err error)
+	// Claim claims the reading of page n from DPS. It reports false while another instance
+	// holds a claim younger than stale.
+	Claim(ctx context.Context, id string, n int, stale time.Duration) (bool, error)
+	// Put publishes page n.
+	Put(ctx context.Context, id string, n int, page deprovision.RegistrationPage) error
 }
 
 // Coalescer implements deprovision.Burst over DPS's registration states and bulk enrollment
@@ -121,8 +139,9 @@ type Stats struct {
 	Coalesced   int64 // requests joined as part of a burst
 	BulkCalls   int64 // bulk enrollment calls made
 	BulkItems   int64 // items they carried
-	Listings    int64 // listing passes started
-	Pages       int64 // pages of registration states read
+	Listings    int64 // listings of a group started
+	Pages       int64 // pages of registration states read from DPS
+	SharedPages int64 // pages another instance read, taken from Options.Pages
 	ListedHits  int64 // lookups answered from a listing
 	SingleReads int64 // lookups answered by a read of their own
 	Waiting     int64 // blocking enrollments waiting for a bulk call now
@@ -143,9 +162,6 @@ func New(regs deprovision.Registrations, bulk deprovision.BulkEnrollments, o *Op
 	if opts.Calls <= 0 {
 		opts.Calls = 1
 	}
-	if opts.ListAfter <= 0 {
-		opts.ListAfter = 10
-	}
 	if opts.ListFor <= 0 {
 		opts.ListFor = 5 * time.Minute
 	}
@@ -156,7 +172,7 @@ func New(regs deprovision.Registrations, bulk deprovision.BulkEnrollments, o *Op
 		opts.AdmitWithin = 15 * time.Second
 	}
 	if opts.Gather == 0 {
-		opts.Gather = time.Second
+		opts.Gather = 3 * time.Second
 	}
 	if opts.PageSize <= 0 {
 		opts.PageSize = 1000
@@ -484,26 +500,41 @@ func (c *Coalescer) gatherLocked() time.Duration {
 
 // --- registration lookups ---
 
-// group is what the coalescer knows of one group's registration states.
+// group is what the coalescer knows of one group's registration states: a listing read page
+// by page while lookups ask for it.
 type group struct {
 	id string
-	// recent are the times of recent lookups, for ListAfter.
-	recent []time.Time
-	// listed holds a listing's states by lower-case registration id; complete when every page
-	// was read, at listedAt.
-	listed   map[string]deprovision.Registration
-	complete bool
-	listedAt time.Time
-	// listing is closed when the listing in progress ends; nil when none runs.
-	listing chan struct{}
+	// gen numbers the listing; a page read for an older one is dropped.
+	gen int
+	// listed holds the pages read so far by lower-case registration id, since started.
+	listed  map[string]deprovision.Registration
+	started time.Time
+	// next is the continuation of the next page; complete is set when the last page was read,
+	// stopped when a page failed (or the listing grew past MaxListed): lookups the pages read
+	// do not answer then read their devices on their own.
+	next              string
+	pages             int
+	complete, stopped bool
+	// asked counts the lookups that needed a page not yet read: the listing reads a page only
+	// while more of them came than pages were read, so that it never costs more than the
+	// lookups themselves.
+	asked   int
+	reading bool
+	// changed is closed (and replaced) whenever a page is read or the listing ends.
+	changed chan struct{}
+	// shared is the id of the listing shared through Options.Pages ("" until known, or
+	// without Pages).
+	shared string
 }
 
 // Lookup implements deprovision.Burst. A device named without its group is read on its own
-// (one DPS operation). A device of a group whose listing is fresh is answered from it (a
-// device the listing does not hold is read on its own: it may have registered since); while
-// a listing runs, lookups wait for it; and when ListAfter lookups of the group came within
-// ListFor, a listing starts. A listing costs one DPS operation per PageSize states, so it is
-// cheaper than single reads as soon as more lookups than pages come while it is fresh.
+// (one DPS operation). A device named with its group is looked for in a listing of the
+// group's registration states (PageSize a DPS call), read page by page from the first such
+// lookup on while the lookups ask for more: a page is read only while more lookups needed one
+// than pages were read, so a burst of thousands lists its group once and a few lookups of a
+// large group cost at most twice their single reads (each a page and its own read). A lookup
+// the pages read do not answer once the listing stops (complete, or no more demand) reads
+// its device on its own: it may have registered since. A listing answers for ListFor.
 func (c *Coalescer) Lookup(ctx context.Context, groupID, registrationID string) (*deprovision.Registration, error) {
 	if groupID != "" {
 		if r, ok, err := c.fromListing(ctx, groupID, registrationID); ok || err != nil {
@@ -516,113 +547,183 @@ func (c *Coalescer) Lookup(ctx context.Context, groupID, registrationID string) 
 	return c.regs.GetRegistration(ctx, registrationID)
 }
 
-// fromListing answers a lookup from the group's listing, starting one or waiting for the one
-// in progress; ok is false when the caller must read the device on its own.
+// fromListing answers a lookup from the group's listing, reading pages while the lookups pay
+// for them; ok is false when the caller must read the device on its own.
 func (c *Coalescer) fromListing(ctx context.Context, groupID, rid string) (*deprovision.Registration, bool, error) {
 	key := strings.ToLower(rid)
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	g := c.groups[strings.ToLower(groupID)]
 	if g == nil {
 		g = &group{id: groupID}
 		c.groups[strings.ToLower(groupID)] = g
 	}
-	now := c.now()
-	fresh := g.listed != nil && now.Sub(g.listedAt) < c.o.ListFor
-	if fresh && g.complete {
-		r, ok := g.listed[key]
+	gen, counted := 0, false
+	for {
+		if now := c.now(); g.listed == nil || now.Sub(g.started) >= c.o.ListFor {
+			c.count(&c.stats.Listings)
+			if g.changed != nil {
+				close(g.changed) // the lapsed listing's waiters look again, at this one
+			}
+			*g = group{id: groupID, gen: g.gen + 1, listed: map[string]deprovision.Registration{}, started: now, changed: make(chan struct{})}
+		}
+		if r, ok := g.listed[key]; ok {
+			c.count(&c.stats.ListedHits)
+			return &r, true, nil
+		}
+		if g.complete || g.stopped {
+			return nil, false, nil
+		}
+		if !counted || gen != g.gen {
+			gen, counted = g.gen, true
+			g.asked++
+		}
+		if !g.reading {
+			if g.asked <= g.pages {
+				return nil, false, nil // the pages this lookup paid for are read, and it is not in them
+			}
+			g.reading = true
+			go c.list(context.WithoutCancel(ctx), g, g.gen, g.next)
+		}
+		changed := g.changed
 		c.mu.Unlock()
-		if ok {
-			c.hit()
-		}
-		return &r, ok, nil
-	}
-	wait := g.listing
-	if wait == nil {
-		cut := 0
-		for cut < len(g.recent) && now.Sub(g.recent[cut]) >= c.o.ListFor {
-			cut++
-		}
-		g.recent = append(g.recent[cut:], now)
-		if len(g.recent) >= c.o.ListAfter {
-			g.recent = nil
-			g.listing = make(chan struct{})
-			wait = g.listing
-			go c.list(context.WithoutCancel(ctx), g)
+		select {
+		case <-changed:
+			c.mu.Lock()
+		case <-ctx.Done():
+			c.mu.Lock()
+			return nil, false, ctx.Err()
 		}
 	}
-	c.mu.Unlock()
-	if wait == nil {
-		return nil, false, nil
-	}
-	select {
-	case <-wait:
-	case <-ctx.Done():
-		return nil, false, ctx.Err()
-	}
-	c.mu.Lock()
-	r, ok := g.listed[key]
-	c.mu.Unlock()
-	if ok {
-		c.hit()
-	}
-	return &r, ok, nil
 }
 
-func (c *Coalescer) hit() {
-	c.bmu.Lock()
-	c.stats.ListedHits++
-	c.bmu.Unlock()
-}
-
-// list reads every page of g's registration states into a new listing. A failure leaves the
-// listing incomplete: its waiters read their devices on their own.
-func (c *Coalescer) list(ctx context.Context, g *group) {
-	c.bmu.Lock()
-	c.stats.Listings++
-	c.bmu.Unlock()
+// list reads g's pages from the continuation next, one DPS call each, while more lookups asked
+// than pages were read. A failure stops the listing: the lookups it leaves read their devices on
+// their own until it lapses (ListFor).
+func (c *Coalescer) list(ctx context.Context, g *group, gen int, next string) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	start := c.now()
-	listed := map[string]deprovision.Registration{}
 	hubs := map[string]string{} // one string per hub name
-	complete, pages := false, 0
-	var failure error
-	for page, err := range c.regs.GroupRegistrations(ctx, g.id, "", c.o.PageSize) {
-		if err != nil {
-			failure = err
-			break
-		}
-		pages++
-		for _, r := range page.Items {
-			h, ok := hubs[r.AssignedHub]
-			if !ok {
-				hubs[r.AssignedHub], h = r.AssignedHub, r.AssignedHub
-			}
-			r.AssignedHub, r.ETag = h, ""
-			if strings.EqualFold(r.DeviceID, r.RegistrationID) {
-				r.DeviceID = r.RegistrationID
-			}
-			listed[strings.ToLower(r.RegistrationID)] = r
-		}
-		if len(listed) > c.o.MaxListed {
-			failure = fmt.Errorf("group %s has more than %d registration states; listing stopped", g.id, c.o.MaxListed)
-			break
-		}
-		if page.Next == "" {
-			complete = true
-		}
-	}
-	c.bmu.Lock()
-	c.stats.Pages += int64(pages)
-	c.bmu.Unlock()
 	c.mu.Lock()
-	g.listed, g.complete, g.listedAt = listed, complete, start
-	close(g.listing)
-	g.listing = nil
+	shared, n := g.shared, g.pages
 	c.mu.Unlock()
-	if failure != nil && !errors.Is(failure, context.Canceled) {
-		c.o.Logger.Warn("listing a group's registration states for a burst of revocations", "group", g.id, "pages", pages, "error", failure)
-		return
+	if c.o.Pages != nil && shared == "" {
+		id, started, err := c.o.Pages.Listing(ctx, g.id, c.o.ListFor)
+		if err != nil {
+			c.o.Logger.Warn("sharing a group's listing with the other instances; listing it alone", "group", g.id, "error", err)
+			id = "-" // alone from now on
+		}
+		c.mu.Lock()
+		if g.gen == gen {
+			g.shared = id
+			if err == nil && started.Before(g.started) {
+				g.started = started // the shared listing answers for ListFor from its start
+			}
+		}
+		shared = g.shared
+		c.mu.Unlock()
 	}
-	c.o.Logger.Info("listed a group's registration states for a burst of revocations", "group", g.id, "states", len(listed), "pages", pages)
+	for {
+		page, failure := c.page(ctx, g, shared, n, next)
+		n++
+		c.mu.Lock()
+		if g.gen != gen {
+			c.mu.Unlock()
+			return // a newer listing replaced this one
+		}
+		g.reading = false
+		if failure == nil {
+			g.pages++
+			for _, r := range page.Items {
+				h, ok := hubs[r.AssignedHub]
+				if !ok {
+					hubs[r.AssignedHub], h = r.AssignedHub, r.AssignedHub
+				}
+				r.AssignedHub, r.ETag = h, ""
+				if strings.EqualFold(r.DeviceID, r.RegistrationID) {
+					r.DeviceID = r.RegistrationID
+				}
+				g.listed[strings.ToLower(r.RegistrationID)] = r
+			}
+			g.next = page.Next
+			g.complete = page.Next == ""
+			if len(g.listed) > c.o.MaxListed && !g.complete {
+				failure = fmt.Errorf("group %s has more than %d registration states; listing stopped", g.id, c.o.MaxListed)
+			}
+		}
+		g.stopped = failure != nil
+		more := !g.complete && !g.stopped && g.asked > g.pages
+		g.reading = more
+		next = g.next
+		states, pages, complete := len(g.listed), g.pages, g.complete
+		close(g.changed)
+		g.changed = make(chan struct{})
+		c.mu.Unlock()
+		switch {
+		case failure != nil && !errors.Is(failure, context.Canceled):
+			c.o.Logger.Warn("listing a group's registration states for a burst of revocations", "group", g.id, "pages", pages, "error", failure)
+		case complete:
+			c.o.Logger.Info("listed a group's registration states for a burst of revocations", "group", g.id, "states", states, "pages", pages)
+		}
+		if !more {
+			return
+		}
+	}
+}
+
+// sharedStale is how long a claim on a shared page holds off the other instances: past it,
+// the instance that claimed it is taken to have died and another reads the page.
+const sharedStale = 30 * time.Second
+
+// page returns page n of g's listing, whose continuation is next: from the listing shared
+// between instances when there is one (shared, not "-"): the page another instance put, or
+// read from DPS under a claim and put for the others. A failure of the shared store reads
+// the page from DPS, as does a claim gone stale.
+func (c *Coalescer) page(ctx context.Context, g *group, shared string, n int, next string) (deprovision.RegistrationPage, error) {
+	if c.o.Pages == nil || shared == "" || shared == "-" {
+		return c.readPage(ctx, g.id, next)
+	}
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		page, ok, err := c.o.Pages.Page(ctx, shared, n)
+		if err == nil && ok {
+			c.count(&c.stats.SharedPages)
+			return page, nil
+		}
+		won := true
+		if err == nil {
+			won, err = c.o.Pages.Claim(ctx, shared, n, sharedStale)
+		}
+		if err != nil {
+			c.o.Logger.Warn("reading a shared listing page; reading it from DPS", "group", g.id, "page", n, "error", err)
+			return c.readPage(ctx, g.id, next)
+		}
+		if won {
+			page, err := c.readPage(ctx, g.id, next)
+			if err == nil {
+				if perr := c.o.Pages.Put(ctx, shared, n, page); perr != nil {
+					c.o.Logger.Warn("sharing a listing page with the other instances", "group", g.id, "page", n, "error", perr)
+				}
+			}
+			return page, err
+		}
+		// Another instance is reading it: look again shortly.
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return deprovision.RegistrationPage{}, ctx.Err()
+		}
+	}
+}
+
+// readPage reads one page of group's registration states from DPS.
+func (c *Coalescer) readPage(ctx context.Context, group, next string) (deprovision.RegistrationPage, error) {
+	for p, err := range c.regs.GroupRegistrations(ctx, group, next, c.o.PageSize) {
+		if err == nil {
+			c.count(&c.stats.Pages)
+		}
+		return p, err
+	}
+	return deprovision.RegistrationPage{}, errors.New("the listing ended without a page")
 }

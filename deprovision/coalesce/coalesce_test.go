@@ -204,49 +204,85 @@ func contains(ids []string, id string) bool {
 	return false
 }
 
-// Lookups of a group's devices are read one by one until ListAfter of them come within
-// ListFor; then the group's states are listed (one DPS call a page) and answer the rest,
-// including devices the listing holds and the ones it does not (read on their own).
+// A burst of lookups of a group's devices lists the group (one DPS call a page) from the first
+// lookup on, and the listing answers them all: the devices it holds, and the ones it does
+// not (read on their own).
 func TestLookupListsABusyGroup(t *testing.T) {
 	s := newDPS(2500)
-	c := coalesce.New(s, s, &coalesce.Options{Logger: quiet(), ListAfter: 5, PageSize: 1000})
+	c := coalesce.New(s, s, &coalesce.Options{Logger: quiet(), PageSize: 1000})
 	ctx := context.Background()
-	for i := range 4 {
-		r, err := c.Lookup(ctx, "g1", fmt.Sprintf("m-%04d", i))
-		if err != nil || r.AssignedHub != "hub1.azure-devices.net" {
-			t.Fatalf("lookup %d: %+v %v", i, r, err)
-		}
-	}
-	if s.gets.Load() != 4 || s.pages.Load() != 0 {
-		t.Fatalf("%d reads and %d pages for 4 lookups, want 4 reads", s.gets.Load(), s.pages.Load())
-	}
 	var wg sync.WaitGroup
-	for i := 4; i < 2004; i++ {
+	for i := range 2000 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			r, err := c.Lookup(ctx, "G1", fmt.Sprintf("M-%04d", i)) // ids and groups are case-insensitive
-			if err != nil || r.DeviceID != fmt.Sprintf("m-%04d", i) {
+			if err != nil || r.DeviceID != fmt.Sprintf("m-%04d", i) || r.AssignedHub != "hub1.azure-devices.net" {
 				t.Errorf("lookup %d: %+v %v", i, r, err)
 			}
 		}()
 	}
 	wg.Wait()
+	if got := s.gets.Load(); got != 0 {
+		t.Errorf("%d single reads for 2,000 lookups of a group of 2,500, want none", got)
+	}
+	// Only the pages the lookups asked for: m-0000 … m-1999 are on the first two.
+	if got := s.pages.Load(); got < 2 || got > 3 {
+		t.Errorf("%d pages read for a group of 2,500, want 2 or 3", got)
+	}
 	if _, err := c.Lookup(ctx, "g1", "stranger"); err == nil {
 		t.Error("a device in no group was found")
 	}
-	if got := s.gets.Load(); got != 5 {
-		t.Errorf("%d single reads, want the first 4 and the stranger", got)
-	}
-	if got := s.pages.Load(); got != 3 {
-		t.Errorf("%d pages read for a group of 2,500, want 3", got)
+	if got, pages := s.gets.Load(), s.pages.Load(); got != 1 || pages != 3 {
+		t.Errorf("%d single reads and %d pages after a lookup of a stranger, want 1 read (after the last page) and 3 pages", got, pages)
 	}
 	if st := c.Stats(); st.ListedHits != 2000 || st.Listings != 1 {
 		t.Errorf("stats %+v, want 2,000 lookups answered by one listing", st)
 	}
 	// Without its group, a device is read on its own.
-	if _, err := c.Lookup(ctx, "", "m-0001"); err != nil || s.gets.Load() != 6 {
+	if _, err := c.Lookup(ctx, "", "m-0001"); err != nil || s.gets.Load() != 2 {
 		t.Errorf("lookup without a group: %v, %d reads", err, s.gets.Load())
+	}
+}
+
+// A few lookups of a large group never cost more than twice their single reads: each reads at
+// most one page of the listing, and, when its device is not on the pages read, its own
+// registration state. Lookups of devices on pages already read cost nothing.
+func TestLookupOfAFewDevicesOfALargeGroup(t *testing.T) {
+	for _, concurrent := range []bool{false, true} {
+		t.Run(fmt.Sprintf("concurrent=%v", concurrent), func(t *testing.T) {
+			s := newDPS(10000) // 10 pages
+			c := coalesce.New(s, s, &coalesce.Options{Logger: quiet(), PageSize: 1000})
+			ctx := context.Background()
+			ids := []string{"m-9997", "m-9998", "m-9999"} // on the last page
+			var wg sync.WaitGroup
+			for _, id := range ids {
+				wg.Add(1)
+				look := func() {
+					defer wg.Done()
+					if r, err := c.Lookup(ctx, "g1", id); err != nil || r.DeviceID != id {
+						t.Errorf("lookup %s: %+v %v", id, r, err)
+					}
+				}
+				if concurrent {
+					go look()
+				} else {
+					look()
+				}
+			}
+			wg.Wait()
+			if pages, gets := s.pages.Load(), s.gets.Load(); pages > 3 || gets != 3 || pages+gets > 2*int64(len(ids)) {
+				t.Errorf("%d pages and %d single reads for %d lookups of devices on the last page, want at most one page each and their own reads", pages, gets, len(ids))
+			}
+			// Devices on the pages read are answered from them.
+			before := s.pages.Load() + s.gets.Load()
+			if r, err := c.Lookup(ctx, "g1", "m-0005"); err != nil || r.DeviceID != "m-0005" {
+				t.Fatalf("lookup on the first page: %+v %v", r, err)
+			}
+			if after := s.pages.Load() + s.gets.Load(); after != before {
+				t.Errorf("a lookup of a device on a page already read cost %d DPS calls", after-before)
+			}
+		})
 	}
 }
 
