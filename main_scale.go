@@ -66,8 +66,8 @@ func openBudgets(ctx context.Context, cfg *config.Config, tables *aztables.Servi
 		// Paced in quarters of a window: DPS's throttle is modelled as a token bucket refilled
 		// continuously (how DPS refills is UNCONFIRMED), which answers 429 to a window's whole
 		// budget sent at the window's start after its budget ran dry (the customer's other
-		// tools, or a burst before). The hubs are not paced: their traffic shaping queues a
-		// short excess rather than refusing it.
+		// tools, or a burst before). The hubs are not paced: their documented traffic shaping
+		// holds a short excess in a backlog rather than refusing it.
 		b.dps, err = ratelimit.New(table, &ratelimit.Options{PerMinute: n, Pace: 4, Logger: logger})
 		if err != nil {
 			return nil, fmt.Errorf("DPS rate limiter (settings %s, %s): %w", config.SettingDPSOpsPerMinute, config.SettingDPSOpsShare, err)

@@ -6,7 +6,7 @@
 #   make bench                                    group-compromised, 10,000 members over 4 hubs
 #   make bench-group-compromised                  the issue's scale: 100,000 members over 4 hubs
 #   make bench-group-retired                      100,000 members, limits scaled ×20 (see the doc)
-#   make bench-burst                              5,000 device-compromised events
+#   make bench-burst                              5,000 device-compromised events, limits ×0.25
 #   make bench-all                                the three above, one after another
 BENCH_SCENARIO ?= group-compromised
 BENCH_MEMBERS ?= 10000
@@ -38,7 +38,9 @@ bench-group-compromised:
 bench-group-retired:
 	$(MAKE) bench BENCH_SCENARIO=group-retired BENCH_MEMBERS=100000 BENCH_SCALE=20 BENCH_NAIVE=0
 
+# Limits ×0.25: at the documented ones, the burst's DPS minimum (30.6 s) is shorter than the
+# 50 s its events are sent over, so the ratio would measure the sending, not the app.
 bench-burst:
-	$(MAKE) bench BENCH_SCENARIO=burst BENCH_MEMBERS=10000 BENCH_BURST=5000 BENCH_BULK_COST=call BENCH_NAIVE=40
+	$(MAKE) bench BENCH_SCENARIO=burst BENCH_NAME=burst-5000-call-x0.25 BENCH_MEMBERS=10000 BENCH_BURST=5000 BENCH_BULK_COST=call BENCH_SCALE=0.25 BENCH_NAIVE=20
 
 bench-all: bench-group-compromised bench-group-retired bench-burst

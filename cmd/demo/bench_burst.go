@@ -152,7 +152,13 @@ func (d *demo) runBurst(ctx context.Context, ins []*instance, o benchOptions, re
 		}
 		probe.poll(ctx, d, res)
 		if time.Since(last) > 5*time.Second {
-			d.say("  %d/%d operations ended, %.0fs", done, n, time.Since(start).Seconds())
+			// DPS's operations so far say whether the run keeps to the budget's pace.
+			var st emuStats
+			if err := d.emulatorAdminJSON(ctx, "/_emulator/stats", &st); err == nil {
+				d.say("  %d/%d operations ended, %.0fs, DPS %d operations (%d answered 429)", done, n, time.Since(start).Seconds(), st.DPS.Operations, st.DPS.Throttled)
+			} else {
+				d.say("  %d/%d operations ended, %.0fs", done, n, time.Since(start).Seconds())
+			}
 			last = time.Now()
 		}
 		select {

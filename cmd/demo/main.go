@@ -76,7 +76,7 @@ func run() error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	for _, f := range []string{"azurite.log", "emulator.log", "devhost.log", "handler.log", "deadletter.jsonl"} {
+	for _, f := range []string{"azurite-blob.log", "azurite-queue.log", "azurite-table.log", "emulator.log", "devhost.log", "handler.log", "deadletter.jsonl"} {
 		_ = os.Remove(filepath.Join(dir, f))
 	}
 	if *bench {
