@@ -19,6 +19,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
 
 	"dpsdeprov/azure/journal"
+	"dpsdeprov/azure/listings"
 	"dpsdeprov/azure/ratelimit"
 	"dpsdeprov/config"
 	"dpsdeprov/handler"
@@ -660,6 +661,10 @@ func TestStorageHasWhatTheAppUses(t *testing.T) {
 	// limiter (package main, which a test cannot import).
 	if _, err := ratelimit.CreateTable(ctx, svc, opts.TablePrefix+"ratelimit"); err != nil {
 		t.Fatalf("opening the rate limiter's table: %v", err)
+	}
+	// The instances' shared listings of groups: {prefix}listings, named the same way.
+	if _, err := listings.Open(ctx, svc, opts.TablePrefix+"listings", nil); err != nil {
+		t.Fatalf("opening the shared listings' table: %v", err)
 	}
 	var created []string
 	pager := svc.NewListTablesPager(nil)
