@@ -3,11 +3,9 @@ package listings
 import (
 	"context"
 	"fmt"
-	"iter"
 	"log/slog"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -140,29 +138,12 @@ func TestClaimHoldsOffOthersUntilStale(t *testing.T) {
 	}
 }
 
-// countingDPS counts the registration-state pages read from the fake DPS.
-type countingDPS struct {
-	*fake.DPS
-	pages atomic.Int64
-}
-
-func (c *countingDPS) GroupRegistrations(ctx context.Context, g, cont string, size int) iter.Seq2[deprovision.RegistrationPage, error] {
-	return func(yield func(deprovision.RegistrationPage, error) bool) {
-		for p, err := range c.DPS.GroupRegistrations(ctx, g, cont, size) {
-			c.pages.Add(1)
-			if !yield(p, err) {
-				return
-			}
-		}
-	}
-}
-
 // Three instances receiving one burst together read each page of the group from DPS once:
 // the Store hands the pages one read to the others.
 func TestInstancesListAGroupOnce(t *testing.T) {
 	ctx := context.Background()
 	_, open := openStore(t)
-	dps := &countingDPS{DPS: fake.NewDPS()}
+	dps := fake.NewDPS()
 	const members = 2500
 	for i := range members {
 		id := fmt.Sprintf("m-%04d", i)
@@ -186,7 +167,7 @@ func TestInstancesListAGroupOnce(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if got := dps.pages.Load(); got != 3 {
+	if got := dps.Pages.Load(); got != 3 {
 		t.Errorf("%d pages read from DPS by 3 instances for a group of %d, want 3", got, members)
 	}
 	var shared, single int64

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"iter"
 	"log/slog"
 	"strings"
 	"sync"
@@ -22,26 +21,15 @@ import (
 // bulk call until it is closed.
 type dps struct {
 	*fake.DPS
-	gets, pages, bulks atomic.Int64
-	mu                 sync.Mutex
-	calls              [][]string // registration ids of each bulk call
-	gate               chan struct{}
+	gets, bulks atomic.Int64
+	mu          sync.Mutex
+	calls       [][]string // registration ids of each bulk call
+	gate        chan struct{}
 }
 
 func (s *dps) GetRegistration(ctx context.Context, id string) (*d.Registration, error) {
 	s.gets.Add(1)
 	return s.DPS.GetRegistration(ctx, id)
-}
-
-func (s *dps) GroupRegistrations(ctx context.Context, g, cont string, size int) iter.Seq2[d.RegistrationPage, error] {
-	return func(yield func(d.RegistrationPage, error) bool) {
-		for p, err := range s.DPS.GroupRegistrations(ctx, g, cont, size) {
-			s.pages.Add(1)
-			if !yield(p, err) {
-				return
-			}
-		}
-	}
 }
 
 func (s *dps) CreateEnrollments(ctx context.Context, es []*d.Enrollment) ([]error, error) {
@@ -227,13 +215,13 @@ func TestLookupListsABusyGroup(t *testing.T) {
 		t.Errorf("%d single reads for 2,000 lookups of a group of 2,500, want none", got)
 	}
 	// Only the pages the lookups asked for: m-0000 … m-1999 are on the first two.
-	if got := s.pages.Load(); got < 2 || got > 3 {
+	if got := s.DPS.Pages.Load(); got < 2 || got > 3 {
 		t.Errorf("%d pages read for a group of 2,500, want 2 or 3", got)
 	}
 	if _, err := c.Lookup(ctx, "g1", "stranger"); err == nil {
 		t.Error("a device in no group was found")
 	}
-	if got, pages := s.gets.Load(), s.pages.Load(); got != 1 || pages != 3 {
+	if got, pages := s.gets.Load(), s.DPS.Pages.Load(); got != 1 || pages != 3 {
 		t.Errorf("%d single reads and %d pages after a lookup of a stranger, want 1 read (after the last page) and 3 pages", got, pages)
 	}
 	if st := c.Stats(); st.ListedHits != 2000 || st.Listings != 1 {
@@ -271,15 +259,15 @@ func TestLookupOfAFewDevicesOfALargeGroup(t *testing.T) {
 				}
 			}
 			wg.Wait()
-			if pages, gets := s.pages.Load(), s.gets.Load(); pages > 3 || gets != 3 || pages+gets > 2*int64(len(ids)) {
+			if pages, gets := s.DPS.Pages.Load(), s.gets.Load(); pages > 3 || gets != 3 || pages+gets > 2*int64(len(ids)) {
 				t.Errorf("%d pages and %d single reads for %d lookups of devices on the last page, want at most one page each and their own reads", pages, gets, len(ids))
 			}
 			// Devices on the pages read are answered from them.
-			before := s.pages.Load() + s.gets.Load()
+			before := s.DPS.Pages.Load() + s.gets.Load()
 			if r, err := c.Lookup(ctx, "g1", "m-0005"); err != nil || r.DeviceID != "m-0005" {
 				t.Fatalf("lookup on the first page: %+v %v", r, err)
 			}
-			if after := s.pages.Load() + s.gets.Load(); after != before {
+			if after := s.DPS.Pages.Load() + s.gets.Load(); after != before {
 				t.Errorf("a lookup of a device on a page already read cost %d DPS calls", after-before)
 			}
 		})

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"dpsdeprov/deprovision"
 )
@@ -30,6 +31,9 @@ type DPS struct {
 	regGroup    map[string]string // registration id -> group id, for group members
 	// Writes counts every successful mutation, so tests can check nothing is applied twice.
 	Writes []string
+	// Pages counts the pages of registration states GroupRegistrations served (one DPS
+	// operation each).
+	Pages atomic.Int64
 }
 
 // NewDPS returns an empty DPS.
@@ -350,6 +354,7 @@ func (d *DPS) GroupRegistrations(_ context.Context, groupID, continuation string
 			if page.Next != "" {
 				page.Next = key(page.Next)
 			}
+			d.Pages.Add(1)
 			if !yield(page, nil) || page.Next == "" {
 				return
 			}
