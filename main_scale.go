@@ -114,12 +114,13 @@ func (l laned) Submit(ctx context.Context, req deprovision.Request) (*deprovisio
 
 // newBurst is the engine's coalescer of revocation bursts: the DPS work of single-device
 // revocations that arrive together shares calls (docs/scale.md), in the budgets' bulk lane;
-// what an instance cannot work on at once goes to the burst queue, and the instances share
+// what an instance cannot work on at once goes to the burst queue (ten requests a message),
+// and the instances share
 // their listings of a group's registration states (pages).
 // When DPS counts a bulk call once (DPS_BULK_COST=call), each bulk call waits for its
 // operation of the DPS budget before it takes the blocking enrollments queued by then.
 func (b *budgets) newBurst(d *adapter.DPS, dpsHost string, queue *workqueue.Queue, pages coalesce.Pages, logger *slog.Logger) *coalesce.Coalescer {
-	o := &coalesce.Options{Lane: bulkPriority, Logger: logger, Defer: queue.EnqueueRequest, Pages: pages}
+	o := &coalesce.Options{Lane: bulkPriority, Logger: logger, Defer: workqueue.NewRequestBatcher(queue, nil).Defer, Pages: pages}
 	if b.dps != nil && !b.dpsPerItem {
 		o.Reserve = func(ctx context.Context) (context.Context, error) {
 			ctx = bulkPriority(ctx)

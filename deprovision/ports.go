@@ -251,6 +251,14 @@ type Notifier interface {
 	OperationEnded(ctx context.Context, op *Operation)
 }
 
+// DeferredRequests is the body of a burst queue message: revocations a burst deferred at about
+// the same time (Burst.Defer), each submitted again by the BurstWork function. Its JSON names
+// are part of the message contract. (A message holding one bare Request, as earlier versions
+// wrote, is read too.)
+type DeferredRequests struct {
+	Requests []Request `json:"requests"`
+}
+
 // WorkBatch is one batch of a group-wide operation's fan-out: members of the group, all
 // assigned to one hub, to which one hub action applies. It is also the body of a GroupWork
 // queue message, so its JSON names are part of the message contract.

@@ -1,34 +1,83 @@
 package handler
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"strings"
+	"sync"
 
 	"dpsdeprov/deprovision"
 )
 
 // BurstQueue is the Storage queue the BurstWork function reads (BurstWork/function.json): the
 // revocations a burst deferred because every instance's slots for coalesced work were taken
-// (deprovision.Burst). Each message is one normalized request, JSON, base64 encoded.
+// (deprovision.Burst). Each message is deprovision.DeferredRequests, JSON, base64 encoded: the
+// normalized requests deferred at about the same time (one bare request in earlier versions).
 const BurstQueue = "deprovision-burst"
 
-// burstWork submits a deferred revocation again. Its operation was journaled when its event
-// came; the engine takes it up where it stands (running, or already ended by a redelivery of
-// the event), coalesced with the rest of the burst. A failure that is worth retrying fails the
-// invocation, so the queue delivers the message again; after the last delivery it goes to the
-// poison queue and the operation, still running, is resumed by the Cleanup timer.
+// BurstRequests reads a burst queue message's body: the deferred requests it holds, each with
+// its event id and source.
+func BurstRequests(body []byte) ([]deprovision.Request, error) {
+	var batch deprovision.DeferredRequests
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&batch); err != nil || len(batch.Requests) == 0 {
+		// Earlier versions wrote one request a message.
+		var req deprovision.Request
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			return nil, fmt.Errorf("not deferred requests: %w", err)
+		}
+		batch.Requests = []deprovision.Request{req}
+	}
+	for i, req := range batch.Requests {
+		if req.EventID == "" || req.Source == "" {
+			return nil, fmt.Errorf("deferred request %d of %d has no event id or source", i+1, len(batch.Requests))
+		}
+	}
+	return batch.Requests, nil
+}
+
+// maxBurstConcurrency bounds the requests of one burst message submitted at once (a message
+// holds 10; the coalescer's slots bound the work of the whole instance).
+const maxBurstConcurrency = 32
+
+// burstWork submits deferred revocations again, concurrently, so that they are coalesced with
+// the rest of the burst. Each operation was journaled
+// when its event came; the engine takes it up where it stands (running, or already ended by a
+// redelivery of the event). A failure of any that is worth retrying fails the invocation, so
+// the queue delivers the message again (the operations that ended are not redone); after the
+// last delivery it goes to the poison queue and the operations still running are resumed by the
+// Cleanup timer.
 func (h *Handler) burstWork(ctx context.Context, c *call) error {
 	msg, err := decodeQueueMessage(&c.inv)
 	if err != nil {
 		return fmt.Errorf("burst message %s cannot be read: %w", c.id, err)
 	}
-	var req deprovision.Request
-	dec := json.NewDecoder(strings.NewReader(string(msg.Body)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil || req.EventID == "" || req.Source == "" {
-		return fmt.Errorf("burst message %s is not a deferred request (event id and source): %v", msg.ID, err)
+	reqs, err := BurstRequests(msg.Body)
+	if err != nil {
+		return fmt.Errorf("burst message %s: %w", msg.ID, err)
 	}
-	return h.submit(deprovision.Deferred(ctx), c, req)
+	ctx = deprovision.Deferred(ctx)
+	errs := make([]error, len(reqs))
+	slots := make(chan struct{}, maxBurstConcurrency)
+	var wg sync.WaitGroup
+	for i, req := range reqs {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			errs[i] = fmt.Errorf("deferred request %d of %d not started: %w", i+1, len(reqs), ctx.Err())
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			errs[i] = h.submit(withEvent(ctx, req), c, req)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }

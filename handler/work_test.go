@@ -2,7 +2,9 @@ package handler
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -58,6 +60,57 @@ func TestGroupWorkerPassesTheBatchAndTheLastTry(t *testing.T) {
 		err := w.Apply(context.Background(), QueueMessage{Body: []byte(bad), ID: "m2", DequeueCount: 1})
 		if err == nil || !strings.Contains(err.Error(), "m2") {
 			t.Errorf("message %s: %v, want an error naming the message", bad, err)
+		}
+	}
+}
+
+// burstInvocation is the host's invocation of BurstWork for a message whose text is body.
+func burstInvocation(t *testing.T, body string) []byte {
+	t.Helper()
+	text, _ := json.Marshal(body)
+	b, err := json.Marshal(map[string]any{"Data": map[string]any{"message": string(text)},
+		"Metadata": map[string]any{"DequeueCount": "1", "Id": `"m-burst"`}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// A burst message holds the requests a burst deferred together: BurstWork submits every one
+// of them, and reads the one-request messages of earlier versions too. A request that fails
+// in a way worth retrying fails the invocation, so the message comes again; a message that is
+// not deferred requests fails naming the message.
+func TestBurstWorkSubmitsEveryDeferredRequest(t *testing.T) {
+	eng := newFakeEngine()
+	srv := newTestServer(t, eng, Options{})
+	req := func(id string) deprovision.Request {
+		return deprovision.Request{EventID: id, Source: "/security", Intent: deprovision.IntentCompromised, RegistrationID: "dev-" + id}
+	}
+	batch, _ := json.Marshal(deprovision.DeferredRequests{Requests: []deprovision.Request{req("a"), req("b"), req("c")}})
+	if status, r := post(t, srv, FunctionBurstWork, burstInvocation(t, string(batch))); status != 200 {
+		t.Fatalf("a message of three requests: %d %v", status, r.Logs)
+	}
+	one, _ := json.Marshal(req("d"))
+	if status, r := post(t, srv, FunctionBurstWork, burstInvocation(t, string(one))); status != 200 {
+		t.Fatalf("a message of one bare request: %d %v", status, r.Logs)
+	}
+	var got []string
+	for _, r := range eng.submitted {
+		got = append(got, r.EventID)
+	}
+	slices.Sort(got)
+	if strings.Join(got, ",") != "a,b,c,d" {
+		t.Fatalf("submitted %v, want a, b, c and d", got)
+	}
+	eng.fail = deprovision.Transient(errors.New("journal unavailable"))
+	if status, _ := post(t, srv, FunctionBurstWork, burstInvocation(t, string(batch))); status < 300 {
+		t.Fatalf("a transient failure answered %d; the message must come again", status)
+	}
+	eng.fail = nil
+	for _, bad := range []string{`{"requests":[{"eventId":"x"}]}`, `{"requests":[],"extra":1}`, `not json`} {
+		status, r := post(t, srv, FunctionBurstWork, burstInvocation(t, bad))
+		if status < 300 || !strings.Contains(strings.Join(r.Logs, " "), "m-burst") {
+			t.Errorf("message %s: %d %v, want a failure naming the message", bad, status, r.Logs)
 		}
 	}
 }

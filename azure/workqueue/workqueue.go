@@ -1,6 +1,8 @@
-// Package workqueue is the Storage queue behind the group-work fan-out: it implements
-// deprovision.WorkQueue over azqueue, writing each batch as the GroupWork function's queue
-// trigger reads it (JSON, base64 encoded, as host.json's default messageEncoding expects).
+// Package workqueue is the Storage queues behind the group-work fan-out and the burst queue: it
+// implements deprovision.WorkQueue over azqueue, writing each batch as the GroupWork function's
+// queue trigger reads it (JSON, base64 encoded, as host.json's default messageEncoding
+// expects), and gathers the requests a burst defers into the BurstWork function's messages
+// ([RequestBatcher]).
 package workqueue
 
 import (
@@ -55,12 +57,6 @@ func isNotFound(err error) bool { return hasStatus(err, http.StatusNotFound) }
 // (throttling, 5xx, a dropped connection) is marked deprovision.Transient.
 func (w *Queue) Enqueue(ctx context.Context, b *deprovision.WorkBatch) error {
 	return w.put(ctx, b, fmt.Sprintf("batch %d of %s", b.Seq, b.OperationID))
-}
-
-// EnqueueRequest adds a revocation deferred from a burst (deprovision.Burst.Defer): the
-// normalized request, which the BurstWork function submits again.
-func (w *Queue) EnqueueRequest(ctx context.Context, req deprovision.Request) error {
-	return w.put(ctx, &req, fmt.Sprintf("event %s", req.EventID))
 }
 
 // put writes v as the triggers read a message (JSON, base64 encoded), never expiring.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -247,5 +248,101 @@ func TestSweepSettlesPoisonedBatches(t *testing.T) {
 	}
 	if len(left.Messages) != 0 {
 		t.Errorf("%d messages visible in the poison queue right after the sweep; the kept one should be held", len(left.Messages))
+	}
+}
+
+// drainBurst takes every message off the queue and reads each as the BurstWork function does.
+func drainBurst(t *testing.T, raw *azqueue.QueueClient) [][]deprovision.Request {
+	t.Helper()
+	var out [][]deprovision.Request
+	for {
+		resp, err := raw.DequeueMessages(context.Background(), &azqueue.DequeueMessagesOptions{NumberOfMessages: to.Ptr(int32(32))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.Messages) == 0 {
+			return out
+		}
+		for _, m := range resp.Messages {
+			if len(*m.MessageText) > 64*1024 {
+				t.Errorf("a message of %d characters; a queue message holds 64 KiB", len(*m.MessageText))
+			}
+			body, err := base64.StdEncoding.DecodeString(*m.MessageText)
+			if err != nil {
+				t.Fatalf("the message is not base64 (host.json messageEncoding): %v", err)
+			}
+			reqs, err := handler.BurstRequests(body)
+			if err != nil {
+				t.Fatalf("the message is not what BurstWork reads: %v\n%s", err, body)
+			}
+			out = append(out, reqs)
+		}
+	}
+}
+
+// Requests deferred together go to the burst queue ten to a message, each caller returning
+// once its message is on the queue; large requests go fewer to a message, so that each fits;
+// a lone request is sent on its own.
+func TestRequestBatcherGathersDeferredRequests(t *testing.T) {
+	q, raw := newQueue(t)
+	b := workqueue.NewRequestBatcher(q, &workqueue.BatchOptions{Wait: time.Minute}) // only full messages go before the test ends
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req := deprovision.Request{EventID: fmt.Sprintf("e%02d", i), Source: "/security", Intent: deprovision.IntentCompromised, RegistrationID: fmt.Sprintf("d%02d", i)}
+			if err := b.Defer(ctx, req); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	msgs := drainBurst(t, raw)
+	seen := map[string]bool{}
+	for _, m := range msgs {
+		if len(m) != 10 {
+			t.Errorf("a message of %d requests, want 10", len(m))
+		}
+		for _, r := range m {
+			seen[r.EventID] = true
+		}
+	}
+	if len(msgs) != 2 || len(seen) != 20 {
+		t.Fatalf("%d messages holding %d distinct requests, want 2 holding 20", len(msgs), len(seen))
+	}
+
+	// Requests of 9 KB each (a long certificate chain) go four to a message, so that each fits
+	// (45 KiB of JSON, 60 KiB encoded); a lone request goes once its Wait is over.
+	big := workqueue.NewRequestBatcher(q, &workqueue.BatchOptions{Wait: 100 * time.Millisecond})
+	for i := range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req := deprovision.Request{EventID: fmt.Sprintf("big%02d", i), Source: "/security", Intent: deprovision.IntentCompromised,
+				RegistrationID: "d", CertificatePEM: strings.Repeat("A", 9*1024)}
+			if err := big.Defer(ctx, req); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	msgs = drainBurst(t, raw)
+	n := 0
+	for _, m := range msgs {
+		n += len(m)
+		if len(m) > 4 {
+			t.Errorf("a message of %d requests of 9 KB; more than four do not fit", len(m))
+		}
+	}
+	if n != 10 || len(msgs) < 3 {
+		t.Errorf("%d large requests in %d messages, want 10 in at least 3", n, len(msgs))
+	}
+	if err := big.Defer(ctx, deprovision.Request{EventID: "lone", Source: "/security", Intent: deprovision.IntentLost, RegistrationID: "d"}); err != nil {
+		t.Fatal(err)
+	}
+	if msgs = drainBurst(t, raw); len(msgs) != 1 || len(msgs[0]) != 1 || msgs[0][0].EventID != "lone" {
+		t.Errorf("a lone request: %v, want a message of its own", msgs)
 	}
 }
