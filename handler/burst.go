@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"sync"
 
 	"dpsdeprov/deprovision"
 )
@@ -62,22 +60,14 @@ func (h *Handler) burstWork(ctx context.Context, c *call) error {
 		return fmt.Errorf("burst message %s: %w", msg.ID, err)
 	}
 	ctx = deprovision.Deferred(ctx)
-	errs := make([]error, len(reqs))
-	slots := make(chan struct{}, maxBurstConcurrency)
-	var wg sync.WaitGroup
-	for i, req := range reqs {
-		select {
-		case slots <- struct{}{}:
-		case <-ctx.Done():
-			errs[i] = fmt.Errorf("deferred request %d of %d not started: %w", i+1, len(reqs), ctx.Err())
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer func() { <-slots; wg.Done() }()
-			errs[i] = h.submit(withEvent(ctx, req), c, req)
+	return each(ctx, len(reqs), maxBurstConcurrency, "deferred request", func(i int) (err error) {
+		req := reqs[i]
+		ctx := withEvent(ctx, req)
+		defer func() {
+			if p := recover(); p != nil {
+				err = h.journalPanic(ctx, c, req, p) // as for an event: the others go on
+			}
 		}()
-	}
-	wg.Wait()
-	return errors.Join(errs...)
+		return h.submit(ctx, c, req)
+	})
 }

@@ -282,20 +282,28 @@ func (h *Handler) deviceEvents(ctx context.Context, c *call) error {
 	// the invocation fails if any failed transiently (the whole batch is redelivered, and
 	// finished operations are not redone). A panic in one event is handled in handleEvent and
 	// never takes the others down.
+	return each(ctx, len(events), h.o.MaxConcurrentEvents, "event", func(i int) error {
+		return h.handleEvent(ctx, c, events[i])
+	})
+}
+
+// each runs f(0) … f(n−1) concurrently, at most limit at a time, and joins their errors; one
+// not started because ctx ended fails naming what it is. f handles its own panics.
+func each(ctx context.Context, n, limit int, what string, f func(i int) error) error {
 	var wg sync.WaitGroup
-	errs := make([]error, len(events))
-	slots := make(chan struct{}, h.o.MaxConcurrentEvents)
-	for i, ev := range events {
+	errs := make([]error, n)
+	slots := make(chan struct{}, max(1, limit))
+	for i := range n {
 		select {
 		case slots <- struct{}{}:
 		case <-ctx.Done():
-			errs[i] = fmt.Errorf("event %d of %d not started: %w", i+1, len(events), ctx.Err())
+			errs[i] = fmt.Errorf("%s %d of %d not started: %w", what, i+1, n, ctx.Err())
 			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer func() { <-slots; wg.Done() }()
-			errs[i] = h.handleEvent(ctx, c, ev)
+			errs[i] = f(i)
 		}()
 	}
 	wg.Wait()

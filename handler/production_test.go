@@ -294,3 +294,30 @@ func TestBoundRejectedKeepsRequestsWithinTableLimits(t *testing.T) {
 		}
 	}
 }
+
+// A panic while one deferred request of a burst message is submitted is recovered as for an
+// event: its operation is journaled failed, the message's other requests are submitted, and
+// the invocation succeeds.
+func TestBurstPanicIsJournaledAsFailedOperation(t *testing.T) {
+	now := time.Date(2024, 5, 1, 12, 0, 1, 0, time.UTC)
+	j := fake.NewJournal()
+	eng := &panicEngine{fakeEngine: newFakeEngine(), journal: j, running: true}
+	h, err := New(Options{Engine: eng, Clock: fixedClock(now), Failures: &JournalFailures{Journal: j, Clock: fixedClock(now)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := func(id, dev string) deprovision.Request {
+		return deprovision.Request{EventID: id, Source: "/security", Intent: deprovision.IntentCompromised, RegistrationID: dev}
+	}
+	batch, _ := json.Marshal(deprovision.DeferredRequests{Requests: []deprovision.Request{req("a", "ok-1"), req("b", "boom"), req("c", "ok-2")}})
+	if status, res := post(t, newServer(t, h), FunctionBurstWork, burstInvocation(t, string(batch))); status != 200 {
+		t.Fatalf("answered %d: %v", status, res.Logs)
+	}
+	op, err := j.GetOperation(context.Background(), deprovision.OperationID("/security", "b"))
+	if err != nil || op.Status != deprovision.StatusFailed || !strings.Contains(op.Reason, "internal error") {
+		t.Fatalf("the panicking request's operation: %+v %v; want failed, naming the panic", op, err)
+	}
+	if len(eng.submitted) != 2 {
+		t.Fatalf("%d other requests reached the engine, want 2", len(eng.submitted))
+	}
+}
