@@ -302,17 +302,9 @@ func (e *Engine) notify(ctx context.Context, op *Operation) {
 
 // run plans op if it has no plan yet, then applies its unfinished steps.
 func (e *Engine) run(ctx context.Context, op *Operation) (*Operation, error) {
-	var planned *deviceRead
-	// A plan made in this invocation has no step records yet: its steps run only after it
-	// is journaled, and a plan made again (a coalesced one that met an individual enrollment)
-	// is not fresh, as the old plan's records stand. Skipping their read spares every new
-	// operation a journal query on its critical path.
-	fresh := op.Plan == nil && burstModeOf(ctx) != burstReplan
-	// row is the device row as planning wrote it (its lock), for the last write: one read less.
-	var row *DeviceState
+	var p *planning // nil: an earlier delivery journaled the plan
 	if op.Plan == nil {
-		res, locked, done, err := e.plan(ctx, op)
-		row = locked
+		res, row, done, err := e.plan(ctx, op)
 		if err != nil {
 			if retryable(err) {
 				e.release(ctx, op)
@@ -323,11 +315,12 @@ func (e *Engine) run(ctx context.Context, op *Operation) (*Operation, error) {
 		if done {
 			return op, nil
 		}
+		p = &planning{row: row, replanned: burstModeOf(ctx) == burstReplan}
 		if res.Device != nil {
-			planned = &deviceRead{hub: res.Hub, id: res.DeviceID, d: res.Device}
+			p.read = &deviceRead{hub: res.Hub, id: res.DeviceID, d: res.Device}
 		}
 	}
-	err := e.execute(ctx, op, planned, fresh)
+	err := e.execute(ctx, op, p)
 	if errors.Is(err, errIndividual) {
 		// A coalesced plan's blocking enrollment met an individual enrollment: plan again
 		// from a full read (the new plan's steps take the place of the old ones).
@@ -341,7 +334,7 @@ func (e *Engine) run(ctx context.Context, op *Operation) (*Operation, error) {
 		if op, more, err = e.awaitBatches(ctx, op); err != nil || !more {
 			return op, err
 		}
-		err = e.execute(ctx, op, nil, false)
+		err = e.execute(ctx, op, nil)
 	}
 	if err != nil {
 		if retryable(err) {
@@ -353,7 +346,7 @@ func (e *Engine) run(ctx context.Context, op *Operation) (*Operation, error) {
 		return e.finish(ctx, op, StatusFailed, err.Error())
 	}
 	if !op.Request.Intent.GroupWide() {
-		if err := e.recordDevice(ctx, op, row); err != nil {
+		if err := e.recordDevice(ctx, op, p.lockedRow()); err != nil {
 			e.release(ctx, op)
 			return op, asTransient(err)
 		}
@@ -486,12 +479,43 @@ func (r *deviceRead) take(hub, id string) *Device {
 	return &d
 }
 
-// execute applies every unfinished step in order, journaling before and after each. planned,
-// when not nil, is the hub identity read while planning in this invocation; fresh says the
-// plan was made in this invocation, so no step has a record yet.
-func (e *Engine) execute(ctx context.Context, op *Operation, planned *deviceRead, fresh bool) error {
+// planning is what planning op in this invocation leaves to its steps and to the device row's
+// last write, so that neither reads again what was just read or written.
+type planning struct {
+	read *deviceRead  // the hub identity resolution read, when it read one
+	row  *DeviceState // the device row it locked (nil for a group)
+	// replanned: a coalesced plan made again after its blocking enrollment met an
+	// individual enrollment; the old plan's step records stand.
+	replanned bool
+}
+
+// identity is the hub identity read while planning; nil for a plan an earlier delivery made.
+func (p *planning) identity() *deviceRead {
+	if p == nil {
+		return nil
+	}
+	return p.read
+}
+
+// lockedRow is the device row planning locked; nil for a plan an earlier delivery made.
+func (p *planning) lockedRow() *DeviceState {
+	if p == nil {
+		return nil
+	}
+	return p.row
+}
+
+// fresh says no step of the plan can have a record yet: it was made in this invocation, and
+// its steps run only after it is journaled.
+func (p *planning) fresh() bool { return p != nil && !p.replanned }
+
+// execute applies every unfinished step in order, journaling before and after each. p is what
+// planning in this invocation left (nil for a plan an earlier delivery made): a fresh plan's
+// step records are not read, sparing every new operation a journal query on its critical path.
+func (e *Engine) execute(ctx context.Context, op *Operation, p *planning) error {
+	planned := p.identity()
 	var recs []StepRecord
-	if !fresh {
+	if !p.fresh() {
 		var err error
 		if recs, err = e.d.Journal.Steps(ctx, op.ID); err != nil {
 			return asTransient(fmt.Errorf("reading steps of %s: %w", op.ID, err))

@@ -1,9 +1,8 @@
 package handler
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 
 	"dpsdeprov/deprovision"
@@ -19,17 +18,16 @@ const BurstQueue = "deprovision-burst"
 // its event id and source.
 func BurstRequests(body []byte) ([]deprovision.Request, error) {
 	var batch deprovision.DeferredRequests
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&batch); err != nil || len(batch.Requests) == 0 {
-		// Earlier versions wrote one request a message.
+	if err := decodeStrict(body, &batch); err != nil {
+		// Earlier versions wrote one bare request a message.
 		var req deprovision.Request
-		dec := json.NewDecoder(bytes.NewReader(body))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil {
-			return nil, fmt.Errorf("not deferred requests: %w", err)
+		if err1 := decodeStrict(body, &req); err1 != nil {
+			return nil, fmt.Errorf("neither deferred requests (%v) nor one request (%v)", err, err1)
 		}
 		batch.Requests = []deprovision.Request{req}
+	}
+	if len(batch.Requests) == 0 {
+		return nil, errors.New("a message of no deferred requests")
 	}
 	for i, req := range batch.Requests {
 		if req.EventID == "" || req.Source == "" {

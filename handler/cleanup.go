@@ -2,7 +2,6 @@ package handler
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"iter"
@@ -78,9 +77,7 @@ func (h *Handler) postCleanup(ctx context.Context, c *call, pass string, body []
 		Budget *int  `json:"budget"`
 	}
 	if len(body) > 0 {
-		dec := json.NewDecoder(strings.NewReader(string(body)))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&in); err != nil {
+		if err := decodeStrict(body, &in); err != nil {
 			c.respond(http.StatusBadRequest, apiError{"the body is not {\"dryRun\": bool, \"budget\": number}: " + err.Error()})
 			return
 		}

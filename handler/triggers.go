@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -27,6 +28,14 @@ type QueueMessage struct {
 	InsertionTime   time.Time
 	ExpirationTime  time.Time
 	NextVisibleTime time.Time
+}
+
+// decodeStrict decodes the JSON body into v, refusing fields v does not have: a message or
+// a request body of another shape is an error that names the field, not half a value.
+func decodeStrict(body []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	return dec.Decode(v)
 }
 
 // decodeQueueMessage decodes a queueTrigger invocation body's value and metadata.

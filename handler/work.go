@@ -2,10 +2,8 @@ package handler
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
-	"strings"
 
 	"dpsdeprov/deprovision"
 	"dpsdeprov/internal/hostlog"
@@ -48,9 +46,7 @@ type EngineGroupWorker struct {
 // Apply implements GroupWorker. A message that is not a GroupWorkItem is a permanent failure.
 func (w *EngineGroupWorker) Apply(ctx context.Context, msg QueueMessage) error {
 	var item GroupWorkItem
-	dec := json.NewDecoder(strings.NewReader(string(msg.Body)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&item); err != nil {
+	if err := decodeStrict(msg.Body, &item); err != nil {
 		return fmt.Errorf("message %s is not a group work item: %w", msg.ID, err)
 	}
 	if item.OperationID == "" || len(item.Members) == 0 || item.Hub == "" && item.HubDone == nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 
+	"dpsdeprov/azure/internal/tables"
 	"dpsdeprov/deprovision"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -36,14 +37,11 @@ func NewBudget(ctx context.Context, svc *aztables.ServiceClient, o Options) (*Bu
 	if !validPrefix(p) {
 		return nil, fmt.Errorf("table prefix %q: use letters and digits only, starting with a letter, at most 55 characters", p)
 	}
-	name := p + "guard"
-	if _, err := svc.CreateTable(ctx, name, nil); err != nil {
-		var re *azcore.ResponseError
-		if !errors.As(err, &re) || re.ErrorCode != string(aztables.TableAlreadyExists) {
-			return nil, classify(fmt.Errorf("creating table %s: %w", name, err))
-		}
+	c, err := tables.Create(ctx, svc, p+"guard")
+	if err != nil {
+		return nil, classify(err)
 	}
-	return &Budget{c: svc.NewClient(name)}, nil
+	return &Budget{c: c}, nil
 }
 
 const countRow = "count"

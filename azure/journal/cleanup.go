@@ -13,6 +13,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
 
+	"dpsdeprov/azure/internal/tables"
 	"dpsdeprov/deprovision"
 )
 
@@ -52,13 +53,11 @@ func NewHousekeeping(ctx context.Context, svc *aztables.ServiceClient, o Options
 		c    **aztables.Client
 		name string
 	}{{&h.cleanup, p + "cleanup"}, {&h.seen, p + "seen"}, {&h.devices, p + "devices"}} {
-		if _, err := svc.CreateTable(ctx, t.name, nil); err != nil {
-			var re *azcore.ResponseError
-			if !errors.As(err, &re) || re.ErrorCode != string(aztables.TableAlreadyExists) {
-				return nil, classify(fmt.Errorf("creating table %s: %w", t.name, err))
-			}
+		c, err := tables.Create(ctx, svc, t.name)
+		if err != nil {
+			return nil, classify(err)
 		}
-		*t.c = svc.NewClient(t.name)
+		*t.c = c
 	}
 	return h, nil
 }

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"dpsdeprov/azure/internal/azerr"
+	"dpsdeprov/azure/internal/tables"
 	"dpsdeprov/deprovision"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -56,13 +57,11 @@ func New(ctx context.Context, svc *aztables.ServiceClient, o Options) (*Journal,
 		c    **aztables.Client
 		name string
 	}{{&j.ops, p + "ops"}, {&j.steps, p + "steps"}, {&j.devices, p + "devices"}, {&j.history, p + "history"}} {
-		if _, err := svc.CreateTable(ctx, t.name, nil); err != nil {
-			var re *azcore.ResponseError
-			if !errors.As(err, &re) || re.ErrorCode != string(aztables.TableAlreadyExists) {
-				return nil, classify(fmt.Errorf("creating table %s: %w", t.name, err))
-			}
+		c, err := tables.Create(ctx, svc, t.name)
+		if err != nil {
+			return nil, classify(err)
 		}
-		*t.c = svc.NewClient(t.name)
+		*t.c = c
 	}
 	return j, nil
 }

@@ -14,7 +14,6 @@ package listings
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -24,6 +23,7 @@ import (
 	"unicode/utf8"
 
 	"dpsdeprov/azure/internal/azerr"
+	"dpsdeprov/azure/internal/tables"
 	"dpsdeprov/deprovision"
 	"dpsdeprov/deprovision/coalesce"
 
@@ -49,16 +49,14 @@ var _ coalesce.Pages = (*Store)(nil)
 
 // Open creates the table name if it does not exist and returns a Store over it.
 func Open(ctx context.Context, svc *aztables.ServiceClient, name string, logger *slog.Logger) (*Store, error) {
-	if _, err := svc.CreateTable(ctx, name, nil); err != nil {
-		var re *azcore.ResponseError
-		if !errors.As(err, &re) || re.ErrorCode != string(aztables.TableAlreadyExists) {
-			return nil, fmt.Errorf("creating the listings table %s: %w", name, err)
-		}
+	c, err := tables.Create(ctx, svc, name)
+	if err != nil {
+		return nil, fmt.Errorf("the shared listings' table: %w", err)
 	}
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &Store{c: svc.NewClient(name), log: logger, now: time.Now}, nil
+	return &Store{c: c, log: logger, now: time.Now}, nil
 }
 
 // headEntity is a group's current listing.
@@ -112,7 +110,7 @@ func (s *Store) Listing(ctx context.Context, group string, maxAge time.Duration)
 	pk := "group:" + key(strings.ToLower(group))
 	for range 8 {
 		var head headEntity
-		etag, ok, err := s.get(ctx, pk, "current", &head)
+		etag, ok, err := tables.Get(ctx, s.c, pk, "current", &head)
 		if err != nil {
 			return "", time.Time{}, fmt.Errorf("reading the current listing of group %s: %w", group, err)
 		}
@@ -126,7 +124,7 @@ func (s *Store) Listing(ctx context.Context, group string, maxAge time.Duration)
 		if ok {
 			match = &etag
 		}
-		won, err := s.put(ctx, &next, match)
+		won, err := tables.Put(ctx, s.c, &next, match)
 		if err != nil {
 			return "", time.Time{}, fmt.Errorf("starting a listing of group %s: %w", group, err)
 		}
@@ -174,7 +172,7 @@ func (s *Store) drop(ctx context.Context, id string) {
 func (s *Store) Claim(ctx context.Context, id string, n int, stale time.Duration) (bool, error) {
 	for range 8 {
 		var cl claimEntity
-		etag, ok, err := s.get(ctx, id, claimKey(n), &cl)
+		etag, ok, err := tables.Get(ctx, s.c, id, claimKey(n), &cl)
 		if err != nil {
 			return false, fmt.Errorf("reading the claim on page %d of %s: %w", n, id, err)
 		}
@@ -187,7 +185,7 @@ func (s *Store) Claim(ctx context.Context, id string, n int, stale time.Duration
 		if ok {
 			match = &etag
 		}
-		won, err := s.put(ctx, &next, match)
+		won, err := tables.Put(ctx, s.c, &next, match)
 		if err != nil {
 			return false, fmt.Errorf("claiming page %d of %s: %w", n, id, err)
 		}
@@ -239,7 +237,7 @@ func (s *Store) Put(ctx context.Context, id string, n int, page deprovision.Regi
 // Page implements coalesce.Pages.
 func (s *Store) Page(ctx context.Context, id string, n int) (deprovision.RegistrationPage, bool, error) {
 	var row map[string]any
-	_, ok, err := s.get(ctx, id, pageKey(n), &row)
+	_, ok, err := tables.Get(ctx, s.c, id, pageKey(n), &row)
 	if err != nil || !ok {
 		if err != nil {
 			err = fmt.Errorf("reading page %d of %s: %w", n, id, err)
@@ -269,39 +267,4 @@ func (s *Store) Page(ctx context.Context, id string, n int) (deprovision.Registr
 		page.Items[i] = deprovision.Registration{RegistrationID: it.R, DeviceID: d, AssignedHub: it.H, Status: it.S}
 	}
 	return page, true, nil
-}
-
-func (s *Store) get(ctx context.Context, pk, rk string, v any) (azcore.ETag, bool, error) {
-	r, err := s.c.GetEntity(ctx, pk, rk, nil)
-	if azerr.Status(err) == http.StatusNotFound {
-		return "", false, nil
-	}
-	if err != nil {
-		return "", false, err
-	}
-	if err := json.Unmarshal(r.Value, v); err != nil {
-		return "", false, fmt.Errorf("decoding %s/%s: %w", pk, rk, err)
-	}
-	return r.ETag, true, nil
-}
-
-// put adds v when etag is nil, or replaces it if it still has etag; false when another
-// instance won the race (409 or 412).
-func (s *Store) put(ctx context.Context, v any, etag *azcore.ETag) (bool, error) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return false, err
-	}
-	if etag == nil {
-		_, err = s.c.AddEntity(ctx, b, nil)
-	} else {
-		_, err = s.c.UpdateEntity(ctx, b, &aztables.UpdateEntityOptions{IfMatch: etag, UpdateMode: aztables.UpdateModeReplace})
-	}
-	switch azerr.Status(err) {
-	case 0:
-		return err == nil, err
-	case http.StatusConflict, http.StatusPreconditionFailed:
-		return false, nil
-	}
-	return false, err
 }

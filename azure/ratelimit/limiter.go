@@ -21,10 +21,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"dpsdeprov/azure/internal/tables"
 	"dpsdeprov/azure/iothub"
 	"dpsdeprov/azure/journal"
 
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
 )
 
@@ -229,10 +229,11 @@ func New(table *aztables.Client, o *Options) (*Limiter, error) {
 // CreateTable creates the limiter's table in svc if it is missing and returns its client.
 // name must be a valid table name (letters and digits, starting with a letter, 3-63).
 func CreateTable(ctx context.Context, svc *aztables.ServiceClient, name string) (*aztables.Client, error) {
-	if _, err := svc.CreateTable(ctx, name, nil); err != nil && !isTableExists(err) {
-		return nil, fmt.Errorf("creating rate limit table %s: %w", name, err)
+	c, err := tables.Create(ctx, svc, name)
+	if err != nil {
+		return nil, fmt.Errorf("the rate limiter's table: %w", err)
 	}
-	return svc.NewClient(name), nil
+	return c, nil
 }
 
 // Wait blocks until n operations on hub may be sent, or ctx ends (it then returns ctx.Err()).
@@ -325,9 +326,4 @@ func (l *Limiter) hub(name string) (*hubLimiter, error) {
 	h := newHubLimiter(l, k, pk)
 	l.hubs[k] = h
 	return h, nil
-}
-
-func isTableExists(err error) bool {
-	var re *azcore.ResponseError
-	return errors.As(err, &re) && re.ErrorCode == string(aztables.TableAlreadyExists)
 }

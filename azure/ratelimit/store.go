@@ -2,11 +2,9 @@ package ratelimit
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
+	"dpsdeprov/azure/internal/tables"
 	"fmt"
 	"math"
-	"net/http"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -74,14 +72,6 @@ func timeOfMs(ms int64) time.Time {
 	return time.UnixMilli(ms)
 }
 
-func statusOf(err error) int {
-	var re *azcore.ResponseError
-	if errors.As(err, &re) {
-		return re.StatusCode
-	}
-	return 0
-}
-
 // store is the table side of one hub.
 type store struct {
 	c    *aztables.Client
@@ -92,40 +82,18 @@ type store struct {
 
 func (s *store) get(ctx context.Context, rk string, v any) (azcore.ETag, bool, error) {
 	s.stat.tableCalls.Add(1)
-	r, err := s.c.GetEntity(ctx, s.pk, rk, nil)
-	if statusOf(err) == http.StatusNotFound {
-		return "", false, nil
-	}
-	if err != nil {
-		return "", false, err
-	}
-	if err := json.Unmarshal(r.Value, v); err != nil {
-		return "", false, fmt.Errorf("decoding %s/%s: %w", s.pk, rk, err)
-	}
-	return r.ETag, true, nil
+	return tables.Get(ctx, s.c, s.pk, rk, v)
 }
 
 // put adds v when etag is nil, or replaces it if it still has etag. It reports false, with
 // no error, when another instance won the race (409 or 412).
 func (s *store) put(ctx context.Context, v any, etag *azcore.ETag) (bool, error) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return false, err
-	}
 	s.stat.tableCalls.Add(1)
-	if etag == nil {
-		_, err = s.c.AddEntity(ctx, b, nil)
-	} else {
-		_, err = s.c.UpdateEntity(ctx, b, &aztables.UpdateEntityOptions{IfMatch: etag, UpdateMode: aztables.UpdateModeReplace})
-	}
-	switch st := statusOf(err); {
-	case err == nil:
-		return true, nil
-	case st == http.StatusConflict || st == http.StatusPreconditionFailed:
+	won, err := tables.Put(ctx, s.c, v, etag)
+	if err == nil && !won {
 		s.stat.conflicts.Add(1)
-		return false, nil
 	}
-	return false, err
+	return won, err
 }
 
 // shared reads the hub's shared state.

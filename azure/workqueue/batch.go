@@ -1,6 +1,7 @@
 package workqueue
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -35,7 +36,7 @@ type RequestBatcher struct {
 }
 
 type pendingBatch struct {
-	reqs []deprovision.Request
+	reqs [][]byte // each request's JSON, encoded once
 	size int
 	full chan struct{} // closed when no more requests join
 	done chan struct{} // closed once sent; err says how
@@ -74,7 +75,7 @@ func (b *RequestBatcher) Defer(ctx context.Context, req deprovision.Request) err
 		go b.send(b.pending)
 	}
 	p := b.pending
-	p.reqs = append(p.reqs, req)
+	p.reqs = append(p.reqs, body)
 	p.size += len(body) + 1
 	if len(p.reqs) >= b.o.Max {
 		b.sealLocked()
@@ -109,6 +110,9 @@ func (b *RequestBatcher) send(p *pendingBatch) {
 	b.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	p.err = b.q.put(ctx, &deprovision.DeferredRequests{Requests: reqs}, fmt.Sprintf("a message of %d deferred requests", len(reqs)))
+	// deprovision.DeferredRequests, written from the requests' JSON.
+	msg := append([]byte(`{"requests":[`), bytes.Join(reqs, []byte(","))...)
+	msg = append(msg, "]}"...)
+	p.err = b.q.putJSON(ctx, msg, fmt.Sprintf("a message of %d deferred requests", len(reqs)))
 	close(p.done)
 }

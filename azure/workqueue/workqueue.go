@@ -65,11 +65,16 @@ func (w *Queue) put(ctx context.Context, v any, what string) error {
 	if err != nil {
 		return fmt.Errorf("encoding %s: %w", what, err)
 	}
+	return w.putJSON(ctx, body, what)
+}
+
+// putJSON writes the JSON body as the triggers read a message, never expiring.
+func (w *Queue) putJSON(ctx context.Context, body []byte, what string) error {
 	text := base64.StdEncoding.EncodeToString(body)
 	if len(text) > maxMessageBytes {
 		return fmt.Errorf("%s is %d bytes encoded; a queue message holds at most %d", what, len(text), maxMessageBytes)
 	}
-	_, err = w.q.EnqueueMessage(ctx, text, &azqueue.EnqueueMessageOptions{TimeToLive: to.Ptr(int32(-1))})
+	_, err := w.q.EnqueueMessage(ctx, text, &azqueue.EnqueueMessageOptions{TimeToLive: to.Ptr(int32(-1))})
 	if err != nil {
 		err = fmt.Errorf("enqueuing %s: %w", what, err)
 		// Only an answer that will not change refuses the message; anything else, the queue

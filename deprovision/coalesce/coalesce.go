@@ -522,9 +522,10 @@ type group struct {
 	reading bool
 	// changed is closed (and replaced) whenever a page is read or the listing ends.
 	changed chan struct{}
-	// shared is the id of the listing shared through Options.Pages ("" until known, or
-	// without Pages).
-	shared string
+	// shared is the id of the listing shared through Options.Pages, once sharing asked for
+	// it ("" without Pages, or when the shared store failed: the instance lists alone).
+	shared  string
+	sharing bool
 }
 
 // Lookup implements deprovision.Burst. A device named without its group is read on its own
@@ -541,9 +542,7 @@ func (c *Coalescer) Lookup(ctx context.Context, groupID, registrationID string) 
 			return r, err
 		}
 	}
-	c.bmu.Lock()
-	c.stats.SingleReads++
-	c.bmu.Unlock()
+	c.count(&c.stats.SingleReads)
 	return c.regs.GetRegistration(ctx, registrationID)
 }
 
@@ -605,17 +604,17 @@ func (c *Coalescer) list(ctx context.Context, g *group, gen int, next string) {
 	defer cancel()
 	hubs := map[string]string{} // one string per hub name
 	c.mu.Lock()
-	shared, n := g.shared, g.pages
+	shared, sharing, n := g.shared, g.sharing, g.pages
 	c.mu.Unlock()
-	if c.o.Pages != nil && shared == "" {
+	if c.o.Pages != nil && !sharing {
 		id, started, err := c.o.Pages.Listing(ctx, g.id, c.o.ListFor)
 		if err != nil {
 			c.o.Logger.Warn("sharing a group's listing with the other instances; listing it alone", "group", g.id, "error", err)
-			id = "-" // alone from now on
+			id = ""
 		}
 		c.mu.Lock()
 		if g.gen == gen {
-			g.shared = id
+			g.shared, g.sharing = id, true
 			if err == nil && started.Before(g.started) {
 				g.started = started // the shared listing answers for ListFor from its start
 			}
@@ -676,11 +675,11 @@ func (c *Coalescer) list(ctx context.Context, g *group, gen int, next string) {
 const sharedStale = 30 * time.Second
 
 // page returns page n of g's listing, whose continuation is next: from the listing shared
-// between instances when there is one (shared, not "-"): the page another instance put, or
-// read from DPS under a claim and put for the others. A failure of the shared store reads
-// the page from DPS, as does a claim gone stale.
+// between instances when there is one (shared): the page another instance put, or read from
+// DPS under a claim and put for the others. A failure of the shared store reads the page
+// from DPS, as does a claim gone stale.
 func (c *Coalescer) page(ctx context.Context, g *group, shared string, n int, next string) (deprovision.RegistrationPage, error) {
-	if c.o.Pages == nil || shared == "" || shared == "-" {
+	if shared == "" {
 		return c.readPage(ctx, g.id, next)
 	}
 	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {

@@ -156,15 +156,7 @@ func TestBlockServesFlowsInTurn(t *testing.T) {
 		leaves, big = append(leaves, leave), cctx
 	}
 	var wg sync.WaitGroup
-	block := func(ctx context.Context, id string) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := c.Block(ctx, &d.Enrollment{RegistrationID: id, Attestation: d.AttestationSymmetricKey}); err != nil {
-				t.Error(err)
-			}
-		}()
-	}
+	block := func(ctx context.Context, id string) { blockAsync(ctx, t, c, &wg, id) }
 	block(big, "big-first") // its call is held at the gate: the rest queue behind it
 	testenv.Eventually(t, "the coalescer to reach: "+`c.Stats().BulkCalls == 1`, func() bool { return c.Stats().BulkCalls == 1 })
 	for i := range 30 {
@@ -323,15 +315,7 @@ func TestCallGathersItsItems(t *testing.T) {
 		return ctxs, leaves
 	}
 	var wg sync.WaitGroup
-	block := func(ctx context.Context, id string) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := c.Block(ctx, &d.Enrollment{RegistrationID: id, Attestation: d.AttestationSymmetricKey}); err != nil {
-				t.Error(err)
-			}
-		}()
-	}
+	block := func(ctx context.Context, id string) { blockAsync(ctx, t, c, &wg, id) }
 
 	// Three admitted, two blocks asked for: the call waits for the third.
 	ctxs, leaves := join(3, "a")
@@ -451,4 +435,16 @@ func TestJoinAdmitsAtMostMaxInFlight(t *testing.T) {
 	if mode := <-done; mode != d.BurstCoalesce {
 		t.Errorf("the queue's request: %v, want BurstCoalesce", mode)
 	}
+}
+
+// blockAsync asks c for id's blocking enrollment in a goroutine that wg counts; an error fails
+// the test.
+func blockAsync(ctx context.Context, t *testing.T, c *coalesce.Coalescer, wg *sync.WaitGroup, id string) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := c.Block(ctx, &d.Enrollment{RegistrationID: id, Attestation: d.AttestationSymmetricKey}); err != nil {
+			t.Error(err)
+		}
+	}()
 }
